@@ -1,0 +1,983 @@
+//! Arenas: a lock, bins and a top chunk; the fallback behind the thread caches.
+//!
+//! An [`Arena`] lives either in a small metadata mapping (the main arena) or at the start of
+//! its first region (thread arenas, see [`region`]). Its [`ArenaState`] is reached only through
+//! the lock guard; frees from threads that find the lock busy are pushed onto the lock-free
+//! `remote` list, which whoever takes the lock next drains.
+//!
+//! A request's path inside the arena (`ArenaState::malloc_chunk`): exact small bin → the
+//! unsorted bin (each chunk gets one chance: exact fit or the last free chunk big enough for a
+//! small request, else it goes to its bin) → best fit in the request's large bin → the smallest
+//! chunk of the next non-empty bin (bitmap) → top → grow (brk, commit more of a reservation,
+//! or a new region).
+//!
+//! # Invariants
+//! - A1: `top` is the last chunk of the current segment and ends at `seg_end`; its size is at
+//!   least [`TOP_MIN`]; its `PREV_INUSE` bit is set (a free chunk below would have merged).
+//! - A2: `committed == overhead + Σ sizes of chunks in every segment + top size`.
+//! - A3: memory of the current segment at or above `top_fresh` has never been written since
+//!   it was committed (reads as zero).
+//! - A4: chunks pushed on `remote` are in use from the arena's view (their frees are pending).
+
+pub mod region;
+
+use core::ptr;
+
+use crossbeam_utils::CachePadded;
+
+use crate::bins::{bin_index, BinIdx, Bins, FIRST_LARGE, SMALL_LIMIT, UNSORTED};
+use crate::chunk::{
+    Chunk, ALIGN, FENCE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE, PURGED,
+};
+use crate::config::{COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE};
+use crate::heap::Shared;
+use crate::os::{self, fatal};
+use crate::sync::{self, AtomicPtr, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::tcache::link;
+
+use region::RegionHeader;
+
+/// Smallest top chunk: room for one free chunk plus the two fence posts that close a segment.
+pub const TOP_MIN: usize = MIN_CHUNK + 2 * FENCE;
+
+/// Most segments an arena records for its checker (later ones are still used, not walked).
+pub const MAX_SEGS: usize = 64;
+
+/// How an arena gets more memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Growth {
+    /// The program break (main arena, when the crate owns C `malloc`).
+    Brk,
+    /// Committing more of one large reservation (main arena otherwise).
+    Reserve,
+    /// Size-aligned regions (thread arenas, and any arena whose own growth failed).
+    Regions,
+}
+
+/// One arena.
+#[derive(Debug)]
+#[repr(C)]
+pub struct Arena {
+    state: CachePadded<Mutex<ArenaState>>,
+    /// Lock-free list of chunks freed by threads that found the lock busy (payload pointers,
+    /// linked through their first word like thread-cache lists).
+    remote: CachePadded<AtomicPtr<u8>>,
+    /// Bytes waiting on `remote`.
+    pub remote_bytes: AtomicUsize,
+    /// Threads attached (their caches use this arena).
+    pub attached: AtomicUsize,
+    /// Index in the heap's arena table.
+    pub index: usize,
+    shared: *const Shared,
+}
+
+// SAFETY: all mutable state is behind the lock or atomic; `shared` points at the heap, which
+// outlives its arenas.
+unsafe impl Sync for Arena {}
+// SAFETY: as above.
+unsafe impl Send for Arena {}
+
+/// The part of an arena that needs its lock.
+#[derive(Debug)]
+pub struct ArenaState {
+    /// Free lists.
+    pub bins: Bins,
+    /// The top chunk.
+    pub top: Chunk,
+    growth: Growth,
+    seg_end: usize,
+    reserve_end: usize,
+    region: *mut RegionHeader,
+    top_fresh: usize,
+    /// Committed bytes this arena holds (all segments).
+    pub committed: usize,
+    /// Committed bytes that are not in any chunk (region headers, the arena itself, padding).
+    pub overhead: usize,
+    purge_debt: usize,
+    region_flag: usize,
+    arena: *const Arena,
+    /// Segments (start of first chunk, end), for the checker; the last is the current one.
+    pub segs: [(usize, usize); MAX_SEGS],
+    /// Number of valid entries in `segs` (saturates at `MAX_SEGS`).
+    pub nsegs: usize,
+    /// Regions this arena mapped (newest first, linked through their headers).
+    pub regions: *mut RegionHeader,
+}
+
+// SAFETY: only reached through the arena lock.
+unsafe impl Send for ArenaState {}
+
+/// Result of a chunk allocation inside an arena.
+#[derive(Debug, Clone, Copy)]
+pub struct Got {
+    /// The chunk, in use.
+    pub chunk: Chunk,
+    /// Its payload reads as zero (fresh memory from the OS).
+    pub zeroed: bool,
+}
+
+impl Arena {
+    /// Builds an arena at `at` (writable, suitably aligned, stable for the arena's life) whose
+    /// first memory is already set up by `first`: it returns the state's growth kind and first
+    /// segment.
+    ///
+    /// # Safety
+    /// `at` is valid for writes of `size_of::<Arena>()` bytes and aligned; `shared` outlives it.
+    pub unsafe fn init_at(
+        at: *mut Arena,
+        shared: *const Shared,
+        index: usize,
+        growth: Growth,
+    ) -> *mut Arena {
+        let state = ArenaState {
+            bins: Bins::new(),
+            // SAFETY: placeholder, replaced by `start_segment` before any use.
+            top: unsafe { Chunk::at(ptr::NonNull::<u8>::dangling().as_ptr()) },
+            growth,
+            seg_end: 0,
+            reserve_end: 0,
+            region: ptr::null_mut(),
+            top_fresh: 0,
+            committed: 0,
+            overhead: 0,
+            purge_debt: 0,
+            region_flag: 0,
+            arena: at,
+            segs: [(0, 0); MAX_SEGS],
+            nsegs: 0,
+            regions: ptr::null_mut(),
+        };
+        // SAFETY: caller: `at` is writable and aligned.
+        unsafe {
+            at.write(Arena {
+                state: CachePadded::new(sync::new_mutex(state)),
+                remote: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
+                remote_bytes: AtomicUsize::new(0),
+                attached: AtomicUsize::new(0),
+                index,
+                shared,
+            });
+            let a = &*at;
+            let mut g = a.state.lock();
+            g.bins.init();
+        }
+        at
+    }
+
+    /// The heap-wide settings.
+    #[inline]
+    pub fn shared(&self) -> &Shared {
+        // SAFETY: the heap outlives its arenas.
+        unsafe { &*self.shared }
+    }
+
+    /// Takes the lock and drains pending remote frees.
+    #[inline]
+    pub fn lock(&self) -> ArenaGuard<'_> {
+        let mut g = ArenaGuard {
+            arena: self,
+            g: self.state.lock(),
+        };
+        g.drain_remote();
+        g
+    }
+
+    /// Takes the lock if it is free (and drains pending remote frees).
+    #[inline]
+    pub fn try_lock(&self) -> Option<ArenaGuard<'_>> {
+        let g = self.state.try_lock()?;
+        let mut g = ArenaGuard { arena: self, g };
+        g.drain_remote();
+        Some(g)
+    }
+
+    /// The raw lock, for the fork handlers.
+    pub fn raw_lock(&self) -> &sync::RawLock {
+        sync::raw_of(&self.state)
+    }
+
+    /// Pushes a chain of chunks (payloads linked head → … → tail through `tcache::link`) whose
+    /// frees are pending; the next lock holder frees them.
+    ///
+    /// # Safety
+    /// Every chunk in the chain belongs to this arena, is in use, and is owned by the caller.
+    pub unsafe fn push_remote(&self, head: *mut u8, tail: *mut u8, bytes: usize) {
+        self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut old = self.remote.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the caller owns `tail`.
+            unsafe { link::set(tail, old) };
+            // Release: pairs with the Acquire swap in `drain_remote`, publishing the links and
+            // the chunks' contents.
+            #[cfg(not(loom_mutation = "remote_push_relaxed"))]
+            let ord = Ordering::Release;
+            #[cfg(loom_mutation = "remote_push_relaxed")]
+            let ord = Ordering::Relaxed;
+            match self
+                .remote
+                .compare_exchange_weak(old, head, ord, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
+    /// Whether frees are pending on the remote list (a snapshot).
+    pub fn has_remote(&self) -> bool {
+        !self.remote.load(Ordering::Relaxed).is_null()
+    }
+}
+
+/// The arena lock held: hands out `&mut ArenaState`.
+#[derive(Debug)]
+pub struct ArenaGuard<'a> {
+    arena: &'a Arena,
+    g: MutexGuard<'a, ArenaState>,
+}
+
+impl core::ops::Deref for ArenaGuard<'_> {
+    type Target = ArenaState;
+    fn deref(&self) -> &ArenaState {
+        &self.g
+    }
+}
+impl core::ops::DerefMut for ArenaGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ArenaState {
+        &mut self.g
+    }
+}
+
+impl ArenaGuard<'_> {
+    /// Frees every chunk pending on the remote list.
+    #[inline]
+    pub fn drain_remote(&mut self) {
+        if self.arena.remote.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        // Acquire: pairs with the Release CAS in `push_remote`.
+        let mut p = self.arena.remote.swap(ptr::null_mut(), Ordering::Acquire);
+        let sh = self.arena.shared();
+        let mut bytes = 0;
+        while !p.is_null() {
+            // SAFETY: chunks on the remote list are in use, belong to this arena, and are ours
+            // now (A4); the link was written by the pusher before its Release.
+            unsafe {
+                let next = link::get(p);
+                let c = Chunk::from_payload(p);
+                bytes += c.size();
+                self.g.free_chunk(sh, c);
+                p = next;
+            }
+        }
+        self.arena.remote_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// The arena this guard locks.
+    pub fn arena(&self) -> &Arena {
+        self.arena
+    }
+}
+
+// --- impl ArenaState: segments and growth ---
+
+impl ArenaState {
+    /// The growth kind in force.
+    pub fn growth(&self) -> Growth {
+        self.growth
+    }
+
+    /// End of the current segment's committed memory.
+    pub fn seg_end(&self) -> usize {
+        self.seg_end
+    }
+
+    fn push_seg(&mut self, start: usize, end: usize) {
+        if self.nsegs < MAX_SEGS {
+            self.segs[self.nsegs] = (start, end);
+            self.nsegs += 1;
+        }
+    }
+
+    fn set_seg_end(&mut self, sh: &Shared, end: usize) {
+        self.seg_end = end;
+        if self.nsegs > 0 && self.nsegs < MAX_SEGS {
+            self.segs[self.nsegs - 1].1 = end;
+        }
+        if !self.region.is_null() && self.region_flag != 0 {
+            // SAFETY: the current region's header stays mapped while the arena lives.
+            unsafe { (*self.region).set_committed(end - self.region as usize) };
+        } else if self.arena_is_main(sh) {
+            sh.main_segs.set_last_end(end);
+        }
+    }
+
+    fn arena_is_main(&self, sh: &Shared) -> bool {
+        ptr::eq(self.arena, sh.main_arena())
+    }
+
+    /// Starts a new segment `[start, end)` (`start` 16-aligned, `end - start ≥ TOP_MIN`) inside
+    /// the memory `base` points into, and retires the old top, if any, into the bins behind two
+    /// fence posts.
+    ///
+    /// # Safety
+    /// `[start, end)` is committed memory owned by this arena, reachable from `base`.
+    unsafe fn start_segment(
+        &mut self,
+        sh: &Shared,
+        base: *mut u8,
+        start: usize,
+        end: usize,
+        region_flag: usize,
+        had_top: bool,
+    ) {
+        let old_top = self.top;
+        let old_flag = self.region_flag;
+        // SAFETY: `start` is inside the memory `base` points into (non-null).
+        let top = unsafe { Chunk::at(base.with_addr(start)) };
+        // SAFETY: caller: committed and owned.
+        unsafe { top.set_head(end - start, PREV_INUSE | region_flag) };
+        self.top = top;
+        self.top_fresh = start + HEADER;
+        self.region_flag = region_flag;
+        self.seg_end = end;
+        self.push_seg(start, end);
+        if self.arena_is_main(sh) && region_flag == 0 {
+            sh.main_segs.push(start, end);
+        }
+        if had_top {
+            // SAFETY: the old top is a valid chunk of at least TOP_MIN bytes (A1).
+            unsafe { self.retire(sh, old_top, old_flag) };
+        }
+    }
+
+    /// Closes a segment whose top was `t`: a free chunk and two fence posts.
+    unsafe fn retire(&mut self, sh: &Shared, t: Chunk, flag: usize) {
+        // SAFETY: A1: t has at least TOP_MIN bytes, all ours.
+        unsafe {
+            let s = t.size();
+            let body = s - 2 * FENCE;
+            t.set_head(body, (t.flags() & PREV_INUSE) | flag);
+            let f1 = t.plus(body);
+            f1.set_head(FENCE, PREV_INUSE | flag);
+            let f2 = f1.plus(FENCE);
+            f2.set_head(FENCE, PREV_INUSE | flag);
+            self.overhead += 2 * FENCE;
+            self.free_chunk(sh, t);
+        }
+    }
+
+    /// Makes the top at least `nb + TOP_MIN` bytes. False when the OS has no more memory.
+    unsafe fn grow(&mut self, sh: &Shared, nb: usize) -> bool {
+        // SAFETY: top is valid (A1).
+        let top_size = unsafe { self.top.size() };
+        let need = nb + TOP_MIN - top_size.min(nb + TOP_MIN);
+        let pad = sh.top_pad;
+        // SAFETY: each growth path only touches memory it maps or commits.
+        unsafe {
+            match self.growth {
+                Growth::Brk => {
+                    if self.grow_brk(sh, nb, need + pad) || self.grow_brk(sh, nb, need) {
+                        return true;
+                    }
+                }
+                Growth::Reserve | Growth::Regions => {
+                    if self.grow_commit(sh, need + pad) || self.grow_commit(sh, need) {
+                        return true;
+                    }
+                }
+            }
+            self.new_region(sh, nb)
+        }
+    }
+
+    unsafe fn grow_commit(&mut self, sh: &Shared, need: usize) -> bool {
+        if self.reserve_end == 0 {
+            return false;
+        }
+        let step = match os::page_align_up(need.max(COMMIT_STEP)) {
+            Some(s) => s,
+            None => return false,
+        };
+        let step = if self.seg_end + step > self.reserve_end {
+            os::page_align_up(need).unwrap_or(usize::MAX)
+        } else {
+            step
+        };
+        if step > self.reserve_end - self.seg_end {
+            return false;
+        }
+        let at = self.top.ptr().with_addr(self.seg_end);
+        // SAFETY: [seg_end, seg_end+step) is reserved by this arena and page aligned.
+        if !unsafe { os::commit(at, step) } {
+            return false;
+        }
+        // SAFETY: top is valid; it now extends over the committed pages.
+        unsafe {
+            let t = self.top;
+            t.set_head(t.size() + step, t.flags());
+        }
+        self.committed += step;
+        self.set_seg_end(sh, self.seg_end + step);
+        true
+    }
+
+    unsafe fn grow_brk(&mut self, sh: &Shared, nb: usize, need: usize) -> bool {
+        let ps = os::page_size();
+        let incr = match need.checked_add(2 * ps) {
+            Some(v) if v < isize::MAX as usize / 2 => (v) & !(ps - 1),
+            _ => return false,
+        };
+        // SAFETY: we hold the main arena lock, and the crate owns the break (use_brk).
+        let Some(base) = (unsafe { os::sbrk(incr as isize) }) else {
+            return false;
+        };
+        self.committed += incr;
+        if base as usize == self.seg_end && self.seg_end != 0 {
+            // SAFETY: contiguous: the top now extends to the new break.
+            unsafe {
+                let t = self.top;
+                t.set_head(t.size() + incr, t.flags());
+            }
+            self.set_seg_end(sh, self.seg_end + incr);
+            return true;
+        }
+        // Someone else moved the break (or this is the first segment): start a new segment.
+        let start = (base as usize + ALIGN - 1) & !(ALIGN - 1);
+        let end = base as usize + incr;
+        self.overhead += start - base as usize;
+        if end - start < nb + TOP_MIN {
+            // Too small to be useful: keep it as a closed segment of its own.
+        }
+        let had_top = self.seg_end != 0;
+        // SAFETY: [start, end) is ours, fresh from sbrk.
+        unsafe { self.start_segment(sh, base, start, end, 0, had_top) };
+        // SAFETY: top valid.
+        unsafe { self.top.size() >= nb + TOP_MIN }
+    }
+
+    /// Maps a new region for this arena and moves the top there.
+    unsafe fn new_region(&mut self, sh: &Shared, nb: usize) -> bool {
+        let hdr = region::FIRST_CHUNK_OFFSET;
+        let Some(want) = os::page_align_up(hdr + nb + TOP_MIN + sh.top_pad) else {
+            return false;
+        };
+        let want = want.max(COMMIT_STEP).min(REGION_SIZE);
+        if hdr + nb + TOP_MIN > want {
+            return false;
+        }
+        let Some(r) = RegionHeader::map(self.arena, self.regions, want) else {
+            return false;
+        };
+        self.regions = r;
+        self.region = r;
+        let base = r as usize;
+        self.reserve_end = base + REGION_SIZE;
+        self.growth = Growth::Regions;
+        self.committed += want;
+        self.overhead += hdr;
+        let had_top = self.seg_end != 0;
+        // SAFETY: the region's committed part is ours.
+        unsafe { self.start_segment(sh, r.cast(), base + hdr, base + want, IN_REGION, had_top) };
+        true
+    }
+
+    /// Sets up the first segment of a thread arena that lives at the start of region `r`
+    /// (`first` is the address of its first chunk, `committed` the committed bytes).
+    ///
+    /// # Safety
+    /// `r` is a freshly mapped region whose first `committed` bytes are committed.
+    pub unsafe fn first_region(
+        &mut self,
+        sh: &Shared,
+        r: *mut RegionHeader,
+        first: usize,
+        committed: usize,
+    ) {
+        self.regions = r;
+        self.region = r;
+        let base = r as usize;
+        self.reserve_end = base + REGION_SIZE;
+        self.growth = Growth::Regions;
+        self.committed = committed;
+        self.overhead = first - base;
+        // SAFETY: forwarded.
+        unsafe { self.start_segment(sh, r.cast(), first, base + committed, IN_REGION, false) };
+    }
+
+    /// Sets up the first segment of the main arena: inside a reservation `[base, base+len)` of
+    /// which `committed` bytes are committed, or (when `len == 0`) from the break.
+    ///
+    /// # Safety
+    /// The reservation is owned by this arena.
+    pub unsafe fn first_reserve(
+        &mut self,
+        sh: &Shared,
+        base: *mut u8,
+        len: usize,
+        committed: usize,
+    ) {
+        self.reserve_end = base as usize + len;
+        self.committed = committed;
+        self.overhead = 0;
+        // SAFETY: forwarded.
+        unsafe { self.start_segment(sh, base, base as usize, base as usize + committed, 0, false) };
+    }
+
+    /// Sets up the main arena on the program break; false if `sbrk` fails.
+    ///
+    /// # Safety
+    /// The crate owns the break.
+    pub unsafe fn first_brk(&mut self, sh: &Shared) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.grow_brk(sh, 0, COMMIT_STEP) }
+    }
+
+    /// Falls back to regions from the start (when the main arena's reservation failed).
+    ///
+    /// # Safety
+    /// The arena has no segment yet.
+    pub unsafe fn first_fallback(&mut self, sh: &Shared) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.new_region(sh, 0) }
+    }
+}
+
+// --- impl ArenaState: allocation ---
+
+impl ArenaState {
+    #[inline]
+    unsafe fn take_whole(&mut self, c: Chunk, size: usize) {
+        // SAFETY: c is free, unlinked, valid; its next header is ours.
+        unsafe {
+            let f = c.flags() & (PREV_INUSE | IN_REGION);
+            c.set_head(size, f);
+            c.plus(size).set_prev_inuse(true);
+        }
+    }
+
+    /// Splits an unlinked free chunk `c` of `size` bytes into an in-use chunk of `nb` bytes and a
+    /// free remainder (into the unsorted bin) when the remainder can be a chunk.
+    #[inline]
+    unsafe fn split(&mut self, c: Chunk, size: usize, nb: usize) {
+        // SAFETY: c is valid and ours; the remainder lies inside it.
+        unsafe {
+            let r = size - nb;
+            if r >= MIN_CHUNK {
+                let f = c.flags() & (PREV_INUSE | IN_REGION);
+                c.set_head(nb, f);
+                let rem = c.plus(nb);
+                rem.set_head(r, PREV_INUSE | (f & IN_REGION));
+                rem.set_foot(r);
+                self.bins.push_unsorted(rem, r);
+            } else {
+                self.take_whole(c, size);
+            }
+        }
+    }
+
+    /// Allocates a chunk of exactly `nb` bytes (a multiple of 16, ≥ `MIN_CHUNK`) or a little more.
+    ///
+    /// # Safety
+    /// Lock held (guaranteed by `&mut`); `nb` is a normalised chunk size.
+    pub unsafe fn malloc_chunk(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
+        // SAFETY: every chunk reached below is in this arena's bins or its top.
+        unsafe {
+            if nb < SMALL_LIMIT {
+                if let Some(c) = self.bins.last(bin_index(nb)) {
+                    self.bins.unlink(c, nb);
+                    self.take_whole(c, nb);
+                    return Some(Got {
+                        chunk: c,
+                        zeroed: false,
+                    });
+                }
+            }
+            let mut iters = 0;
+            while let Some(c) = self.bins.last(UNSORTED) {
+                let size = c.size();
+                if size < MIN_CHUNK || !c.tag_ok() {
+                    fatal("malloc(): corrupted chunk in the unsorted bin (heap overflow?)");
+                }
+                self.bins.unlink(c, size);
+                if size == nb {
+                    self.take_whole(c, size);
+                    return Some(Got {
+                        chunk: c,
+                        zeroed: false,
+                    });
+                }
+                if nb < SMALL_LIMIT && size >= nb + MIN_CHUNK && self.bins.is_empty(UNSORTED) {
+                    // The last recently freed chunk: carve small requests from it for locality.
+                    self.split(c, size, nb);
+                    return Some(Got {
+                        chunk: c,
+                        zeroed: false,
+                    });
+                }
+                self.bins.push_sorted(c, size);
+                iters += 1;
+                if iters >= 4096 {
+                    break;
+                }
+            }
+            let idx = bin_index(nb);
+            if idx.0 >= FIRST_LARGE {
+                if let Some(c) = self.bins.best_fit(idx, nb) {
+                    let size = c.size();
+                    self.bins.unlink(c, size);
+                    self.split(c, size, nb);
+                    return Some(Got {
+                        chunk: c,
+                        zeroed: false,
+                    });
+                }
+            }
+            if let Some(b) = self.bins.first_nonempty_from(idx.0 + 1) {
+                let c = match self.bins.first(b) {
+                    Some(c) => c,
+                    None => fatal("bin bitmap out of sync with its bins"),
+                };
+                let size = c.size();
+                self.bins.unlink(c, size);
+                self.split(c, size, nb);
+                return Some(Got {
+                    chunk: c,
+                    zeroed: false,
+                });
+            }
+            self.from_top(sh, nb)
+        }
+    }
+
+    unsafe fn from_top(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
+        // SAFETY: top valid (A1); growth keeps it valid.
+        unsafe {
+            if self.top.size() < nb + TOP_MIN && !self.grow(sh, nb) {
+                return None;
+            }
+            let t = self.top;
+            let ts = t.size();
+            let f = t.flags() & (PREV_INUSE | IN_REGION);
+            let zeroed = t.addr() + HEADER >= self.top_fresh;
+            t.set_head(nb, f);
+            let nt = t.plus(nb);
+            nt.set_head(ts - nb, PREV_INUSE | (f & IN_REGION));
+            self.top = nt;
+            self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
+            Some(Got { chunk: t, zeroed })
+        }
+    }
+
+    /// Allocates up to `n` chunks of exactly `nb` bytes under one lock hold, handing each to
+    /// `sink`; returns how many it gave.
+    ///
+    /// # Safety
+    /// As for [`ArenaState::malloc_chunk`].
+    pub unsafe fn malloc_batch(
+        &mut self,
+        sh: &Shared,
+        nb: usize,
+        n: usize,
+        mut sink: impl FnMut(Chunk),
+    ) -> usize {
+        let mut k = 0;
+        // SAFETY: as in `malloc_chunk`.
+        unsafe {
+            if nb < SMALL_LIMIT {
+                let i = bin_index(nb);
+                while k < n {
+                    let Some(c) = self.bins.last(i) else { break };
+                    self.bins.unlink(c, nb);
+                    self.take_whole(c, nb);
+                    sink(c);
+                    k += 1;
+                }
+            }
+            if k == n {
+                return k;
+            }
+            // One block for the rest, cut into pieces.
+            let rest = n - k;
+            let got = if rest > 1 {
+                self.malloc_chunk(sh, nb * rest)
+            } else {
+                None
+            };
+            match got {
+                Some(g) => {
+                    let c = g.chunk;
+                    let total = c.size();
+                    let f = c.flags() & (PREV_INUSE | IN_REGION);
+                    let rf = f & IN_REGION;
+                    let mut off = 0;
+                    for i in 0..rest {
+                        let piece = c.plus(off);
+                        let sz = if i + 1 == rest { total - off } else { nb };
+                        piece.set_head(sz, if i == 0 { f } else { PREV_INUSE | rf });
+                        sink(piece);
+                        off += sz;
+                    }
+                    k += rest;
+                }
+                None => {
+                    while k < n {
+                        let Some(g) = self.malloc_chunk(sh, nb) else {
+                            break;
+                        };
+                        sink(g.chunk);
+                        k += 1;
+                    }
+                }
+            }
+        }
+        k
+    }
+
+    /// Allocates a chunk whose payload is aligned to `align` (a power of two > 16).
+    ///
+    /// # Safety
+    /// As for [`ArenaState::malloc_chunk`].
+    pub unsafe fn memalign_chunk(&mut self, sh: &Shared, align: usize, nb: usize) -> Option<Got> {
+        let want = nb.checked_add(align)?.checked_add(MIN_CHUNK)?;
+        // SAFETY: the chunk is ours; the split points lie inside it.
+        unsafe {
+            let g = self.malloc_chunk(sh, want)?;
+            let mut c = g.chunk;
+            let p = c.payload() as usize;
+            if p & (align - 1) != 0 {
+                let mut q = (p + align - 1) & !(align - 1);
+                if q - p < MIN_CHUNK {
+                    q += align;
+                }
+                let lead = q - p;
+                let size = c.size();
+                let f = c.flags() & (PREV_INUSE | IN_REGION);
+                let nc = c.plus(lead);
+                nc.set_head(size - lead, PREV_INUSE | (f & IN_REGION));
+                c.set_head(lead, f);
+                self.free_chunk(sh, c);
+                c = nc;
+            }
+            self.shrink_chunk(sh, c, nb);
+            Some(Got {
+                chunk: c,
+                zeroed: false,
+            })
+        }
+    }
+}
+
+// --- impl ArenaState: free, resize, trim ---
+
+impl ArenaState {
+    /// Returns an in-use chunk to the arena, coalescing with free neighbours and top.
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of this arena whose header tag was checked; lock held.
+    pub unsafe fn free_chunk(&mut self, sh: &Shared, c: Chunk) {
+        // SAFETY: c and its neighbours are chunks of this arena; every size read is checked
+        // against the tags and boundary tags before it is used to move.
+        unsafe {
+            let mut c = c;
+            let mut size = c.size();
+            let flags = c.flags();
+            if size < MIN_CHUNK || flags & IS_MMAPPED != 0 {
+                fatal("free(): invalid chunk size");
+            }
+            let rf = flags & IN_REGION;
+            let next = c.plus(size);
+            if !next.tag_ok() {
+                fatal("free(): corrupted header of the next chunk (heap overflow?)");
+            }
+            if !next.prev_inuse() {
+                fatal("free(): double free (chunk is already free)");
+            }
+            if !c.prev_inuse() {
+                let ps = c.prev_size();
+                let p = c.minus(ps);
+                if ps < MIN_CHUNK || ps & (ALIGN - 1) != 0 || !p.tag_ok() || p.size() != ps {
+                    fatal("free(): corrupted size vs. prev_size while coalescing");
+                }
+                self.bins.unlink(p, ps);
+                c = p;
+                size += ps;
+            }
+            if next == self.top {
+                size += next.size();
+                c.set_head(size, PREV_INUSE | rf);
+                self.top = c;
+                self.maybe_trim(sh);
+                return;
+            }
+            let nsize = next.size();
+            if nsize >= MIN_CHUNK && !next.inuse() {
+                self.bins.unlink(next, nsize);
+                size += nsize;
+            } else {
+                next.set_prev_inuse(false);
+            }
+            c.set_head(size, PREV_INUSE | rf);
+            c.set_foot(size);
+            self.bins.push_unsorted(c, size);
+            self.purge_debt += size;
+            if self.purge_debt >= PURGE_DEBT {
+                self.purge();
+            }
+        }
+    }
+
+    /// Shrinks an in-use chunk to `nb` bytes, freeing the tail when it can be a chunk.
+    ///
+    /// # Safety
+    /// `c` is in use in this arena, `nb ≤ c.size()`, `nb` normalised.
+    pub unsafe fn shrink_chunk(&mut self, sh: &Shared, c: Chunk, nb: usize) {
+        // SAFETY: the tail lies inside c.
+        unsafe {
+            let size = c.size();
+            if size - nb >= MIN_CHUNK {
+                let f = c.flags() & (PREV_INUSE | IN_REGION);
+                c.set_head(nb, f);
+                let rem = c.plus(nb);
+                rem.set_head(size - nb, PREV_INUSE | (f & IN_REGION));
+                self.free_chunk(sh, rem);
+            }
+        }
+    }
+
+    /// Grows an in-use chunk in place to at least `nb` bytes, from top or a free neighbour.
+    ///
+    /// # Safety
+    /// `c` is in use in this arena; `nb > c.size()`, normalised.
+    pub unsafe fn grow_chunk(&mut self, sh: &Shared, c: Chunk, nb: usize) -> bool {
+        // SAFETY: neighbours of c are chunks of this arena.
+        unsafe {
+            let size = c.size();
+            let f = c.flags() & (PREV_INUSE | IN_REGION);
+            let next = c.plus(size);
+            if next == self.top {
+                let extra = nb - size;
+                if self.top.size() < extra + TOP_MIN && !self.grow(sh, extra) {
+                    return false;
+                }
+                if self.top != next {
+                    return false; // growth moved top to a new segment
+                }
+                let ts = next.size();
+                c.set_head(nb, f);
+                let nt = c.plus(nb);
+                nt.set_head(ts - extra, PREV_INUSE | (f & IN_REGION));
+                self.top = nt;
+                self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
+                return true;
+            }
+            let nsize = next.size();
+            if nsize >= MIN_CHUNK && !next.inuse() && size + nsize >= nb {
+                self.bins.unlink(next, nsize);
+                let total = size + nsize;
+                c.set_head(total, f);
+                c.plus(total).set_prev_inuse(true);
+                self.shrink_chunk(sh, c, nb);
+                return true;
+            }
+            false
+        }
+    }
+
+    fn maybe_trim(&mut self, sh: &Shared) {
+        // SAFETY: top valid.
+        let ts = unsafe { self.top.size() };
+        if ts > sh.trim_threshold.load(Ordering::Relaxed) {
+            // SAFETY: lock held.
+            unsafe { self.trim(sh, sh.top_pad) };
+        }
+    }
+
+    /// Gives back top memory above `pad` bytes to the OS. Returns the bytes released.
+    ///
+    /// # Safety
+    /// Lock held.
+    pub unsafe fn trim(&mut self, sh: &Shared, pad: usize) -> usize {
+        let ps = os::page_size();
+        // SAFETY: top valid.
+        let ts = unsafe { self.top.size() };
+        let keep = pad.saturating_add(TOP_MIN);
+        if ts <= keep + ps {
+            return 0;
+        }
+        let release = (ts - keep) & !(ps - 1);
+        if release == 0 {
+            return 0;
+        }
+        let new_end = self.seg_end - release;
+        match (self.growth, self.region_flag) {
+            (Growth::Brk, 0) => {
+                // SAFETY: we own the break; shrink only while nobody moved it past us.
+                unsafe {
+                    match os::sbrk(0) {
+                        Some(cur) if cur as usize == self.seg_end => {}
+                        _ => return 0,
+                    }
+                    if os::sbrk(-(release as isize)).is_none() {
+                        return 0;
+                    }
+                }
+            }
+            _ => {
+                if new_end & (ps - 1) != 0 {
+                    return 0;
+                }
+                // SAFETY: the released range is the top's tail, above its header, page aligned.
+                unsafe { os::decommit(self.top.ptr().with_addr(new_end), release) };
+            }
+        }
+        // SAFETY: the top keeps at least `keep` bytes.
+        unsafe {
+            let t = self.top;
+            t.set_head(ts - release, t.flags());
+        }
+        self.committed -= release;
+        self.set_seg_end(sh, new_end);
+        self.top_fresh = self.top_fresh.min(new_end);
+        release
+    }
+
+    /// Returns the OS pages inside large free chunks to the OS (`MADV_DONTNEED`).
+    pub fn purge(&mut self) -> usize {
+        self.purge_debt = 0;
+        let ps = os::page_size();
+        let mut released = 0;
+        let first = bin_index(PURGE_MIN_CHUNK).0;
+        let mut visit = |c: Chunk| {
+            // SAFETY: c is a free chunk in our bins; we keep its header and links intact and
+            // release only whole OS pages strictly inside it.
+            unsafe {
+                let h = c.head();
+                let size = c.size();
+                if h & PURGED != 0 || size < PURGE_MIN_CHUNK {
+                    return;
+                }
+                let lo = (c.addr() + 32 + ps - 1) & !(ps - 1);
+                let hi = (c.addr() + size) & !(ps - 1);
+                if hi > lo {
+                    os::purge(c.ptr().with_addr(lo), hi - lo);
+                    released += hi - lo;
+                }
+                c.set_head(size, (h | PURGED) & crate::chunk::FLAG_MASK);
+            }
+        };
+        // SAFETY: lock held (by &mut self).
+        unsafe {
+            self.bins.for_each(UNSORTED, &mut visit);
+            for i in first..crate::bins::NBINS {
+                if self.bins.marked(BinIdx(i)) {
+                    self.bins.for_each(BinIdx(i), &mut visit);
+                }
+            }
+        }
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Unit tests of the arena (through private heaps).

@@ -1,0 +1,233 @@
+//! Invariant checkers. They never allocate (fixed buffers only), so they can run inside the
+//! allocator under test; each returns the first broken invariant as a static message.
+//!
+//! - [`check_arena`] walks every chunk of every recorded segment (Chunk I1–I4, Arena A1–A2) and
+//!   every bin (Bins B1–B4), and matches the free chunks found in memory against the bins.
+//! - [`check_tcache`] walks a thread cache's lists (T1, T2).
+//! - [`check_heap`] runs both over a whole heap.
+
+use crate::arena::{Arena, ArenaState, TOP_MIN};
+use crate::bins::{bin_index, BinIdx, FIRST_LARGE, NBINS, UNSORTED};
+use crate::chunk::{Chunk, ALIGN, FENCE, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE};
+use crate::heap::Heap;
+use crate::size_class::{CLASS_CHUNK_SIZE, NCLASSES};
+use crate::tcache::{link, ThreadCache};
+
+/// Result of a check: `Err` names the broken invariant.
+pub type CheckResult = Result<(), &'static str>;
+
+/// Checks one arena's chunks, bins and accounting.
+///
+/// # Safety
+/// The arena's lock is held (by `&ArenaState` from its guard) and its memory is intact enough
+/// to walk (the checker stops at the first inconsistency).
+pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
+    let mut chunk_bytes = 0usize;
+    let mut free_found = 0usize;
+    let mut free_found_bytes = 0usize;
+    let top = st.top;
+    let mut saw_top = false;
+    let nsegs = st.nsegs;
+    if nsegs >= crate::arena::MAX_SEGS {
+        return Ok(()); // too many segments recorded to walk them all
+    }
+    // SAFETY: caller: lock held; every read below stays inside recorded segments.
+    unsafe {
+        if top.size() < TOP_MIN {
+            return Err("A1: top smaller than TOP_MIN");
+        }
+        if !top.prev_inuse() {
+            return Err("A1: top's PREV_INUSE clear (free chunk below top)");
+        }
+        for (i, &(start, end)) in st.segs[..nsegs].iter().enumerate() {
+            let current = i + 1 == nsegs;
+            let mut c = Chunk::at(top.ptr().with_addr(start));
+            let mut prev_free = false;
+            let mut first = true;
+            loop {
+                if c.addr() >= end {
+                    return Err("segment walk ran past the segment end");
+                }
+                if !c.tag_ok() {
+                    return Err("I4: chunk header tag mismatch");
+                }
+                let size = c.size();
+                if c.addr() % ALIGN != 0 || size % ALIGN != 0 {
+                    return Err("I1: misaligned chunk or size");
+                }
+                if c.flags() & IS_MMAPPED != 0 {
+                    return Err("I1: arena chunk flagged IS_MMAPPED");
+                }
+                if !first && c.prev_inuse() == prev_free {
+                    return Err("I2: PREV_INUSE does not match the chunk below");
+                }
+                if prev_free && c.prev_size() == 0 {
+                    return Err("I2: prev_size missing below a free chunk");
+                }
+                first = false;
+                if c == top {
+                    if !current || c.addr() + size != end {
+                        return Err("A1: top is not the last chunk of the current segment");
+                    }
+                    saw_top = true;
+                    break;
+                }
+                if size == FENCE {
+                    let f2 = c.plus(FENCE);
+                    if !f2.tag_ok() || f2.size() != FENCE || !f2.prev_inuse() {
+                        return Err("segment end: broken fence posts");
+                    }
+                    break;
+                }
+                if size < MIN_CHUNK {
+                    return Err("I1: chunk smaller than MIN_CHUNK");
+                }
+                let next = c.plus(size);
+                let free = !next.prev_inuse();
+                if free {
+                    if prev_free {
+                        return Err("I3: two adjacent free chunks");
+                    }
+                    if next == top {
+                        return Err("I3: free chunk adjacent to top");
+                    }
+                    if next.prev_size() != size {
+                        return Err("I2: footer of a free chunk does not match its size");
+                    }
+                    free_found += 1;
+                    free_found_bytes += size;
+                }
+                if (c.flags() & IN_REGION != 0) != (top.flags() & IN_REGION != 0) && current {
+                    return Err("IN_REGION flag differs from the segment's kind");
+                }
+                chunk_bytes += size;
+                prev_free = free;
+                c = next;
+            }
+        }
+        if !saw_top {
+            return Err("A1: top not found in the current segment");
+        }
+        // Bins.
+        let mut in_bins = 0usize;
+        let mut in_bins_bytes = 0usize;
+        for i in 1..NBINS {
+            let idx = BinIdx(i);
+            let s = st.bins.sentinel(idx);
+            let mut prev = s;
+            let mut c = s.fd();
+            let mut last_size = 0;
+            let mut n = 0usize;
+            while c != s {
+                if c.bk() != prev {
+                    return Err("B3: broken back link");
+                }
+                if !c.tag_ok() {
+                    return Err("I4: bin chunk tag mismatch");
+                }
+                let size = c.size();
+                if c.plus(size).prev_inuse() {
+                    return Err("B: chunk in a bin is marked in use");
+                }
+                if i != UNSORTED.0 {
+                    if bin_index(size) != idx {
+                        return Err("B1: chunk in the wrong bin");
+                    }
+                    if i >= FIRST_LARGE && size < last_size {
+                        return Err("B1: large bin not sorted");
+                    }
+                }
+                last_size = size;
+                in_bins += 1;
+                in_bins_bytes += size;
+                n += 1;
+                if n > (1 << 26) {
+                    return Err("B3: bin list does not close (cycle)");
+                }
+                prev = c;
+                c = c.fd();
+            }
+            if s.bk() != prev {
+                return Err("B3: sentinel back link");
+            }
+            if i != UNSORTED.0 && (n > 0) != st.bins.marked(idx) {
+                return Err("B2: bitmap bit does not match bin emptiness");
+            }
+        }
+        if in_bins != st.bins.free_chunks || in_bins_bytes != st.bins.free_bytes {
+            return Err("B4: bin counters do not match the bins");
+        }
+        if in_bins != free_found || in_bins_bytes != free_found_bytes {
+            return Err("free chunks in memory do not match the chunks in bins");
+        }
+        if st.nsegs < crate::arena::MAX_SEGS
+            && st.committed != st.overhead + chunk_bytes + top.size()
+        {
+            return Err("A2: committed != overhead + chunks + top");
+        }
+    }
+    let _ = PREV_INUSE;
+    Ok(())
+}
+
+/// Checks a thread cache's lists.
+///
+/// # Safety
+/// The cache is not in use by another thread.
+pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
+    for cls in 0..NCLASSES {
+        let n = tc.count(cls);
+        if n > tc.max(cls) {
+            return Err("T1: count above the class bound");
+        }
+        // SAFETY: caller: the lists are stable; each member is a payload we cached.
+        unsafe {
+            let mut k = 0;
+            let mut p = tc.head(cls);
+            while !p.is_null() {
+                k += 1;
+                if k > n {
+                    return Err("T1: list longer than its count");
+                }
+                let c = Chunk::from_payload(p);
+                if !c.tag_ok()
+                    || c.size() != CLASS_CHUNK_SIZE[cls] && c.size() < CLASS_CHUNK_SIZE[cls]
+                {
+                    return Err("T2: cached chunk of the wrong size or bad tag");
+                }
+                if !c.plus(c.size()).prev_inuse() {
+                    return Err("T2: cached chunk marked free in its arena");
+                }
+                if !link::has_key(p) {
+                    return Err("T2: cached chunk lost its key");
+                }
+                p = link::get(p);
+            }
+            if k != n {
+                return Err("T1: list shorter than its count");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every arena of a heap (taking each lock in turn) and every live cache.
+///
+/// # Safety
+/// No other thread uses any of the heap's caches meanwhile.
+pub unsafe fn check_heap(heap: &Heap) -> CheckResult {
+    for i in 0..heap.arena_count() {
+        let a: &Arena = heap.arena(i);
+        let g = a.lock();
+        // SAFETY: lock held.
+        unsafe { check_arena(&g)? };
+    }
+    let mut r = Ok(());
+    heap.for_each_cache(|tc| {
+        if r.is_ok() {
+            // SAFETY: caller: caches are quiescent.
+            r = unsafe { check_tcache(&*tc) };
+        }
+    });
+    r
+}

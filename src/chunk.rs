@@ -1,0 +1,392 @@
+//! Chunk layout: boundary tags, flag bits, header tags, and the only pointer arithmetic on
+//! chunks.
+//!
+//! ```text
+//! in use                              free (in a bin)
+//! 0  +---------------------------+    0  +---------------------------+
+//!    | prev_size (if prev free)  |       | prev_size (if prev free)  |
+//! 8  +---------------------------+    8  +---------------------------+
+//!    | tag:16 | size:44 | flags:4 |      | tag:16 | size:44 | flags:4 |
+//! 16 +---------------------------+    16 +---------------------------+
+//!    | payload (size - 16 bytes) |       | fd (next chunk in bin)    |
+//!    |                           |    24 +---------------------------+
+//!    |                           |       | bk (previous in bin)      |
+//!    |                           |       | ...                       |
+//! size +-------------------------+    size +-------------------------+
+//!    | next chunk: prev_size     |       | next: prev_size = size    |  <- boundary tag (footer)
+//!    | next chunk: head (P bit)  |       | next: head, P bit clear   |
+//! ```
+//!
+//! A chunk in a thread cache looks in use to its arena; its payload holds the cache link
+//! (offset 16, mangled) and the cache key (offset 24), see `tcache`.
+//!
+//! Flags (low 4 bits of the head): `PREV_INUSE` — the chunk just below is in use (so
+//! `prev_size` is not valid); `IS_MMAPPED` — a huge block, its own mapping, `prev_size` holds
+//! its offset from the mapping's start; `IN_REGION` — lives in a region, its arena is found from
+//! the region header by masking; `PURGED` — a free chunk whose interior OS pages were returned.
+//!
+//! The top 16 bits of the head are a tag: a keyed hash of the chunk's address and the low 48
+//! bits. Every head write sets it; `free` and `realloc` check it, so a pointer we never returned
+//! or a header overwritten by an overflow is caught before anything trusts its size.
+//!
+//! # Invariants
+//! - I1: a chunk's address and size are multiples of [`ALIGN`]; size ≥ [`MIN_CHUNK`] except
+//!   fence posts (size [`FENCE`]).
+//! - I2: the `PREV_INUSE` bit of a chunk is clear exactly when the chunk below is a free chunk
+//!   in a bin (then `prev_size` equals that chunk's size).
+//! - I3: two free chunks in bins are never adjacent, and a free chunk is never adjacent to top.
+//! - I4: every head's tag matches its address and low bits.
+
+use core::ptr::NonNull;
+
+use crate::sync::process::{AtomicUsize, Ordering};
+
+/// Alignment of every chunk and payload (bytes).
+pub const ALIGN: usize = 16;
+/// Bytes before the payload: `prev_size` and the head.
+pub const HEADER: usize = 16;
+/// Smallest chunk: header plus two links.
+pub const MIN_CHUNK: usize = 32;
+/// Size of each of the two fence-post headers that close a segment.
+pub const FENCE: usize = 16;
+
+/// The chunk below is in use.
+pub const PREV_INUSE: usize = 1;
+/// The chunk is a huge block with its own mapping.
+pub const IS_MMAPPED: usize = 2;
+/// The chunk lives in a region; its arena is in the region header.
+pub const IN_REGION: usize = 4;
+/// Free chunk whose interior OS pages were returned to the OS.
+pub const PURGED: usize = 8;
+/// All flag bits.
+pub const FLAG_MASK: usize = 15;
+
+const LOW_MASK: usize = (1 << 48) - 1;
+const SIZE_MASK: usize = LOW_MASK & !FLAG_MASK;
+
+static SECRET: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the process-wide keys (header tags, free-list links) from the kernel's random bytes,
+/// once, before the first heap makes its first chunk. Later calls do nothing.
+pub fn init_secrets() {
+    static CLAIMED: AtomicUsize = AtomicUsize::new(0);
+    if SECRET.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    if CLAIMED
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        crate::tcache::link::set_keys(
+            crate::os::random_u64(2) as usize,
+            crate::os::random_u64(3) as usize,
+        );
+        // Release: pairs with the Acquire above, so every heap sees the link keys first.
+        SECRET.store((crate::os::random_u64(1) as usize) | 1, Ordering::Release);
+    } else {
+        while SECRET.load(Ordering::Acquire) == 0 {
+            crate::os::yield_now();
+        }
+    }
+}
+
+#[inline(always)]
+fn tag_of(addr: usize, low: usize) -> usize {
+    let s = SECRET.load(Ordering::Relaxed);
+    ((addr.rotate_left(29) ^ low ^ s).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) << 48
+}
+
+/// A pointer to a chunk header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk(NonNull<u8>);
+
+impl Chunk {
+    /// A chunk at `p`.
+    ///
+    /// # Safety
+    /// `p` is non-null and points at (or will hold) a chunk header.
+    #[inline(always)]
+    pub unsafe fn at(p: *mut u8) -> Chunk {
+        // SAFETY: the caller guarantees non-null.
+        Chunk(unsafe { NonNull::new_unchecked(p) })
+    }
+
+    /// The chunk whose payload starts at `p`.
+    ///
+    /// # Safety
+    /// `p` is a non-null payload pointer (at least [`HEADER`] bytes above its mapping's start).
+    #[inline(always)]
+    pub unsafe fn from_payload(p: *mut u8) -> Chunk {
+        // SAFETY: the header sits HEADER bytes below the payload, inside the same mapping.
+        unsafe { Chunk::at(p.wrapping_sub(HEADER)) }
+    }
+
+    /// The raw header pointer.
+    #[inline(always)]
+    pub fn ptr(self) -> *mut u8 {
+        self.0.as_ptr()
+    }
+
+    /// The header address.
+    #[inline(always)]
+    pub fn addr(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    /// The payload pointer.
+    #[inline(always)]
+    pub fn payload(self) -> *mut u8 {
+        self.0.as_ptr().wrapping_add(HEADER)
+    }
+
+    /// The chunk `off` bytes above this one.
+    ///
+    /// # Safety
+    /// The result lies in the same mapping.
+    #[inline(always)]
+    pub unsafe fn plus(self, off: usize) -> Chunk {
+        // SAFETY: non-null: an in-mapping address above a non-null one.
+        unsafe { Chunk::at(self.0.as_ptr().wrapping_add(off)) }
+    }
+
+    /// The chunk `off` bytes below this one.
+    ///
+    /// # Safety
+    /// The result lies in the same mapping.
+    #[inline(always)]
+    pub unsafe fn minus(self, off: usize) -> Chunk {
+        // SAFETY: as for `plus`.
+        unsafe { Chunk::at(self.0.as_ptr().wrapping_sub(off)) }
+    }
+
+    #[inline(always)]
+    unsafe fn word(self, off: usize) -> *mut usize {
+        self.0.as_ptr().wrapping_add(off).cast()
+    }
+
+    /// The raw head word (tag, size, flags).
+    ///
+    /// # Safety
+    /// The header is mapped and readable.
+    #[inline(always)]
+    pub unsafe fn head(self) -> usize {
+        // SAFETY: caller: header readable; aligned by I1.
+        unsafe { self.word(8).read() }
+    }
+
+    /// The chunk size (bytes, header included).
+    ///
+    /// # Safety
+    /// As for [`Chunk::head`].
+    #[inline(always)]
+    pub unsafe fn size(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.head() & SIZE_MASK }
+    }
+
+    /// The flag bits.
+    ///
+    /// # Safety
+    /// As for [`Chunk::head`].
+    #[inline(always)]
+    pub unsafe fn flags(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.head() & FLAG_MASK }
+    }
+
+    /// Whether the chunk below is in use.
+    ///
+    /// # Safety
+    /// As for [`Chunk::head`].
+    #[inline(always)]
+    pub unsafe fn prev_inuse(self) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.head() & PREV_INUSE != 0 }
+    }
+
+    /// Whether the tag of a head word matches this chunk's address.
+    #[inline(always)]
+    pub fn tag_matches(self, head: usize) -> bool {
+        tag_of(self.addr(), head & LOW_MASK) == head & !LOW_MASK
+    }
+
+    /// Whether the header's tag is right (I4).
+    ///
+    /// # Safety
+    /// As for [`Chunk::head`].
+    #[inline(always)]
+    pub unsafe fn tag_ok(self) -> bool {
+        // SAFETY: forwarded.
+        self.tag_matches(unsafe { self.head() })
+    }
+
+    /// Writes the head: size, flags and tag.
+    ///
+    /// # Safety
+    /// The header is writable and owned by the caller (arena lock or sole ownership).
+    #[inline(always)]
+    pub unsafe fn set_head(self, size: usize, flags: usize) {
+        debug_assert!(size & FLAG_MASK == 0 && size <= SIZE_MASK);
+        let low = size | (flags & FLAG_MASK);
+        // SAFETY: caller: writable.
+        unsafe { self.word(8).write(low | tag_of(self.addr(), low)) };
+    }
+
+    /// Sets or clears `PREV_INUSE`, keeping size and other flags.
+    ///
+    /// # Safety
+    /// As for [`Chunk::set_head`].
+    #[inline(always)]
+    pub unsafe fn set_prev_inuse(self, on: bool) {
+        // SAFETY: forwarded.
+        unsafe {
+            let h = self.head();
+            let f = if on { h | PREV_INUSE } else { h & !PREV_INUSE };
+            self.set_head(h & SIZE_MASK, f & FLAG_MASK);
+        }
+    }
+
+    /// The `prev_size` word (valid only when `PREV_INUSE` is clear).
+    ///
+    /// # Safety
+    /// As for [`Chunk::head`].
+    #[inline(always)]
+    pub unsafe fn prev_size(self) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.word(0).read() }
+    }
+
+    /// Writes the `prev_size` word.
+    ///
+    /// # Safety
+    /// As for [`Chunk::set_head`].
+    #[inline(always)]
+    pub unsafe fn set_prev_size(self, v: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.word(0).write(v) }
+    }
+
+    /// The chunk just above.
+    ///
+    /// # Safety
+    /// The size is trusted and the next header is in the same mapping.
+    #[inline(always)]
+    pub unsafe fn next(self) -> Chunk {
+        // SAFETY: forwarded.
+        unsafe { self.plus(self.size()) }
+    }
+
+    /// The free chunk just below (valid only when `PREV_INUSE` is clear).
+    ///
+    /// # Safety
+    /// As for [`Chunk::next`].
+    #[inline(always)]
+    pub unsafe fn prev(self) -> Chunk {
+        // SAFETY: forwarded.
+        unsafe { self.minus(self.prev_size()) }
+    }
+
+    /// Whether this chunk is in use (the `PREV_INUSE` bit of the chunk above).
+    ///
+    /// # Safety
+    /// As for [`Chunk::next`].
+    #[inline(always)]
+    pub unsafe fn inuse(self) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.next().prev_inuse() }
+    }
+
+    /// Writes the boundary tag: the next chunk's `prev_size` = `size`.
+    ///
+    /// # Safety
+    /// As for [`Chunk::set_head`]; `size` is this chunk's size.
+    #[inline(always)]
+    pub unsafe fn set_foot(self, size: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.plus(size).set_prev_size(size) }
+    }
+
+    /// Forward link of a free chunk.
+    ///
+    /// # Safety
+    /// The chunk is free (in a bin) or a bin sentinel.
+    #[inline(always)]
+    pub unsafe fn fd(self) -> Chunk {
+        // SAFETY: forwarded; links are never null in a circular list.
+        unsafe { Chunk::at(self.word(16).cast::<*mut u8>().read()) }
+    }
+
+    /// Backward link of a free chunk.
+    ///
+    /// # Safety
+    /// As for [`Chunk::fd`].
+    #[inline(always)]
+    pub unsafe fn bk(self) -> Chunk {
+        // SAFETY: forwarded.
+        unsafe { Chunk::at(self.word(24).cast::<*mut u8>().read()) }
+    }
+
+    /// Sets the forward link.
+    ///
+    /// # Safety
+    /// As for [`Chunk::fd`], and writable.
+    #[inline(always)]
+    pub unsafe fn set_fd(self, c: Chunk) {
+        // SAFETY: forwarded.
+        unsafe { self.word(16).cast::<*mut u8>().write(c.ptr()) }
+    }
+
+    /// Sets the backward link.
+    ///
+    /// # Safety
+    /// As for [`Chunk::set_fd`].
+    #[inline(always)]
+    pub unsafe fn set_bk(self, c: Chunk) {
+        // SAFETY: forwarded.
+        unsafe { self.word(24).cast::<*mut u8>().write(c.ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_round_trip_and_tags() {
+        let mut buf = [0u128; 16];
+        let base = buf.as_mut_ptr().cast::<u8>();
+        // SAFETY: all chunks below lie inside `buf`.
+        unsafe {
+            let c = Chunk::at(base);
+            for &(size, flags) in &[
+                (32usize, 0usize),
+                (48, PREV_INUSE),
+                (128, PREV_INUSE | IN_REGION),
+                (16, 0),
+            ] {
+                c.set_head(size, flags);
+                assert_eq!(c.size(), size);
+                assert_eq!(c.flags(), flags);
+                assert!(c.tag_ok());
+            }
+            c.set_head(64, 0);
+            c.set_prev_inuse(true);
+            assert!(c.prev_inuse() && c.size() == 64 && c.tag_ok());
+            c.set_prev_inuse(false);
+            assert!(!c.prev_inuse() && c.tag_ok());
+            // an overwritten size is caught
+            let h = c.head();
+            c.word(8).write(h ^ 0x40);
+            assert!(!c.tag_ok());
+            // the same head at another address is caught
+            c.set_head(64, PREV_INUSE);
+            let h = c.head();
+            let d = c.plus(64);
+            d.word(8).write(h);
+            assert!(!d.tag_ok());
+            c.set_foot(64);
+            assert_eq!(d.prev_size(), 64);
+            assert_eq!(Chunk::from_payload(c.payload()), c);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Compile-time constants and run-time tunables.
+//!
+//! Tunables are read once, at the first initialisation of the global heap, from environment
+//! variables parsed without allocating (see [`crate::os::env_usize`]); `docs/tuning.md` lists
+//! them with their defaults. Private heaps take a [`Tunables`] value directly.
+
+use crate::chunk::{ALIGN, MIN_CHUNK};
+
+/// Size and alignment of a region that holds a thread arena (bytes). Large enough for the
+/// largest block the arenas serve (`MMAP_THRESHOLD_MAX`) with room to spare; every region is
+/// aligned to this so that `addr & !(REGION_SIZE - 1)` finds its header.
+pub const REGION_SIZE: usize = 64 << 20;
+/// log2 of [`REGION_SIZE`].
+pub const REGION_SHIFT: u32 = 26;
+const _: () = assert!(1 << REGION_SHIFT == REGION_SIZE);
+
+/// How much the region and main-reserve arenas commit at a time beyond what a request needs
+/// (bytes): fewer `mprotect` calls against a little more committed memory.
+pub const COMMIT_STEP: usize = 256 << 10;
+
+/// Address space the main arena reserves for its contiguous growth when it does not own the
+/// program break (bytes). Only reserved (`PROT_NONE`, no commit charge) until used.
+pub const MAIN_RESERVE: usize = 64 << 30;
+
+/// Default threshold at or above which a request gets its own mapping (bytes).
+pub const MMAP_THRESHOLD_DEFAULT: usize = 128 << 10;
+/// The mmap threshold adapts upward (to the size of freed huge blocks) up to this (bytes).
+pub const MMAP_THRESHOLD_MAX: usize = 32 << 20;
+const _: () = assert!(MMAP_THRESHOLD_MAX + (1 << 20) < REGION_SIZE);
+
+/// Default size of free top above which an arena gives memory back (bytes).
+pub const TRIM_THRESHOLD_DEFAULT: usize = 128 << 10;
+/// How much free top an arena keeps when it trims, and adds when it grows (bytes).
+pub const TOP_PAD_DEFAULT: usize = 64 << 10;
+
+/// Free bytes put back into an arena's bins since its last purge pass after which the pass
+/// returns the OS pages inside large free chunks (bytes).
+pub const PURGE_DEBT: usize = 8 << 20;
+/// Free chunks smaller than this are never purged (bytes).
+pub const PURGE_MIN_CHUNK: usize = 64 << 10;
+
+/// Most arenas a heap ever makes (the fixed size of its arena table).
+pub const MAX_ARENAS: usize = 256;
+/// Default arena cap, per CPU the process may run on.
+pub const ARENAS_PER_CPU: usize = 4;
+
+/// Default most chunks a thread cache keeps per class.
+pub const TCACHE_COUNT_DEFAULT: usize = 64;
+/// A thread cache keeps at most about this many bytes per class (bytes).
+pub const TCACHE_CLASS_BYTES: usize = 64 << 10;
+/// Default largest request the thread cache serves (bytes); the classes reach 32 KiB.
+pub const TCACHE_MAX_SIZE_DEFAULT: usize = 32 << 10;
+
+const _: () = assert!(ALIGN == 16 && MIN_CHUNK == 32);
+
+/// Run-time settings of one heap.
+#[derive(Debug, Clone, Copy)]
+pub struct Tunables {
+    /// Most arenas (main arena included).
+    pub arena_max: usize,
+    /// Requests at or above this get their own mapping (bytes).
+    pub mmap_threshold: usize,
+    /// Whether the mmap threshold adapts upward when huge blocks are freed.
+    pub mmap_threshold_dynamic: bool,
+    /// Free top above this is returned to the OS (bytes).
+    pub trim_threshold: usize,
+    /// Free top kept on trim and added on growth (bytes).
+    pub top_pad: usize,
+    /// Most chunks per thread-cache class; 0 turns thread caches off.
+    pub tcache_count: usize,
+    /// Largest request served by thread caches (bytes).
+    pub tcache_max_size: usize,
+    /// Whether the main arena grows the program break.
+    pub use_brk: bool,
+    /// Address space the main arena reserves when it does not use the break (bytes).
+    pub main_reserve: usize,
+}
+
+impl Tunables {
+    /// Defaults for a heap on a machine with `cpus` CPUs.
+    pub const fn defaults(cpus: usize) -> Self {
+        let cap = cpus * ARENAS_PER_CPU;
+        Tunables {
+            arena_max: if cap > MAX_ARENAS {
+                MAX_ARENAS
+            } else if cap < 2 {
+                2
+            } else {
+                cap
+            },
+            mmap_threshold: MMAP_THRESHOLD_DEFAULT,
+            mmap_threshold_dynamic: true,
+            trim_threshold: TRIM_THRESHOLD_DEFAULT,
+            top_pad: TOP_PAD_DEFAULT,
+            tcache_count: TCACHE_COUNT_DEFAULT,
+            tcache_max_size: TCACHE_MAX_SIZE_DEFAULT,
+            use_brk: false,
+            main_reserve: MAIN_RESERVE,
+        }
+    }
+
+    /// Defaults, overridden by the `ARENA_MALLOC_*` environment variables.
+    pub fn from_env(cpus: usize) -> Self {
+        use crate::os::env_usize;
+        let mut t = Tunables::defaults(cpus);
+        if let Some(v) = env_usize(c"ARENA_MALLOC_ARENA_MAX") {
+            t.arena_max = v.clamp(1, MAX_ARENAS);
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_MMAP_THRESHOLD") {
+            t.mmap_threshold = v.clamp(MIN_CHUNK, MMAP_THRESHOLD_MAX);
+            t.mmap_threshold_dynamic = false;
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_TRIM_THRESHOLD") {
+            t.trim_threshold = v;
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_TOP_PAD") {
+            t.top_pad = v.min(64 << 20);
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_COUNT") {
+            t.tcache_count = v.min(u16::MAX as usize / 2);
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_MAX_SIZE") {
+            t.tcache_max_size = v.min(crate::size_class::MAX_CLASS_REQUEST);
+        }
+        t
+    }
+}

@@ -1,0 +1,284 @@
+//! The global heap and its fronts' shared plumbing: the thread's cache slot, re-entrancy,
+//! lazy initialisation, the thread-exit flush and the `fork` handlers.
+//!
+//! # The thread's slot
+//! `SLOT` is a const-initialised, destructor-free thread-local pointer: null before the
+//! thread's first slow-path call, then its [`ThreadCache`] (carved from metadata mappings, never
+//! from the heap), and [`DEAD`] once the thread-exit flush ran. Reading it never allocates and
+//! never panics, even during thread teardown. A `DEAD` or null slot sends calls to the locked
+//! arena path.
+//!
+//! # Thread exit
+//! The cache is registered with `pthread_setspecific` under a key made at initialisation; its
+//! destructor flushes the cache to the arenas, detaches the arena (so a later thread reuses it)
+//! and marks the slot `DEAD`. Destructors that run later and allocate use the arena path.
+//!
+//! # Re-entrancy
+//! `BUSY` is set while we call foreign code that may allocate (`pthread_setspecific`,
+//! `pthread_atfork`); a nested call sees it and takes the locked arena path without a cache.
+//! No foreign code is ever called while an arena or registry lock is held.
+
+use core::cell::Cell;
+use core::ptr;
+
+use crate::config::Tunables;
+use crate::heap::Heap;
+use crate::size_class::{request_class, MAX_CLASS_REQUEST};
+use crate::sync::process::{AtomicU32, AtomicUsize, Ordering};
+use crate::tcache::ThreadCache;
+
+/// The process's heap.
+pub static HEAP: Heap = Heap::new();
+
+/// Slot value of a thread whose cache was torn down.
+pub const DEAD: *mut ThreadCache = 1 as *mut ThreadCache;
+
+thread_local! {
+    static SLOT: Cell<*mut ThreadCache> = const { Cell::new(ptr::null_mut()) };
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+const UNINIT: u32 = 0;
+const RUNNING: u32 = 1;
+const READY: u32 = 2;
+static INIT: AtomicU32 = AtomicU32::new(UNINIT);
+static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+#[inline(always)]
+fn slot() -> *mut ThreadCache {
+    SLOT.with(Cell::get)
+}
+
+/// This thread's cache pointer as it stands (null, [`DEAD`], or a cache).
+pub fn current_cache() -> *mut ThreadCache {
+    slot()
+}
+
+/// Initialises the global heap if needed.
+#[inline(always)]
+pub fn ensure_init() {
+    if INIT.load(Ordering::Acquire) != READY {
+        init_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_slow() {
+    if INIT
+        .compare_exchange(UNINIT, RUNNING, Ordering::Acquire, Ordering::Acquire)
+        .is_ok()
+    {
+        let mut t = Tunables::from_env(crate::os::cpu_count());
+        t.use_brk = cfg!(feature = "override");
+        // SAFETY: first and only initialisation; the static never moves.
+        unsafe { HEAP.init(&t) };
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: pthread_key_create does not allocate in glibc; the destructor is a plain fn.
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+            KEY.store(key as usize, Ordering::Relaxed);
+        }
+        // Release: pairs with the Acquire in `ensure_init`.
+        INIT.store(READY, Ordering::Release);
+        BUSY.with(|b| b.set(true));
+        // SAFETY: the handlers are plain functions that never unwind; registration may
+        // allocate, which BUSY routes to the arena path.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+        BUSY.with(|b| b.set(false));
+    } else {
+        while INIT.load(Ordering::Acquire) != READY {
+            crate::os::yield_now();
+        }
+    }
+}
+
+/// This thread's cache, made on first use; null or [`DEAD`] when there is none to use.
+#[cold]
+#[inline(never)]
+pub fn cache_slow() -> *mut ThreadCache {
+    ensure_init();
+    let tc = slot();
+    if !tc.is_null() || BUSY.with(Cell::get) {
+        return tc;
+    }
+    let tc = HEAP.new_cache();
+    if tc.is_null() {
+        return tc;
+    }
+    SLOT.with(|s| s.set(tc));
+    let key = KEY.load(Ordering::Relaxed);
+    if key != usize::MAX {
+        BUSY.with(|b| b.set(true));
+        // SAFETY: the key is valid; glibc may allocate the key's second-level block, which
+        // BUSY routes to the arena path.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, tc.cast()) };
+        BUSY.with(|b| b.set(false));
+    }
+    tc
+}
+
+unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
+    let tc: *mut ThreadCache = arg.cast();
+    if tc.is_null() {
+        return;
+    }
+    SLOT.with(|s| s.set(DEAD));
+    // SAFETY: the thread is exiting; nothing else uses its cache.
+    unsafe { HEAP.drop_cache(tc) };
+}
+
+// --- the C-shaped operations every front uses ---
+
+/// `malloc`: `n` bytes, 16-byte aligned; null when impossible or out of memory.
+///
+/// # Safety
+/// None beyond the C contract; callable from any thread at any time.
+#[inline(always)]
+pub unsafe fn malloc(n: usize) -> *mut u8 {
+    let tc = slot();
+    if tc as usize > 1 && n <= MAX_CLASS_REQUEST {
+        // SAFETY: our own cache.
+        let p = unsafe { (*tc).pop(request_class(n).0) };
+        if !p.is_null() {
+            return p;
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { malloc_slow(n) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn malloc_slow(n: usize) -> *mut u8 {
+    let tc = cache_slow();
+    // SAFETY: heap initialised by cache_slow; tc is ours or none.
+    unsafe { HEAP.malloc(tc, n) }
+}
+
+/// `free`.
+///
+/// # Safety
+/// `p` is null or a live block from this allocator (violations abort with a message).
+#[inline(always)]
+pub unsafe fn free(p: *mut u8) {
+    let tc = slot();
+    if tc as usize > 1 {
+        // SAFETY: a thread with a cache implies an initialised heap.
+        unsafe { HEAP.free(tc, p) }
+    } else {
+        // SAFETY: forwarded.
+        unsafe { free_slow(p) }
+    }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    let tc = cache_slow();
+    // SAFETY: heap initialised.
+    unsafe { HEAP.free(tc, p) }
+}
+
+/// `calloc` of `n` bytes (already multiplied and checked).
+///
+/// # Safety
+/// As for [`malloc`].
+pub unsafe fn calloc(n: usize) -> *mut u8 {
+    let tc = cache_slow_if_needed();
+    // SAFETY: heap initialised.
+    unsafe { HEAP.calloc(tc, n) }
+}
+
+/// `realloc` of a non-null block to `n` bytes; null (old block kept) on failure.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    let tc = cache_slow_if_needed();
+    // SAFETY: heap initialised.
+    unsafe { HEAP.realloc(tc, p, n) }
+}
+
+/// `memalign` with a power-of-two `align`.
+///
+/// # Safety
+/// As for [`malloc`].
+pub unsafe fn memalign(align: usize, n: usize) -> *mut u8 {
+    let tc = cache_slow_if_needed();
+    // SAFETY: heap initialised.
+    unsafe { HEAP.memalign(tc, align, n) }
+}
+
+/// `malloc_usable_size` of a non-null block.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn usable_size(p: *mut u8) -> usize {
+    ensure_init();
+    // SAFETY: heap initialised.
+    unsafe { HEAP.usable_size(p) }
+}
+
+#[inline(always)]
+fn cache_slow_if_needed() -> *mut ThreadCache {
+    let tc = slot();
+    if tc as usize > 1 {
+        tc
+    } else {
+        cache_slow()
+    }
+}
+
+/// Flushes this thread's cache back to the arenas (its lists stay usable).
+pub fn flush_thread_cache() {
+    let tc = slot();
+    if tc as usize > 1 {
+        // SAFETY: our own cache.
+        unsafe { (*tc).flush_all(&HEAP) };
+    }
+}
+
+// --- fork ---
+
+extern "C" fn fork_prepare() {
+    HEAP.registry_raw_lock().acquire();
+    for i in 0..HEAP.arena_count() {
+        HEAP.arena(i).raw_lock().acquire();
+    }
+}
+
+extern "C" fn fork_parent() {
+    for i in (0..HEAP.arena_count()).rev() {
+        HEAP.arena(i).raw_lock().release();
+    }
+    HEAP.registry_raw_lock().release();
+}
+
+extern "C" fn fork_child() {
+    // SAFETY: the child has one thread, this one; the locks' holders (us, in the parent) are
+    // gone, and no one waits on them.
+    unsafe {
+        for i in (0..HEAP.arena_count()).rev() {
+            HEAP.arena(i).raw_lock().force_unlock();
+        }
+        HEAP.registry_raw_lock().force_unlock();
+    }
+    // Caches of threads that do not exist in the child: give their chunks back.
+    let me = slot();
+    loop {
+        let mut orphan: *mut ThreadCache = ptr::null_mut();
+        HEAP.for_each_cache(|tc| {
+            if tc != me && orphan.is_null() {
+                orphan = tc;
+            }
+        });
+        if orphan.is_null() {
+            break;
+        }
+        // SAFETY: its thread does not exist in the child.
+        unsafe { HEAP.drop_cache(orphan) };
+    }
+}

@@ -1,0 +1,1125 @@
+//! A heap: the main arena, the thread arenas, the registry of thread caches, and the entry
+//! points (`malloc`, `free`, `realloc`, …) that take an explicit thread cache.
+//!
+//! The global allocator is one static `Heap`; tests, fuzz targets and loom models make private
+//! ones ([`PrivateHeap`]) and drive several caches from one OS thread.
+//!
+//! A request's path: thread cache (lock-free) → arena under its lock (bins → top → growth) →
+//! the OS. Requests at or above the mmap threshold skip the arenas (see `huge`).
+//!
+//! # Lock order
+//! The registry lock, then arena locks in index order (main arena = index 0). No code holds two
+//! arena locks at once except the `fork` handlers, which take them all in that order.
+
+use core::ptr;
+
+use crate::arena::region::{self, RegionHeader};
+use crate::arena::{Arena, ArenaGuard, Growth};
+use crate::chunk::{Chunk, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
+use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
+use crate::os::{self, fatal};
+use crate::size_class::{
+    chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST,
+};
+use crate::stats::Stats;
+use crate::sync::process::{AtomicBool as PAtomicBool, AtomicUsize as PAtomicUsize};
+use crate::sync::{self, const_fn_unless_loom, AtomicPtr, AtomicUsize, Mutex, Ordering};
+use crate::tcache::{link, ThreadCache};
+
+/// Most main-arena segments recorded for pointer validation.
+pub const MAX_MAIN_SEGS: usize = 32;
+
+/// Address ranges of the main arena's own segments (break or reservation), readable without
+/// its lock so that `free` can validate pointers.
+#[derive(Debug)]
+pub struct MainSegs {
+    lo: [PAtomicUsize; MAX_MAIN_SEGS],
+    hi: [PAtomicUsize; MAX_MAIN_SEGS],
+    n: PAtomicUsize,
+}
+
+impl MainSegs {
+    const fn new() -> Self {
+        MainSegs {
+            lo: [const { PAtomicUsize::new(0) }; MAX_MAIN_SEGS],
+            hi: [const { PAtomicUsize::new(0) }; MAX_MAIN_SEGS],
+            n: PAtomicUsize::new(0),
+        }
+    }
+    /// Records a new segment (main arena lock held).
+    pub fn push(&self, lo: usize, hi: usize) {
+        let n = self.n.load(Ordering::Relaxed);
+        if n < MAX_MAIN_SEGS {
+            self.lo[n].store(lo, Ordering::Relaxed);
+            self.hi[n].store(hi, Ordering::Relaxed);
+            // Release: pairs with the Acquire in `contains`.
+            self.n.store(n + 1, Ordering::Release);
+        }
+    }
+    /// Moves the end of the newest segment (main arena lock held).
+    pub fn set_last_end(&self, hi: usize) {
+        let n = self.n.load(Ordering::Relaxed);
+        if n > 0 && n <= MAX_MAIN_SEGS {
+            self.hi[n - 1].store(hi, Ordering::Relaxed);
+        }
+    }
+    /// Whether `addr` lies in a recorded segment.
+    #[inline(always)]
+    pub fn contains(&self, addr: usize) -> bool {
+        let n = self.n.load(Ordering::Acquire);
+        for i in 0..n {
+            if addr >= self.lo[i].load(Ordering::Relaxed)
+                && addr < self.hi[i].load(Ordering::Relaxed)
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Heap-wide settings and counters that arenas read (process atomics: not part of any modelled
+/// protocol).
+#[derive(Debug)]
+pub struct Shared {
+    /// Requests at or above get their own mapping.
+    pub mmap_threshold: PAtomicUsize,
+    /// Whether the threshold adapts.
+    pub mmap_dynamic: PAtomicBool,
+    /// Top above this is trimmed.
+    pub trim_threshold: PAtomicUsize,
+    /// Top kept on trim, added on growth.
+    pub top_pad: usize,
+    /// Main arena segments.
+    pub main_segs: MainSegs,
+    /// Live huge blocks.
+    pub huge_count: PAtomicUsize,
+    /// Bytes mapped for huge blocks.
+    pub huge_bytes: PAtomicUsize,
+    main: PAtomicUsize,
+}
+
+impl Shared {
+    /// The main arena.
+    #[inline]
+    pub fn main_arena(&self) -> *const Arena {
+        self.main.load(Ordering::Relaxed) as *const Arena
+    }
+}
+
+#[derive(Debug)]
+struct Registry {
+    free_caches: *mut ThreadCache,
+    live: *mut ThreadCache,
+    slab: *mut u8,
+    slab_left: usize,
+    slabs: *mut u8,
+    nlive: usize,
+}
+
+// SAFETY: only reached through the registry lock.
+unsafe impl Send for Registry {}
+
+const SLAB_SIZE: usize = 64 << 10;
+
+/// A heap.
+#[derive(Debug)]
+pub struct Heap {
+    shared: Shared,
+    arenas: [AtomicPtr<Arena>; MAX_ARENAS],
+    narenas: AtomicUsize,
+    registry: Mutex<Registry>,
+    arena_max: PAtomicUsize,
+    tcache_count: PAtomicUsize,
+    tcache_max_size: PAtomicUsize,
+    main_map: PAtomicUsize,
+    main_reserve: PAtomicUsize,
+    main_reserve_len: PAtomicUsize,
+}
+
+// SAFETY: all mutable state is atomic or behind the registry/arena locks.
+unsafe impl Sync for Heap {}
+// SAFETY: as above.
+unsafe impl Send for Heap {}
+
+impl Heap {
+    const_fn_unless_loom! {
+        /// An empty heap; [`Heap::init`] must run before use.
+        pub fn new() -> Heap {
+            Heap {
+                shared: Shared {
+                    mmap_threshold: PAtomicUsize::new(crate::config::MMAP_THRESHOLD_DEFAULT),
+                    mmap_dynamic: PAtomicBool::new(true),
+                    trim_threshold: PAtomicUsize::new(crate::config::TRIM_THRESHOLD_DEFAULT),
+                    top_pad: crate::config::TOP_PAD_DEFAULT,
+                    main_segs: MainSegs::new(),
+                    huge_count: PAtomicUsize::new(0),
+                    huge_bytes: PAtomicUsize::new(0),
+                    main: PAtomicUsize::new(0),
+                },
+                arenas: new_arena_table(),
+                narenas: AtomicUsize::new(0),
+                registry: sync::new_mutex(Registry {
+                    free_caches: ptr::null_mut(),
+                    live: ptr::null_mut(),
+                    slab: ptr::null_mut(),
+                    slab_left: 0,
+                    slabs: ptr::null_mut(),
+                    nlive: 0,
+                }),
+                arena_max: PAtomicUsize::new(8),
+                tcache_count: PAtomicUsize::new(crate::config::TCACHE_COUNT_DEFAULT),
+                tcache_max_size: PAtomicUsize::new(crate::config::TCACHE_MAX_SIZE_DEFAULT),
+                main_map: PAtomicUsize::new(0),
+                main_reserve: PAtomicUsize::new(0),
+                main_reserve_len: PAtomicUsize::new(0),
+            }
+        }
+    }
+
+    /// Applies the tunables and builds the main arena. Returns false if no memory could be had.
+    ///
+    /// # Safety
+    /// Called once, before any other use, at the heap's final address.
+    pub unsafe fn init(&self, t: &Tunables) -> bool {
+        crate::chunk::init_secrets();
+        let sh = &self.shared;
+        sh.mmap_threshold.store(t.mmap_threshold, Ordering::Relaxed);
+        sh.mmap_dynamic
+            .store(t.mmap_threshold_dynamic, Ordering::Relaxed);
+        sh.trim_threshold.store(t.trim_threshold, Ordering::Relaxed);
+        // SAFETY: init runs before the heap is shared; top_pad is otherwise read-only.
+        unsafe { ptr::addr_of!(sh.top_pad).cast_mut().write(t.top_pad) };
+        self.arena_max
+            .store(t.arena_max.clamp(1, MAX_ARENAS), Ordering::Relaxed);
+        self.tcache_count.store(t.tcache_count, Ordering::Relaxed);
+        self.tcache_max_size
+            .store(t.tcache_max_size.min(MAX_CLASS_REQUEST), Ordering::Relaxed);
+
+        let Some(meta_len) = os::page_align_up(core::mem::size_of::<Arena>()) else {
+            return false;
+        };
+        let Some(meta) = os::map(meta_len) else {
+            return false;
+        };
+        self.main_map.store(meta as usize, Ordering::Relaxed);
+        let growth = if t.use_brk {
+            Growth::Brk
+        } else {
+            Growth::Reserve
+        };
+        // SAFETY: meta is fresh, writable and page aligned.
+        let a = unsafe { Arena::init_at(meta.cast(), &self.shared, 0, growth) };
+        sh.main.store(a as usize, Ordering::Relaxed);
+        // SAFETY: the arena is fully built; nobody else sees it yet.
+        let ok = unsafe {
+            let mut g = (*a).lock();
+            match growth {
+                Growth::Brk => g.first_brk(sh) || g.first_fallback(sh),
+                _ => match os::map_aligned(t.main_reserve, crate::config::REGION_SIZE, false) {
+                    Some(base) if os::commit(base, COMMIT_STEP) => {
+                        self.main_reserve.store(base as usize, Ordering::Relaxed);
+                        self.main_reserve_len
+                            .store(t.main_reserve, Ordering::Relaxed);
+                        g.first_reserve(sh, base, t.main_reserve, COMMIT_STEP);
+                        true
+                    }
+                    _ => g.first_fallback(sh),
+                },
+            }
+        };
+        // Release: pairs with the Acquire loads of the arena table.
+        self.arenas[0].store(a, Ordering::Release);
+        self.narenas.store(1, Ordering::Release);
+        ok
+    }
+
+    /// Heap-wide settings.
+    #[inline(always)]
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The main arena.
+    #[inline]
+    pub fn main_arena(&self) -> &Arena {
+        // SAFETY: set by init, lives as long as the heap.
+        unsafe { &*self.shared.main_arena() }
+    }
+
+    /// Arenas made so far.
+    pub fn arena_count(&self) -> usize {
+        self.narenas.load(Ordering::Acquire)
+    }
+
+    /// Arena number `i` (< `arena_count()`).
+    pub fn arena(&self, i: usize) -> &Arena {
+        // SAFETY: published with Release before narenas covered it; lives as long as the heap.
+        unsafe { &*self.arenas[i].load(Ordering::Acquire) }
+    }
+
+    /// The arena cap.
+    pub fn arena_max(&self) -> usize {
+        self.arena_max.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(not(all(test, loom)))]
+const fn new_arena_table() -> [AtomicPtr<Arena>; MAX_ARENAS] {
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_ARENAS]
+}
+#[cfg(all(test, loom))]
+fn new_arena_table() -> [AtomicPtr<Arena>; MAX_ARENAS] {
+    core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut()))
+}
+
+// --- impl Heap: arenas and the registry ---
+
+impl Heap {
+    fn create_arena(&self, index: usize) -> Option<*const Arena> {
+        let al = core::mem::align_of::<Arena>();
+        let arena_off = (region::FIRST_CHUNK_OFFSET + al - 1) & !(al - 1);
+        let first = (arena_off + core::mem::size_of::<Arena>() + 15) & !15;
+        let commit = os::page_align_up(first + COMMIT_STEP)?;
+        let r = RegionHeader::map(ptr::null(), ptr::null_mut(), commit)?;
+        let at: *mut Arena = r.cast::<u8>().wrapping_add(arena_off).cast();
+        // SAFETY: `at` lies in the committed head of our fresh region, aligned for Arena.
+        unsafe {
+            let a = Arena::init_at(at, &self.shared, index, Growth::Regions);
+            RegionHeader::set_arena(r, a);
+            let mut g = (*a).lock();
+            g.first_region(&self.shared, r, r as usize + first, commit);
+            drop(g);
+            Some(a)
+        }
+    }
+
+    /// Chooses an arena for a new thread (registry lock held by the caller): an arena no thread
+    /// uses (the main arena first), else a new one while under the cap, else the least used.
+    fn attach_locked(&self) -> *const Arena {
+        let n = self.narenas.load(Ordering::Acquire);
+        for i in 0..n {
+            let a = self.arena(i);
+            if a.attached.load(Ordering::Relaxed) == 0 {
+                a.attached.fetch_add(1, Ordering::Relaxed);
+                return a;
+            }
+        }
+        #[cfg(not(loom_mutation = "attach_ignores_cap"))]
+        let room = n < self.arena_max();
+        #[cfg(loom_mutation = "attach_ignores_cap")]
+        let room = n < MAX_ARENAS;
+        if room {
+            if let Some(a) = self.create_arena(n) {
+                self.arenas[n].store(a.cast_mut(), Ordering::Release);
+                // Release: pairs with the Acquire in `arena_count`/`arena`.
+                self.narenas.store(n + 1, Ordering::Release);
+                // SAFETY: just made.
+                unsafe { (*a).attached.fetch_add(1, Ordering::Relaxed) };
+                return a;
+            }
+        }
+        let mut best = self.arena(0);
+        for i in 1..n {
+            let a = self.arena(i);
+            if a.attached.load(Ordering::Relaxed) < best.attached.load(Ordering::Relaxed) {
+                best = a;
+            }
+        }
+        best.attached.fetch_add(1, Ordering::Relaxed);
+        best
+    }
+
+    /// Makes a thread cache attached to an arena. Null when out of memory.
+    pub fn new_cache(&self) -> *mut ThreadCache {
+        let mut reg = self.registry.lock();
+        let tc = if !reg.free_caches.is_null() {
+            let tc = reg.free_caches;
+            // SAFETY: free caches are linked through next_live under the registry lock.
+            reg.free_caches = unsafe { (*tc).next_live };
+            tc
+        } else {
+            let size = (core::mem::size_of::<ThreadCache>() + 63) & !63;
+            if reg.slab_left < size {
+                let Some(s) = os::map(SLAB_SIZE) else {
+                    return ptr::null_mut();
+                };
+                // SAFETY: the slab's first word links slabs for teardown.
+                unsafe { s.cast::<*mut u8>().write(reg.slabs) };
+                reg.slabs = s;
+                reg.slab = s.wrapping_add(64);
+                reg.slab_left = SLAB_SIZE - 64;
+            }
+            let tc = reg.slab.cast::<ThreadCache>();
+            reg.slab = reg.slab.wrapping_add(size);
+            reg.slab_left -= size;
+            tc
+        };
+        let a = self.attach_locked();
+        // SAFETY: tc is unused metadata memory, aligned.
+        unsafe {
+            ThreadCache::init_at(
+                tc,
+                a,
+                self.tcache_count.load(Ordering::Relaxed),
+                self.tcache_max_size.load(Ordering::Relaxed),
+            );
+            (*tc).next_live = reg.live;
+            if !reg.live.is_null() {
+                (*reg.live).prev_live = tc;
+            }
+        }
+        reg.live = tc;
+        reg.nlive += 1;
+        tc
+    }
+
+    /// Flushes a cache, detaches its arena and recycles it.
+    ///
+    /// # Safety
+    /// `tc` came from this heap's `new_cache`, and no thread uses it any more.
+    pub unsafe fn drop_cache(&self, tc: *mut ThreadCache) {
+        // SAFETY: caller: we are its only user.
+        unsafe { (*tc).flush_all(self) };
+        let mut reg = self.registry.lock();
+        // SAFETY: registry lock held; tc is on the live list.
+        unsafe {
+            let a = &*(*tc).arena;
+            a.attached.fetch_sub(1, Ordering::Relaxed);
+            let (p, n) = ((*tc).prev_live, (*tc).next_live);
+            if p.is_null() {
+                reg.live = n;
+            } else {
+                (*p).next_live = n;
+            }
+            if !n.is_null() {
+                (*n).prev_live = p;
+            }
+            (*tc).next_live = reg.free_caches;
+            reg.free_caches = tc;
+        }
+        reg.nlive -= 1;
+    }
+
+    /// Calls `f` on every live cache (registry lock held meanwhile).
+    pub fn for_each_cache(&self, mut f: impl FnMut(*mut ThreadCache)) {
+        let reg = self.registry.lock();
+        let mut c = reg.live;
+        while !c.is_null() {
+            // SAFETY: live caches stay valid while the registry lock is held.
+            let next = unsafe { (*c).next_live };
+            f(c);
+            c = next;
+        }
+    }
+
+    /// The registry's raw lock, for the fork handlers.
+    pub fn registry_raw_lock(&self) -> &sync::RawLock {
+        sync::raw_of(&self.registry)
+    }
+
+    /// Locks `own` if it is free, else any other free arena, else waits for `own`.
+    #[inline]
+    pub fn lock_some_arena<'a>(&'a self, own: &'a Arena) -> ArenaGuard<'a> {
+        if let Some(g) = own.try_lock() {
+            return g;
+        }
+        self.lock_some_arena_slow(own)
+    }
+
+    #[cold]
+    fn lock_some_arena_slow<'a>(&'a self, own: &'a Arena) -> ArenaGuard<'a> {
+        let n = self.arena_count();
+        let start = own.index;
+        for k in 1..n {
+            let a = self.arena((start + k) % n);
+            if let Some(g) = a.try_lock() {
+                return g;
+            }
+        }
+        own.lock()
+    }
+
+    /// The arena owning chunk `c`.
+    ///
+    /// # Safety
+    /// `c` is a checked, non-huge chunk of this heap.
+    #[inline]
+    pub unsafe fn arena_of(&self, c: Chunk) -> &Arena {
+        // SAFETY: caller: checked chunk; region chunks find their header by masking.
+        unsafe {
+            if c.flags() & IN_REGION != 0 {
+                &*region::arena_of(c.ptr())
+            } else {
+                self.main_arena()
+            }
+        }
+    }
+
+    /// Frees a chain of chunks (payloads linked through `tcache::link`), one lock hold per
+    /// arena; when `may_defer` and an arena's lock is busy, its chunks go onto its remote list.
+    ///
+    /// # Safety
+    /// Every chunk in the chain is in use, belongs to this heap, and is the caller's.
+    pub unsafe fn release_chain(&self, mut head: *mut u8, may_defer: bool) {
+        let sh = &self.shared;
+        while !head.is_null() {
+            // SAFETY: caller: chain members are checked chunks of ours.
+            unsafe {
+                let a: &Arena = self.arena_of(Chunk::from_payload(head));
+                let (mut mine, mut mine_tail, mut rest, mut rest_tail) = (
+                    ptr::null_mut::<u8>(),
+                    ptr::null_mut::<u8>(),
+                    ptr::null_mut::<u8>(),
+                    ptr::null_mut::<u8>(),
+                );
+                let mut bytes = 0;
+                let mut p = head;
+                while !p.is_null() {
+                    let next = link::get(p);
+                    let c = Chunk::from_payload(p);
+                    if ptr::eq(self.arena_of(c), a) {
+                        if mine.is_null() {
+                            mine = p;
+                        } else {
+                            link::set(mine_tail, p);
+                        }
+                        mine_tail = p;
+                        bytes += c.size();
+                    } else {
+                        if rest.is_null() {
+                            rest = p;
+                        } else {
+                            link::set(rest_tail, p);
+                        }
+                        rest_tail = p;
+                    }
+                    p = next;
+                }
+                link::set(mine_tail, ptr::null_mut());
+                if !rest_tail.is_null() {
+                    link::set(rest_tail, ptr::null_mut());
+                }
+                let guard = if may_defer {
+                    a.try_lock()
+                } else {
+                    Some(a.lock())
+                };
+                match guard {
+                    Some(mut g) => {
+                        let mut q = mine;
+                        while !q.is_null() {
+                            let next = link::get(q);
+                            g.free_chunk(sh, Chunk::from_payload(q));
+                            q = next;
+                        }
+                    }
+                    None => a.push_remote(mine, mine_tail, bytes),
+                }
+                head = rest;
+            }
+        }
+    }
+}
+
+// --- impl Heap: entry points ---
+
+/// Whether `tc` names a usable cache (null and the `DEAD` marker 1 do not).
+#[inline(always)]
+fn has_cache(tc: *mut ThreadCache) -> bool {
+    tc as usize > 1
+}
+
+impl Heap {
+    /// Allocates `n` bytes (16-byte aligned). Null when impossible or out of memory.
+    ///
+    /// # Safety
+    /// The heap is initialised; `tc` is null, 1, or this thread's cache of this heap.
+    #[inline(always)]
+    pub unsafe fn malloc(&self, tc: *mut ThreadCache, n: usize) -> *mut u8 {
+        if n <= MAX_CLASS_REQUEST {
+            let cls = request_class(n).0;
+            if has_cache(tc) {
+                // SAFETY: caller: our cache.
+                let p = unsafe { (*tc).pop(cls) };
+                if !p.is_null() {
+                    return p;
+                }
+            }
+            // SAFETY: forwarded.
+            return unsafe { self.malloc_class_slow(tc, cls) };
+        }
+        // SAFETY: forwarded.
+        unsafe { self.malloc_large(tc, n, false) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn malloc_class_slow(&self, tc: *mut ThreadCache, cls: usize) -> *mut u8 {
+        if has_cache(tc) {
+            // SAFETY: caller: our cache.
+            let t = unsafe { &mut *tc };
+            if t.caches(cls) {
+                // SAFETY: forwarded.
+                return unsafe { t.refill(self, cls) };
+            }
+        }
+        let nb = CLASS_CHUNK_SIZE[cls];
+        // SAFETY: forwarded.
+        unsafe {
+            self.arena_malloc(tc, nb)
+                .map_or(ptr::null_mut(), |c| c.payload())
+        }
+    }
+
+    unsafe fn arena_malloc(&self, tc: *mut ThreadCache, nb: usize) -> Option<Chunk> {
+        let own: &Arena = if has_cache(tc) {
+            // SAFETY: caller: our cache; its arena lives as long as the heap.
+            unsafe { &*(*tc).arena }
+        } else {
+            self.main_arena()
+        };
+        let mut g = self.lock_some_arena(own);
+        // SAFETY: lock held.
+        if let Some(got) = unsafe { g.malloc_chunk(&self.shared, nb) } {
+            return Some(got.chunk);
+        }
+        drop(g);
+        // This arena is out of memory: try the others once.
+        for i in 0..self.arena_count() {
+            let a = self.arena(i);
+            if ptr::eq(a, own) {
+                continue;
+            }
+            let mut g = a.lock();
+            // SAFETY: lock held.
+            if let Some(got) = unsafe { g.malloc_chunk(&self.shared, nb) } {
+                return Some(got.chunk);
+            }
+        }
+        None
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn malloc_large(&self, tc: *mut ThreadCache, n: usize, zero: bool) -> *mut u8 {
+        let Some(nb) = request_to_chunk(n) else {
+            return ptr::null_mut();
+        };
+        if nb >= self.shared.mmap_threshold.load(Ordering::Relaxed) {
+            let p = crate::huge::alloc(&self.shared, n, 16);
+            if !p.is_null() {
+                return p;
+            }
+            if nb > MMAP_THRESHOLD_MAX {
+                return p;
+            }
+        }
+        let own: &Arena = if has_cache(tc) {
+            // SAFETY: caller: our cache.
+            unsafe { &*(*tc).arena }
+        } else {
+            self.main_arena()
+        };
+        let mut g = self.lock_some_arena(own);
+        // SAFETY: lock held.
+        let got = unsafe { g.malloc_chunk(&self.shared, nb) };
+        drop(g);
+        match got {
+            Some(got) => {
+                let p = got.chunk.payload();
+                if zero && !got.zeroed {
+                    // SAFETY: the payload is ours, at least n bytes.
+                    unsafe { ptr::write_bytes(p, 0, n) };
+                }
+                p
+            }
+            // SAFETY: forwarded; other arenas, then a mapping.
+            None => match unsafe { self.arena_malloc(tc, nb) } {
+                Some(c) => {
+                    if zero {
+                        // SAFETY: as above.
+                        unsafe { ptr::write_bytes(c.payload(), 0, n) };
+                    }
+                    c.payload()
+                }
+                None => crate::huge::alloc(&self.shared, n, 16),
+            },
+        }
+    }
+
+    /// Allocates `n` zeroed bytes.
+    ///
+    /// # Safety
+    /// As for [`Heap::malloc`].
+    pub unsafe fn calloc(&self, tc: *mut ThreadCache, n: usize) -> *mut u8 {
+        if n > MAX_CLASS_REQUEST {
+            // SAFETY: forwarded.
+            return unsafe { self.malloc_large(tc, n, true) };
+        }
+        // SAFETY: forwarded.
+        let p = unsafe { self.malloc(tc, n) };
+        if !p.is_null() {
+            // SAFETY: p has at least n usable bytes.
+            unsafe { ptr::write_bytes(p, 0, n) };
+        }
+        p
+    }
+
+    /// Allocates `n` bytes aligned to `align` (a power of two). Null when impossible.
+    ///
+    /// # Safety
+    /// As for [`Heap::malloc`].
+    pub unsafe fn memalign(&self, tc: *mut ThreadCache, align: usize, n: usize) -> *mut u8 {
+        if align <= 16 {
+            // SAFETY: forwarded.
+            return unsafe { self.malloc(tc, n) };
+        }
+        if !align.is_power_of_two() || align > (1 << 40) {
+            return ptr::null_mut();
+        }
+        let Some(nb) = request_to_chunk(n) else {
+            return ptr::null_mut();
+        };
+        if nb.saturating_add(align) >= self.shared.mmap_threshold.load(Ordering::Relaxed) {
+            return crate::huge::alloc(&self.shared, n, align);
+        }
+        let own: &Arena = if has_cache(tc) {
+            // SAFETY: caller: our cache.
+            unsafe { &*(*tc).arena }
+        } else {
+            self.main_arena()
+        };
+        let mut g = self.lock_some_arena(own);
+        // SAFETY: lock held.
+        match unsafe { g.memalign_chunk(&self.shared, align, nb) } {
+            Some(got) => got.chunk.payload(),
+            None => {
+                drop(g);
+                crate::huge::alloc(&self.shared, n, align)
+            }
+        }
+    }
+
+    /// Checks that `p` is a live block of ours and returns its chunk; aborts with a message
+    /// naming the problem otherwise.
+    ///
+    /// # Safety
+    /// The heap is initialised.
+    #[inline(always)]
+    pub unsafe fn check_ptr(&self, p: *mut u8, op: Op) -> Chunk {
+        if p as usize & 15 != 0 {
+            fatal(op.msg(Problem::Misaligned));
+        }
+        let a = (p as usize).wrapping_sub(HEADER);
+        if !(region::contains(a) || self.shared.main_segs.contains(a)) {
+            // SAFETY: forwarded.
+            unsafe { self.check_foreign(p, op) };
+        }
+        // SAFETY: the header is readable (checked above).
+        let c = unsafe { Chunk::from_payload(p) };
+        // SAFETY: readable.
+        if !c.tag_matches(unsafe { c.head() }) {
+            fatal(op.msg(Problem::BadHeader));
+        }
+        c
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_foreign(&self, p: *mut u8, op: Op) {
+        if p as usize <= 4096 || !os::readable(p.wrapping_sub(HEADER), HEADER) {
+            fatal(op.msg(Problem::NotOurs));
+        }
+        // SAFETY: readable.
+        let c = unsafe { Chunk::from_payload(p) };
+        // SAFETY: readable.
+        let h = unsafe { c.head() };
+        if !c.tag_matches(h) {
+            fatal(op.msg(Problem::NotOurs));
+        }
+        if h & IS_MMAPPED == 0 {
+            fatal(op.msg(Problem::BadHeader));
+        }
+        // SAFETY: tag checked.
+        unsafe { crate::huge::check(c) };
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// The heap is initialised; `tc` as for [`Heap::malloc`]; `p` is null or a block of this
+    /// heap not freed since (violations abort with a message).
+    #[inline(always)]
+    pub unsafe fn free(&self, tc: *mut ThreadCache, p: *mut u8) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: check_ptr validates the pointer before anything is trusted.
+        unsafe {
+            let c = self.check_ptr(p, Op::Free);
+            let h = c.head();
+            if h & IS_MMAPPED != 0 {
+                return self.free_huge(c);
+            }
+            let size = c.size();
+            if !c.plus(size).prev_inuse() {
+                fatal("free(): double free (chunk is already free)");
+            }
+            if link::has_key(p) {
+                self.double_free_cached(tc, p, size);
+            }
+            if has_cache(tc) {
+                if let Some(cls) = chunk_class(size) {
+                    let t = &mut *tc;
+                    if t.push(cls.0, p) {
+                        return;
+                    }
+                    if t.caches(cls.0) {
+                        return self.free_flush(t, cls.0, p);
+                    }
+                }
+            }
+            self.free_to_arena(c)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn double_free_cached(&self, tc: *mut ThreadCache, p: *mut u8, size: usize) {
+        if has_cache(tc) {
+            if let Some(cls) = chunk_class(size) {
+                // SAFETY: our cache.
+                if unsafe { (*tc).contains(cls.0, p) } {
+                    fatal("free(): double free (chunk is in this thread's cache)");
+                }
+            }
+        }
+        fatal("free(): double free (chunk is in a thread cache or pending remote free)");
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_flush(&self, t: &mut ThreadCache, cls: usize, p: *mut u8) {
+        // SAFETY: our cache; keep the newer half.
+        unsafe {
+            t.flush(self, cls, t.max(cls) / 2, true);
+            if !t.push(cls, p) {
+                self.free_to_arena(Chunk::from_payload(p));
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_huge(&self, c: Chunk) {
+        // SAFETY: caller: checked huge chunk.
+        unsafe {
+            crate::huge::check(c);
+            crate::huge::free(&self.shared, c);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_to_arena(&self, c: Chunk) {
+        // SAFETY: caller: checked in-use chunk of ours.
+        unsafe {
+            let a = self.arena_of(c);
+            let mut g = a.lock();
+            g.free_chunk(&self.shared, c);
+        }
+    }
+
+    /// Resizes a block, in place when it can. Null (old block untouched) when impossible.
+    ///
+    /// # Safety
+    /// As for [`Heap::free`]; `p` is non-null.
+    pub unsafe fn realloc(&self, tc: *mut ThreadCache, p: *mut u8, n: usize) -> *mut u8 {
+        // SAFETY: validated before use, as in `free`.
+        unsafe {
+            let c = self.check_ptr(p, Op::Realloc);
+            let Some(nb) = request_to_chunk(n) else {
+                return ptr::null_mut();
+            };
+            let old_usable;
+            if c.head() & IS_MMAPPED != 0 {
+                crate::huge::check(c);
+                old_usable = crate::huge::usable(c);
+                if nb >= self.shared.mmap_threshold.load(Ordering::Relaxed) / 2 || n > old_usable {
+                    if n <= old_usable && old_usable - n < os::page_size() * 4 {
+                        return p;
+                    }
+                    let q = crate::huge::realloc(&self.shared, c, n);
+                    if !q.is_null() {
+                        return q;
+                    }
+                }
+            } else {
+                let size = c.size();
+                if !c.plus(size).prev_inuse() || link::has_key(p) {
+                    fatal("realloc(): pointer already freed (use after free)");
+                }
+                old_usable = size - HEADER;
+                if nb <= size {
+                    if size - nb >= MIN_CHUNK && size > 1024 + HEADER + 16 {
+                        let mut g = self.arena_of(c).lock();
+                        g.shrink_chunk(&self.shared, c, nb);
+                    }
+                    return p;
+                }
+                if nb <= MMAP_THRESHOLD_MAX {
+                    let mut g = self.arena_of(c).lock();
+                    if g.grow_chunk(&self.shared, c, nb) {
+                        return p;
+                    }
+                }
+            }
+            let q = self.malloc(tc, n);
+            if q.is_null() {
+                return q;
+            }
+            ptr::copy_nonoverlapping(p, q, old_usable.min(n));
+            self.free(tc, p);
+            q
+        }
+    }
+
+    /// Usable bytes of a live block.
+    ///
+    /// # Safety
+    /// As for [`Heap::free`]; `p` is non-null.
+    pub unsafe fn usable_size(&self, p: *mut u8) -> usize {
+        // SAFETY: validated before use.
+        unsafe {
+            let c = self.check_ptr(p, Op::UsableSize);
+            c.size() - HEADER
+        }
+    }
+
+    /// Returns free memory to the OS: every arena's top above `pad`, and the interior OS pages
+    /// of large free chunks. Returns the bytes released.
+    pub fn trim(&self, pad: usize) -> usize {
+        let mut released = 0;
+        for i in 0..self.arena_count() {
+            let mut g = self.arena(i).lock();
+            // SAFETY: lock held.
+            released += unsafe { g.trim(&self.shared, pad) };
+            released += g.purge();
+        }
+        released
+    }
+
+    /// A snapshot of the heap's figures.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            arenas: self.arena_count(),
+            ..Stats::default()
+        };
+        for i in 0..s.arenas {
+            let a = self.arena(i);
+            let g = a.lock();
+            // SAFETY: lock held; top valid.
+            let top = unsafe { g.top.size() };
+            s.arena_committed += g.committed;
+            s.free_in_bins += g.bins.free_bytes;
+            s.free_chunks += g.bins.free_chunks;
+            s.top += top;
+            s.overhead += g.overhead;
+            s.in_use += g.committed - g.overhead - g.bins.free_bytes - top;
+            drop(g);
+            s.remote_pending += a.remote_bytes.load(Ordering::Relaxed);
+        }
+        self.for_each_cache(|tc| {
+            // SAFETY: live cache, registry lock held by for_each_cache.
+            s.tcache_bytes += unsafe { (*tc).held_bytes() };
+            s.threads += 1;
+        });
+        s.in_use = s.in_use.saturating_sub(s.tcache_bytes + s.remote_pending);
+        s.huge_blocks = self.shared.huge_count.load(Ordering::Relaxed);
+        s.huge_bytes = self.shared.huge_bytes.load(Ordering::Relaxed);
+        s.in_use += s.huge_bytes;
+        s.mapped = s.arena_committed + s.huge_bytes;
+        s.mmap_threshold = self.shared.mmap_threshold.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Applies a `mallopt` setting; false when the parameter is unknown or the value invalid.
+    pub fn set_option(&self, param: i32, value: i32) -> bool {
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_TOP_PAD: i32 = -2;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        const M_MMAP_MAX: i32 = -4;
+        const M_ARENA_TEST: i32 = -7;
+        const M_ARENA_MAX: i32 = -8;
+        const M_PERTURB: i32 = -6;
+        const M_CHECK_ACTION: i32 = -5;
+        if value < 0 && param != M_PERTURB {
+            return false;
+        }
+        let v = value as usize;
+        let sh = &self.shared;
+        match param {
+            M_TRIM_THRESHOLD => {
+                sh.trim_threshold.store(v, Ordering::Relaxed);
+                sh.mmap_dynamic.store(false, Ordering::Relaxed);
+            }
+            M_MMAP_THRESHOLD => {
+                if v > MMAP_THRESHOLD_MAX {
+                    return false;
+                }
+                sh.mmap_threshold.store(v.max(MIN_CHUNK), Ordering::Relaxed);
+                sh.mmap_dynamic.store(false, Ordering::Relaxed);
+            }
+            M_ARENA_MAX => {
+                if v == 0 {
+                    return false;
+                }
+                self.arena_max.store(v.min(MAX_ARENAS), Ordering::Relaxed);
+            }
+            // Accepted and ignored: top pad is fixed at start; huge blocks are not counted
+            // against a maximum; arena test, perturb and check action have no equivalent.
+            M_TOP_PAD | M_MMAP_MAX | M_ARENA_TEST | M_PERTURB | M_CHECK_ACTION => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// Unmaps everything the heap mapped, except live huge blocks.
+    ///
+    /// # Safety
+    /// Nothing uses the heap or its memory any more.
+    pub unsafe fn destroy(&self) {
+        let n = self.arena_count();
+        // SAFETY: caller: no users. Thread arenas live in their first region, so unmap that last.
+        unsafe {
+            for i in (0..n).rev() {
+                let a = self.arena(i);
+                let mut r = a.lock().regions;
+                let mut first = ptr::null_mut();
+                while !r.is_null() {
+                    let prev = (*r).prev;
+                    if i != 0 && prev.is_null() {
+                        first = r;
+                    } else {
+                        RegionHeader::unmap(r);
+                    }
+                    r = prev;
+                }
+                if !first.is_null() {
+                    RegionHeader::unmap(first);
+                }
+            }
+            let base = self.main_reserve.load(Ordering::Relaxed);
+            if base != 0 {
+                os::unmap(
+                    ptr::with_exposed_provenance_mut(base),
+                    self.main_reserve_len.load(Ordering::Relaxed),
+                );
+            }
+            let meta = self.main_map.load(Ordering::Relaxed);
+            if meta != 0 {
+                let len = os::page_align_up(core::mem::size_of::<Arena>()).unwrap_or(0);
+                os::unmap(ptr::with_exposed_provenance_mut(meta), len);
+            }
+            let reg = self.registry.lock();
+            let mut s = reg.slabs;
+            drop(reg);
+            while !s.is_null() {
+                let next = s.cast::<*mut u8>().read();
+                os::unmap(s, SLAB_SIZE);
+                s = next;
+            }
+        }
+    }
+}
+
+/// Which entry point is checking a pointer (for its abort message).
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    /// `free`/`dealloc`.
+    Free,
+    /// `realloc`.
+    Realloc,
+    /// `malloc_usable_size`.
+    UsableSize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Problem {
+    Misaligned,
+    NotOurs,
+    BadHeader,
+}
+
+impl Op {
+    fn msg(self, p: Problem) -> &'static str {
+        match (self, p) {
+            (Op::Free, Problem::Misaligned) => "free(): invalid pointer (misaligned: not returned by malloc)",
+            (Op::Free, Problem::NotOurs) => "free(): invalid pointer (not allocated by arena-malloc, or already unmapped)",
+            (Op::Free, Problem::BadHeader) => "free(): invalid pointer or corrupted chunk header (interior pointer or heap overflow?)",
+            (Op::Realloc, Problem::Misaligned) => "realloc(): invalid pointer (misaligned: not returned by malloc)",
+            (Op::Realloc, Problem::NotOurs) => "realloc(): invalid pointer (not allocated by arena-malloc, or already unmapped)",
+            (Op::Realloc, Problem::BadHeader) => "realloc(): invalid pointer or corrupted chunk header (interior pointer or heap overflow?)",
+            (Op::UsableSize, Problem::Misaligned) => "malloc_usable_size(): invalid pointer (misaligned)",
+            (Op::UsableSize, Problem::NotOurs) => "malloc_usable_size(): invalid pointer (not allocated by arena-malloc)",
+            (Op::UsableSize, Problem::BadHeader) => "malloc_usable_size(): invalid pointer or corrupted chunk header",
+        }
+    }
+}
+
+/// A heap of its own, for tests, fuzzing and model checking; unmapped on drop.
+#[derive(Debug)]
+pub struct PrivateHeap {
+    heap: *mut Heap,
+}
+
+impl PrivateHeap {
+    /// Builds a private heap with these tunables (`use_brk` is ignored: only the global heap may
+    /// own the break). The heap struct itself lives in its own mapping.
+    pub fn new(t: &Tunables) -> Option<PrivateHeap> {
+        let len = os::page_align_up(core::mem::size_of::<Heap>())?;
+        let m = os::map(len)?;
+        let heap: *mut Heap = m.cast();
+        let mut t = *t;
+        t.use_brk = false;
+        // SAFETY: fresh, writable, aligned mapping large enough for a Heap.
+        unsafe {
+            heap.write(Heap::new());
+            if !(*heap).init(&t) {
+                (*heap).destroy();
+                os::unmap(m, len);
+                return None;
+            }
+        }
+        Some(PrivateHeap { heap })
+    }
+}
+
+impl core::ops::Deref for PrivateHeap {
+    type Target = Heap;
+    fn deref(&self) -> &Heap {
+        // SAFETY: valid until drop.
+        unsafe { &*self.heap }
+    }
+}
+
+impl Drop for PrivateHeap {
+    fn drop(&mut self) {
+        // SAFETY: we own the heap; dropping means no one uses it any more.
+        unsafe {
+            (*self.heap).destroy();
+            core::ptr::drop_in_place(self.heap);
+            let len = os::page_align_up(core::mem::size_of::<Heap>()).unwrap_or(0);
+            os::unmap(self.heap.cast(), len);
+        }
+    }
+}
+
+// SAFETY: a Heap is Sync and Send; the wrapper only owns it.
+unsafe impl Send for PrivateHeap {}
+// SAFETY: as above.
+unsafe impl Sync for PrivateHeap {}
+
+#[cfg(test)]
+mod tests;

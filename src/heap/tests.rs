@@ -1,0 +1,2 @@
+//! Unit tests of the heap (on private heaps).
+use super::*;
