@@ -5,6 +5,7 @@
 //! only in their `#[global_allocator]`; each calls [`workload_main`].
 
 pub mod child;
+pub mod driver;
 pub mod report;
 pub mod rng;
 pub mod stats;

@@ -49,6 +49,8 @@ pub struct Table {
     pub rows: Vec<Row>,
     /// Decimals for values.
     pub decimals: usize,
+    /// Cells (row, column) whose runs gave a wrong checksum; shown with a trailing `!`.
+    pub flags: Vec<(usize, usize)>,
 }
 
 impl Table {
@@ -89,10 +91,19 @@ impl Table {
                     Cell::NotApplicable => "—".to_string(),
                     Cell::Skipped(_) => "skipped".to_string(),
                     Cell::Failed(_) => "FAIL".to_string(),
-                    Cell::Value(v) => match self.ratio(r, c) {
-                        Some(q) if c > 0 => format!("{v:.d$} ({q:.2}×)", d = self.decimals),
-                        _ => format!("{v:.d$}", d = self.decimals),
-                    },
+                    Cell::Value(v) => {
+                        let mark = if self.flags.contains(&(r, c)) {
+                            " !"
+                        } else {
+                            ""
+                        };
+                        match self.ratio(r, c) {
+                            Some(q) if c > 0 => {
+                                format!("{v:.d$} ({q:.2}×){mark}", d = self.decimals)
+                            }
+                            _ => format!("{v:.d$}{mark}", d = self.decimals),
+                        }
+                    }
                 });
             }
             grid.push(line);
@@ -375,6 +386,7 @@ mod tests {
                 },
             ],
             decimals: 3,
+            flags: vec![(1, 1)],
         }
     }
 
@@ -388,6 +400,7 @@ mod tests {
         let md = t.markdown();
         assert!(md.contains("2.000 (2.00×)"), "{md}");
         assert!(md.contains("FAIL"));
+        assert!(md.contains("1.000 (0.50×) !"), "{md}");
         assert!(t.notes().contains("b / tcmalloc: FAIL: SIGSEGV"));
     }
 

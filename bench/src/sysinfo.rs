@@ -83,13 +83,17 @@ fn unknown() -> String {
     "unknown".to_string()
 }
 
+/// A command's stdout, if it ran and succeeded.
+pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The first line of a command's stdout, if it ran and printed one.
 pub fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let s = String::from_utf8_lossy(&out.stdout);
+    let s = command_output(program, args)?;
     s.lines()
         .next()
         .map(|l| l.trim().to_string())

@@ -72,7 +72,7 @@ pub const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "churn",
-        about: "2000 short-lived threads in waves of 16, each allocating a little; some objects outlive their thread",
+        about: "3000 short-lived threads in waves of 16, each allocating a little; some objects outlive their thread",
         run: churn,
     },
     Workload {
@@ -127,7 +127,7 @@ struct Response {
 fn service(p: &Params) -> u64 {
     let workers = p.threads_or(8);
     let clients = (workers / 2).max(1);
-    let per_client = p.n(40_000) / clients;
+    let per_client = p.n(80_000) / clients;
 
     thread::scope(|s| {
         let mut senders = Vec::with_capacity(workers);
@@ -301,7 +301,7 @@ fn service_worker(rx: &mpsc::Receiver<Request>) -> u64 {
 /// Producers allocate batches of blocks and send them to consumers, which free them.
 fn prodcons(p: &Params) -> u64 {
     let pairs = p.threads_or(4);
-    let per_producer = p.n(2400) / pairs;
+    let per_producer = p.n(9600) / pairs;
     let mut consumers_tx = Vec::with_capacity(pairs);
     thread::scope(|s| {
         let mut consumers = Vec::with_capacity(pairs);
@@ -369,7 +369,7 @@ fn larson_size(rng: &mut Rng) -> usize {
 fn larson(p: &Params) -> u64 {
     const SLOTS: usize = 8192;
     let threads = p.threads_or(8);
-    let per_thread = p.n(1_600_000) / threads;
+    let per_thread = p.n(4_000_000) / threads;
     let mut seed = Rng::new(3000);
     let slots: Vec<Mutex<Vec<u8>>> = (0..SLOTS)
         .map(|_| Mutex::new(block(larson_size(&mut seed), 1)))
@@ -423,8 +423,8 @@ fn hammer(obj: &mut Obj, n: usize) {
 /// cache lines just because of where the allocator put them.
 fn falseshare(p: &Params) -> u64 {
     let threads = p.threads_or(4);
-    let rounds = p.n(4000);
-    let writes = 400;
+    let rounds = p.n(80_000);
+    let writes = 100;
     // A: allocated by one thread, written (then freed and reallocated) by others.
     let handed_out: Vec<Obj> = (0..threads).map(|i| Box::new([i as u64, 0])).collect();
     let a = thread::scope(|s| {
@@ -507,7 +507,7 @@ fn falseshare(p: &Params) -> u64 {
 /// Thousands of short-lived threads, a wave at a time, each allocating a little; a few
 /// of their strings outlive them and are freed by the main thread later.
 fn churn(p: &Params) -> u64 {
-    let total = p.n(2000);
+    let total = p.n(3000);
     let wave = p.threads_or(16);
     let mut kept: Vec<Vec<String>> = Vec::new();
     let mut sum = 0u64;
@@ -519,7 +519,7 @@ fn churn(p: &Params) -> u64 {
                 let id = (started + i) as u64;
                 thread::spawn(move || {
                     let mut rng = Rng::new(4000 + id);
-                    let strings: Vec<String> = (0..rng.range(50, 150))
+                    let strings: Vec<String> = (0..rng.range(300, 900))
                         .map(|_| "x".repeat(rng.range(8, 200)))
                         .collect();
                     let numbers: Vec<u64> =
@@ -554,7 +554,7 @@ fn churn(p: &Params) -> u64 {
 /// then `shrink_to_fit`.
 fn realloc(p: &Params) -> u64 {
     const PATTERN: [u8; 64] = [0xA5; 64];
-    let rounds = p.n(10);
+    let rounds = p.n(20);
     let mut rng = Rng::new(5000);
     let mut sum = 0u64;
     for _ in 0..rounds {
@@ -625,7 +625,7 @@ fn footprint(p: &Params) -> u64 {
     const RING: usize = 1024;
     const GENERATIONS: usize = 8;
     let threads = p.threads_or(4);
-    let per_thread = p.n(2_400_000) / (GENERATIONS * threads);
+    let per_thread = p.n(9_600_000) / (GENERATIONS * threads);
     let mut rings: Vec<Vec<Vec<u8>>> = (0..threads).map(|_| Vec::new()).collect();
     let mut sum = 0u64;
     for g in 0..GENERATIONS {
@@ -796,7 +796,7 @@ fn emit(e: &Expr, names: &HashMap<u32, String>, out: &mut String) {
 /// expression trees, fold them into new trees, emit text, fill symbol tables of many
 /// sizes, and drop it all, unit after unit.
 fn compiler(p: &Params) -> u64 {
-    let units = p.n(240);
+    let units = p.n(600);
     let mut rng = Rng::new(7000);
     let mut sum = 0u64;
     for unit in 0..units {
