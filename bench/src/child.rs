@@ -36,6 +36,9 @@ pub enum Outcome {
         checksum: u64,
         /// Peak resident set size, KiB.
         maxrss_kib: u64,
+        /// The last non-empty line the process wrote to stderr, if any (e.g. a workload's
+        /// own check failing).
+        stderr_tail: Option<String>,
     },
     /// Anything else, with a short reason ("SIGSEGV", "exit 1: …", "timeout after 60 s").
     Failed(String),
@@ -105,6 +108,7 @@ pub fn run(spec: &Spec) -> Outcome {
             time_s,
             checksum,
             maxrss_kib,
+            stderr_tail: last_line(&stderr).strip_prefix(": ").map(str::to_string),
         },
         None => Outcome::Failed(format!(
             "no {RESULT_PREFIX} line in output{}",
@@ -217,6 +221,7 @@ mod tests {
                 time_s,
                 checksum,
                 maxrss_kib,
+                ..
             } => {
                 assert_eq!((time_s, checksum), (0.25, 7));
                 assert!(maxrss_kib > 0);

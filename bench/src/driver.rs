@@ -190,11 +190,12 @@ pub fn run_matrix(
                 Plan::Skip(why) => (Cell::Skipped(why.clone()), Cell::Skipped(why.clone())),
                 Plan::Run(_) => reduce(&outcomes[c]),
             };
-            if let (Some(want), Some(got)) = (reference_sum, first_checksum(&outcomes[c])) {
+            if let (Some(want), Some((got, said))) = (reference_sum, first_checksum(&outcomes[c])) {
                 if got != want {
                     flags.push((ri, c));
+                    let said = said.map_or(String::new(), |s| format!("; it said: \"{s}\""));
                     mismatches.push(format!(
-                        "{} / {}: checksum {got} differs from {}'s {want}: the allocator returned wrong memory contents, alignment or sizes (see target/compare/logs)",
+                        "{} / {}: checksum {got} differs from {}'s {want}: wrong memory contents, alignment or sizes{said}",
                         row.name, allocators[c], allocators[reference]
                     ));
                 }
@@ -232,9 +233,14 @@ pub fn run_matrix(
     }
 }
 
-fn first_checksum(outcomes: &[Outcome]) -> Option<u64> {
+/// The first successful run's checksum and the last line it wrote to stderr.
+fn first_checksum(outcomes: &[Outcome]) -> Option<(u64, Option<String>)> {
     outcomes.iter().find_map(|o| match o {
-        Outcome::Ok { checksum, .. } => Some(*checksum),
+        Outcome::Ok {
+            checksum,
+            stderr_tail,
+            ..
+        } => Some((*checksum, stderr_tail.clone())),
         Outcome::Failed(_) => None,
     })
 }

@@ -141,7 +141,9 @@ impl Table {
     }
 }
 
-fn render_grid(grid: &[Vec<String>]) -> String {
+/// Renders rows of cells (the first row is the header) as a padded Markdown table; the
+/// first column is left-aligned, the others right-aligned.
+pub fn render_grid(grid: &[Vec<String>]) -> String {
     let cols = grid.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
