@@ -8,7 +8,7 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
+    Some(if v.len() & 1 == 0 {
         (v[m - 1] + v[m]) / 2.0
     } else {
         v[m]

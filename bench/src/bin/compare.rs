@@ -140,7 +140,7 @@ fn run() -> Result<(), String> {
     let wanted = |name: &str| {
         opts.only
             .as_ref()
-            .map_or(true, |o| o.iter().any(|w| w == name))
+            .is_none_or(|o| o.iter().any(|w| w == name))
     };
     let t0 = Instant::now();
 

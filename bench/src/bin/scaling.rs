@@ -66,7 +66,7 @@ fn run() -> Result<(), String> {
     let paths = Paths::discover()?;
     driver::build_workloads(&paths)?;
     let mut rows = Vec::new();
-    for w in WORKLOADS.iter().filter(|w| only.map_or(true, |o| o == **w)) {
+    for w in WORKLOADS.iter().filter(|w| only.is_none_or(|o| o == **w)) {
         for &t in &threads {
             let cells = ALLOCATORS
                 .iter()
