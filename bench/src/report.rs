@@ -56,10 +56,15 @@ pub struct Table {
 impl Table {
     /// `cell / baseline` for row `r`, column `c`, when both have values.
     pub fn ratio(&self, r: usize, c: usize) -> Option<f64> {
+        self.ratio_to(r, c, 0)
+    }
+
+    /// `cell / cell in column base` for row `r`, column `c`, when both have values.
+    pub fn ratio_to(&self, r: usize, c: usize, base: usize) -> Option<f64> {
         let row = &self.rows[r];
-        let base = row.cells.first()?.value()?;
+        let b = row.cells.get(base)?.value()?;
         let v = row.cells.get(c)?.value()?;
-        (base > 0.0).then(|| v / base)
+        (b > 0.0).then(|| v / b)
     }
 
     /// Geometric mean over rows of the ratio of column `c` to the baseline.
@@ -215,13 +220,14 @@ pub struct Panel<'a> {
 /// A self-contained SVG with one grouped bar chart per panel (one group per row, one bar
 /// per allocator, values divided by the baseline's so that the baseline is 1.0), a
 /// legend, and the value written above each bar. Bars above the axis limit are cut and
-/// marked; failed cells get a red ✗.
+/// marked; failed cells get a red ✗. A row without a baseline value is normalised to its
+/// first column that has one, and its label gets a `*` and a footnote.
 pub fn chart_svg(heading: &str, panels: &[Panel<'_>]) -> String {
     const LEFT: f64 = 56.0;
     const BAR_W: f64 = 13.0;
     const GROUP_GAP: f64 = 18.0;
     const PLOT_H: f64 = 220.0;
-    const PANEL_H: f64 = PLOT_H + 96.0;
+    const PANEL_H: f64 = PLOT_H + 110.0;
     const TOP: f64 = 64.0;
 
     let Some(first) = panels.first() else {
@@ -236,8 +242,10 @@ pub fn chart_svg(heading: &str, panels: &[Panel<'_>]) -> String {
         .unwrap_or(0)
         .max(1) as f64;
     let group_w = bars * BAR_W + GROUP_GAP;
-    let width = (LEFT + groups * group_w + 24.0).max(560.0);
-    let height = TOP + panels.len() as f64 * PANEL_H + 8.0;
+    let width = (LEFT + groups * group_w + 24.0)
+        .max(560.0)
+        .max(LEFT + 8.5 * heading.chars().count() as f64);
+    let height = TOP + panels.len() as f64 * PANEL_H + 4.0;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -265,10 +273,25 @@ pub fn chart_svg(heading: &str, panels: &[Panel<'_>]) -> String {
 
     for (pi, panel) in panels.iter().enumerate() {
         let t = panel.table;
-        let y0 = TOP + pi as f64 * PANEL_H + 22.0; // top of the plot area
+        let y0 = TOP + pi as f64 * PANEL_H + 44.0; // top of the plot area
         let base_y = y0 + PLOT_H;
+        // Each row's baseline column: 0, or the first column with a value.
+        let bases: Vec<usize> = t
+            .rows
+            .iter()
+            .map(|row| {
+                row.cells
+                    .iter()
+                    .position(|c| c.value().is_some())
+                    .unwrap_or(0)
+            })
+            .collect();
         let ratios: Vec<Vec<Option<f64>>> = (0..t.rows.len())
-            .map(|r| (0..t.allocators.len()).map(|c| t.ratio(r, c)).collect())
+            .map(|r| {
+                (0..t.allocators.len())
+                    .map(|c| t.ratio_to(r, c, bases[r]))
+                    .collect()
+            })
             .collect();
         let max = ratios
             .iter()
@@ -282,9 +305,22 @@ pub fn chart_svg(heading: &str, panels: &[Panel<'_>]) -> String {
         let _ = writeln!(
             s,
             r#"<text x="{LEFT}" y="{:.1}" font-size="13" font-weight="bold">{}</text>"#,
-            y0 - 8.0,
+            y0 - 30.0,
             escape(&panel.title)
         );
+        let substituted: Vec<&str> = bases
+            .iter()
+            .filter(|&&b| b != 0)
+            .map(|&b| t.allocators[b].as_str())
+            .collect();
+        if let Some(name) = substituted.first() {
+            let _ = writeln!(
+                s,
+                r##"<text x="{LEFT}" y="{:.1}" font-size="11" fill="#555">* no {} result: normalised to {name} = 1.0</text>"##,
+                base_y + 34.0,
+                escape(&t.allocators[0])
+            );
+        }
         // Grid lines every 0.5.
         let mut g = 0.0;
         while g <= limit + 1e-9 {
@@ -357,7 +393,7 @@ pub fn chart_svg(heading: &str, panels: &[Panel<'_>]) -> String {
                 r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
                 gx + bars * BAR_W / 2.0,
                 base_y + 16.0,
-                escape(&row.name)
+                escape(&row.name) + if bases[r] == 0 { "" } else { "*" }
             );
         }
     }

@@ -25,9 +25,9 @@ use arena_bench::workloads::WORKLOADS;
 const USAGE: &str = "\
 usage: cargo run --release -p arena-bench --bin compare -- [options]
 
-scale (default: ~3-5 minutes on 2 cores):
+scale (default: scale 2, 5 repetitions, ~3-4 minutes on 2 cores):
   --quick            scale 0.2, 3 repetitions (under a minute)
-  --full             scale 4, 7 repetitions
+  --full             scale 6, 7 repetitions (~12 minutes)
   --scale X          workload scale factor (overrides the preset)
   --reps N           repetitions per allocator (overrides the preset)
 options:
@@ -98,9 +98,9 @@ fn parse_options() -> Result<Options, String> {
     let (preset, mut scale, mut reps): (&str, f64, usize) = if has("--quick") {
         ("quick", 0.2, 3)
     } else if has("--full") {
-        ("full", 4.0, 7)
+        ("full", 6.0, 7)
     } else {
-        ("default", 1.0, 5)
+        ("default", 2.0, 5)
     };
     if let Some(s) = option_value(&args, "--scale") {
         scale = s.parse().map_err(|_| format!("bad --scale {s}"))?;
@@ -400,9 +400,9 @@ caveats are in [`benches/README.md`](../benches/README.md).
 ## Reproduce
 
 ```sh
-cargo run --release -p arena-bench --bin compare            # ~3-5 min on 2 cores
+cargo run --release -p arena-bench --bin compare            # ~3-4 min on 2 cores
 cargo run --release -p arena-bench --bin compare -- --quick # under a minute
-cargo run --release -p arena-bench --bin compare -- --full  # longer, steadier
+cargo run --release -p arena-bench --bin compare -- --full  # ~12 min, steadier
 cargo run --release -p arena-bench --bin compare -- --write-docs  # refresh this page
 ```
 
