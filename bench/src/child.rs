@@ -79,7 +79,7 @@ pub fn run(spec: &Spec) -> Outcome {
             while matches!(try_reap(pid), Reaped::Running) {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            return Outcome::Failed(format!("timeout after {} s", spec.timeout.as_secs()));
+            return Outcome::Failed(format!("timeout after {:.1} s", spec.timeout.as_secs_f64()));
         }
         std::thread::sleep(Duration::from_millis(1));
     };
