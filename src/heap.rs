@@ -510,6 +510,11 @@ impl Heap {
                         let mut q = mine;
                         while !q.is_null() {
                             let next = link::get(q);
+                            // Regression (loom_thread_exit, tests/stale_cache_key.rs): drop the
+                            // cache's freed mark before the chunk goes back to the arena; a chunk
+                            // merged into top keeps its payload, and a block carved there later
+                            // would carry the mark and abort as a "double free" when freed.
+                            link::clear_key(q);
                             g.free_chunk(sh, Chunk::from_payload(q));
                             q = next;
                         }

@@ -264,6 +264,8 @@ impl ArenaGuard<'_> {
             // now (A4); the link was written by the pusher before its Release.
             unsafe {
                 let next = link::get(p);
+                // The freed mark must not outlive the free (see `Heap::release_chain`).
+                link::clear_key(p);
                 let c = Chunk::from_payload(p);
                 bytes += c.size();
                 self.g.free_chunk(sh, c);
