@@ -43,6 +43,13 @@ const FREE: u32 = 0;
 const HELD: u32 = 1;
 const CONTENDED: u32 = 2;
 
+/// Spins before sleeping. Under loom every spin is a scheduling point that only lengthens the
+/// explored paths, so one is enough there (the state machine is the same).
+#[cfg(not(all(test, loom)))]
+const SPINS: u32 = 100;
+#[cfg(all(test, loom))]
+const SPINS: u32 = 1;
+
 /// A futex-based raw lock that never allocates.
 #[derive(Debug)]
 pub struct RawLock {
@@ -70,8 +77,13 @@ impl RawLock {
     pub fn try_acquire(&self) -> bool {
         // Acquire: pairs with the Release in `release`, so the holder sees the previous
         // holder's writes.
+        #[cfg(not(loom_mutation = "lock_acquire_relaxed"))]
+        let ord = Ordering::Acquire;
+        // Mutation (loom check, see docs/loom.md): the fast path forgets to acquire.
+        #[cfg(loom_mutation = "lock_acquire_relaxed")]
+        let ord = Ordering::Relaxed;
         self.state
-            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(FREE, HELD, ord, Ordering::Relaxed)
             .is_ok()
     }
 
@@ -88,7 +100,7 @@ impl RawLock {
         let mut spins = 0u32;
         loop {
             let s = self.state.load(Ordering::Relaxed);
-            if s != HELD || spins >= 100 {
+            if s != HELD || spins >= SPINS {
                 return s;
             }
             spins += 1;
@@ -244,21 +256,29 @@ mod loom_mutex {
         }
     }
 
+    /// Guard of the loom [`Mutex`]: holds loom's tracked mutable access to the data for as
+    /// long as the lock is held, so an access that the lock does not order (a weakened
+    /// `Acquire`/`Release` in [`RawLock`], a lock skipped) is reported as a causality violation.
     pub struct MutexGuard<'a, T> {
         m: &'a Mutex<T>,
         ptr: core::mem::ManuallyDrop<MutPtr<T>>,
+    }
+    impl<T> core::fmt::Debug for MutexGuard<'_, T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("MutexGuard")
+        }
     }
     impl<T> core::ops::Deref for MutexGuard<'_, T> {
         type Target = T;
         fn deref(&self) -> &T {
             // SAFETY: the lock is held, so no other access to the data is live.
-            unsafe { self.ptr.deref() }
+            unsafe { MutPtr::deref(&self.ptr) }
         }
     }
     impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
             // SAFETY: as for `deref`.
-            unsafe { self.ptr.deref() }
+            unsafe { MutPtr::deref(&self.ptr) }
         }
     }
     impl<T> Drop for MutexGuard<'_, T> {
@@ -268,6 +288,87 @@ mod loom_mutex {
             unsafe { core::mem::ManuallyDrop::drop(&mut self.ptr) };
             self.m.raw.release();
         }
+    }
+}
+
+/// A plain (non-atomic) `u16` in a loom cell with the atomics' `load`/`store` API: the
+/// `tcache_count_torn` mutation swaps it in for the thread caches' counts, so that loom reports
+/// the statistics reader's unsynchronised read of a count that its owner writes.
+#[cfg(all(test, loom))]
+#[derive(Debug)]
+pub struct PlainU16(loom::cell::UnsafeCell<u16>);
+
+#[cfg(all(test, loom))]
+impl PlainU16 {
+    /// A new value.
+    pub fn new(v: u16) -> Self {
+        PlainU16(loom::cell::UnsafeCell::new(v))
+    }
+    /// Reads the value (a tracked, non-atomic read; `_o` is ignored).
+    pub fn load(&self, _o: Ordering) -> u16 {
+        // SAFETY: loom checks the access; the value is a plain u16.
+        self.0.with(|p| unsafe { *p })
+    }
+    /// Writes the value (a tracked, non-atomic write; `_o` is ignored).
+    pub fn store(&self, v: u16, _o: Ordering) {
+        // SAFETY: as for `load`.
+        self.0.with_mut(|p| unsafe { *p = v });
+    }
+}
+
+/// Loom-visible ownership of raw memory words that pass between threads.
+///
+/// Chunks move between threads through raw memory: a thread-cache flush links them together
+/// and pushes the chain on an arena's lock-free remote list, and the lock holder that drains the
+/// list reads those links. Loom sees atomics and its own cells only, so under loom every link
+/// write ([`shadow::write`]) and read ([`shadow::read`]) also touches a loom `UnsafeCell` kept
+/// per payload address: a link read that the code's atomics do not order after the write (a
+/// `Release` weakened to `Relaxed`, say) is reported as a causality violation. Outside loom both
+/// are empty and inlined away.
+#[cfg(not(all(test, loom)))]
+pub mod shadow {
+    /// Records a write of the word at `addr` (nothing outside loom).
+    #[inline(always)]
+    pub fn write(_addr: usize) {}
+    /// Records a read of the word at `addr` (nothing outside loom).
+    #[inline(always)]
+    pub fn read(_addr: usize) {}
+}
+
+/// Loom-visible ownership of raw memory words (see the non-loom twin for the idea).
+#[cfg(all(test, loom))]
+pub mod shadow {
+    use loom::cell::UnsafeCell;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    loom::lazy_static! {
+        // One cell per address, made at its first access; loom resets lazy statics at the start
+        // of every execution. The std mutex is never contended: loom runs one thread at a time
+        // and nothing inside the critical section is a scheduling point.
+        static ref CELLS: Mutex<HashMap<usize, Arc<UnsafeCell<()>>>> = Mutex::new(HashMap::new());
+    }
+
+    fn cell(addr: usize) -> Arc<UnsafeCell<()>> {
+        let mut m = CELLS.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            m.entry(addr)
+                .or_insert_with(|| Arc::new(UnsafeCell::new(()))),
+        )
+    }
+
+    /// Makes the table exist; the model helper calls it before spawning threads so that its
+    /// initialisation adds no happens-before edge between model threads.
+    pub fn touch() {
+        drop(CELLS.lock());
+    }
+    /// Records a write of the word at `addr`.
+    pub fn write(addr: usize) {
+        cell(addr).with_mut(|_| ());
+    }
+    /// Records a read of the word at `addr`.
+    pub fn read(addr: usize) {
+        cell(addr).with(|_| ());
     }
 }
 

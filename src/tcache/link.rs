@@ -26,6 +26,8 @@ pub fn set_keys(link_key: usize, cache_key: usize) {
 #[inline(always)]
 pub unsafe fn set(p: *mut u8, next: *mut u8) {
     let v = next.expose_provenance() ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
+    // Loom sees this raw write (it orders the link's publication); nothing outside loom.
+    crate::sync::shadow::write(p.addr());
     // SAFETY: caller: writable, 16-aligned.
     unsafe { p.cast::<usize>().write(v) };
 }
@@ -36,6 +38,8 @@ pub unsafe fn set(p: *mut u8, next: *mut u8) {
 /// `p` is a payload whose link was written by [`set`].
 #[inline(always)]
 pub unsafe fn get(p: *mut u8) -> *mut u8 {
+    // Loom checks that this read is ordered after the link's write; nothing outside loom.
+    crate::sync::shadow::read(p.addr());
     // SAFETY: caller: readable.
     let v =
         unsafe { p.cast::<usize>().read() } ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);

@@ -1,0 +1,59 @@
+//! Statistics (`Heap::stats`) read while the counters change: thread-cache counts written by
+//! their owner without a lock, remote-pending bytes added and drained, arena figures changed
+//! under the arena lock. Every figure must be whole and within bounds at any moment (no torn
+//! or wrapped-below-zero value), and exact once the threads are done.
+//!
+//! Catches `tcache_count_torn` (a cache count kept as a plain integer: the reader's access races
+//! the owner's write) and `remote_bytes_late` (remote bytes counted after the chain is
+//! published: the drainer can subtract first and the figure wraps below zero).
+
+use super::{check_quiescent, heap, model, thread, Ptr};
+use crate::stats::Stats;
+use crate::tcache::link;
+
+/// Bounds that hold at any moment.
+fn check_figures(s: &Stats, cap_bytes: usize, cached_bytes: usize) {
+    assert!(s.arenas <= 2, "{s:?}");
+    assert!(s.threads <= 2, "{s:?}");
+    assert!(s.remote_pending <= cap_bytes, "remote pending wrapped or torn: {s:?}");
+    assert!(s.tcache_bytes <= cached_bytes, "cache bytes torn: {s:?}");
+    assert!(s.in_use <= s.mapped, "{s:?}");
+    assert!(
+        s.free_in_bins + s.top + s.overhead <= s.arena_committed,
+        "arena figures inconsistent: {s:?}"
+    );
+}
+
+pub(crate) fn stats_while_counters_change() {
+    model("stats_while_counters_change", || {
+        let h = heap(2);
+        let owner = Ptr(h.new_cache());
+        // One block of the main arena to free remotely.
+        let b = Ptr(unsafe { h.malloc(core::ptr::null_mut(), 200) });
+        let size = unsafe { crate::chunk::Chunk::from_payload(b.0).size() };
+        // Most a cache can hold: 4 chunks in each class up to 64 bytes (two caches).
+        let cached = 2 * 4 * crate::size_class::CLASS_CHUNK_SIZE[crate::size_class::request_class(64).0] * 4;
+        let worker = {
+            let h = h.clone();
+            thread::spawn(move || unsafe {
+                let p = h.malloc(owner.0, 24); // refill: count changes
+                h.free(owner.0, p); // push: count changes
+                (*owner.0).flush(&h, crate::size_class::request_class(24).0, 0, true);
+                link::set(b.0, core::ptr::null_mut());
+                h.release_chain(b.0, true); // remote free or locked free
+            })
+        };
+        let s = h.stats();
+        check_figures(&s, size, cached);
+        worker.join().unwrap();
+        let s = h.stats();
+        check_figures(&s, size, cached);
+        unsafe { h.drop_cache(owner.0) };
+        check_quiescent(&h);
+    });
+}
+
+#[test]
+fn loom_stats_while_counters_change() {
+    stats_while_counters_change();
+}
