@@ -1,4 +1,4 @@
-//! The sync facade: the only module that names `core::sync::atomic` or `loom`.
+//! The sync facade: the only module that names `core::sync::atomic`, `std::sync` or `loom`.
 //!
 //! Everything the allocator's concurrent protocols use — atomics, `Ordering`, `fence`, an
 //! `UnsafeCell` with closure accessors, the non-allocating [`Mutex`], [`spin_hint`] — comes from
@@ -29,6 +29,41 @@ pub use core::sync::atomic::{
 pub use loom::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicUsize, Ordering,
 };
+
+/// Thread-locals: std's (const-initialised, destructor-free slots in `global`) or loom's.
+#[cfg(not(all(test, loom)))]
+pub use std::thread_local;
+#[cfg(all(test, loom))]
+pub use loom::thread_local;
+
+/// An `UnsafeCell` with loom's closure accessors, so that code written against it is checked by
+/// loom (every access goes through `with`/`with_mut`) and costs nothing otherwise.
+#[cfg(all(test, loom))]
+pub use loom::cell::UnsafeCell;
+
+/// An `UnsafeCell` with loom's closure accessors (see the loom twin).
+#[cfg(not(all(test, loom)))]
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(all(test, loom)))]
+impl<T> UnsafeCell<T> {
+    /// A new cell.
+    pub const fn new(v: T) -> Self {
+        UnsafeCell(core::cell::UnsafeCell::new(v))
+    }
+    /// Calls `f` with a shared pointer to the contents.
+    #[inline(always)]
+    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+    /// Calls `f` with a mutable pointer to the contents.
+    #[inline(always)]
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 /// Hint for a spin-wait loop; under loom it yields to the model's scheduler.
 #[inline]
