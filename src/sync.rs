@@ -269,6 +269,8 @@ mod loom_mutex {
                 data: UnsafeCell::new(v),
             }
         }
+        // `track_caller`: loom reports the caller's line for an access the lock failed to order.
+        #[track_caller]
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.raw.acquire();
             MutexGuard {
@@ -276,6 +278,7 @@ mod loom_mutex {
                 ptr: core::mem::ManuallyDrop::new(self.data.get_mut()),
             }
         }
+        #[track_caller]
         pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
             if self.raw.try_acquire() {
                 Some(MutexGuard {
@@ -340,11 +343,13 @@ impl PlainU16 {
         PlainU16(loom::cell::UnsafeCell::new(v))
     }
     /// Reads the value (a tracked, non-atomic read; `_o` is ignored).
+    #[track_caller]
     pub fn load(&self, _o: Ordering) -> u16 {
         // SAFETY: loom checks the access; the value is a plain u16.
         self.0.with(|p| unsafe { *p })
     }
     /// Writes the value (a tracked, non-atomic write; `_o` is ignored).
+    #[track_caller]
     pub fn store(&self, v: u16, _o: Ordering) {
         // SAFETY: as for `load`.
         self.0.with_mut(|p| unsafe { *p = v });
@@ -384,6 +389,7 @@ pub mod shadow {
         static ref CELLS: Mutex<HashMap<usize, Arc<UnsafeCell<()>>>> = Mutex::new(HashMap::new());
     }
 
+    #[track_caller]
     fn cell(addr: usize) -> Arc<UnsafeCell<()>> {
         let mut m = CELLS.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
@@ -397,11 +403,13 @@ pub mod shadow {
     pub fn touch() {
         drop(CELLS.lock());
     }
-    /// Records a write of the word at `addr`.
+    /// Records a write of the word at `addr` (loom reports the caller's line).
+    #[track_caller]
     pub fn write(addr: usize) {
         cell(addr).with_mut(|_| ());
     }
-    /// Records a read of the word at `addr`.
+    /// Records a read of the word at `addr` (loom reports the caller's line).
+    #[track_caller]
     pub fn read(addr: usize) {
         cell(addr).with(|_| ());
     }
