@@ -4,6 +4,7 @@
 # 1. The facade rule: nothing outside src/sync.rs names std::sync, core::sync::atomic or loom
 #    (the models in src/tests/ may use loom's threads and Arc).
 # 2. Every model (`loom_*` in src/tests/) at LOOM_MAX_PREEMPTIONS=2 (override with the env var).
+#    Then the same models at LOOM_DEEP_PREEMPTIONS (default 4; 0 skips), still seconds.
 # 3. One planted bug (LOOM_MUTATION, default remote_push_relaxed) must make its model fail:
 #    `loom_mutation_is_caught` runs the model under catch_unwind and asserts that loom reported it.
 #
@@ -32,6 +33,16 @@ fi
 echo "== loom: models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
 RUSTFLAGS="--cfg loom -C debug-assertions" CARGO_TARGET_DIR="$target" \
     timeout 480 cargo test --lib --release loom_ -- --nocapture --test-threads=2
+
+# The same binary again, deeper: the models are small enough that 4 preemptions take seconds
+# (docs/loom.md has the table); LOOM_DEEP_PREEMPTIONS=0 skips this pass.
+deep="${LOOM_DEEP_PREEMPTIONS:-4}"
+if [ "$deep" -gt "$LOOM_MAX_PREEMPTIONS" ]; then
+    echo "== loom: models again at LOOM_MAX_PREEMPTIONS=$deep"
+    LOOM_MAX_PREEMPTIONS="$deep" RUSTFLAGS="--cfg loom -C debug-assertions" \
+        CARGO_TARGET_DIR="$target" \
+        timeout 300 cargo test --lib --release loom_ -- --nocapture --test-threads=2
+fi
 
 echo "== loom: planted bug '$mutation' must be caught"
 # A target directory of its own, so that the two RUSTFLAGS sets do not rebuild each other.

@@ -65,3 +65,32 @@ pub(crate) fn stats_while_counters_change() {
 fn loom_stats_while_counters_change() {
     stats_while_counters_change();
 }
+
+/// The remote-pending figure alone: a thread frees a block of the main arena (remote list when
+/// the reader holds the lock) while the reader takes two snapshots; the second one's lock
+/// drains the list. The figure must never wrap below zero.
+pub(crate) fn remote_pending_never_wraps() {
+    model("stats_remote_pending_never_wraps", || {
+        let h = heap(1);
+        let b = Ptr(unsafe { h.malloc(core::ptr::null_mut(), 200) });
+        let size = unsafe { crate::chunk::Chunk::from_payload(b.0).size() };
+        let freer = {
+            let h = h.clone();
+            thread::spawn(move || unsafe {
+                link::set(b.0, core::ptr::null_mut());
+                h.release_chain(b.0, true);
+            })
+        };
+        for _ in 0..2 {
+            let s = h.stats();
+            assert!(s.remote_pending <= size, "remote pending wrapped or torn: {s:?}");
+        }
+        freer.join().unwrap();
+        check_quiescent(&h);
+    });
+}
+
+#[test]
+fn loom_stats_remote_pending_never_wraps() {
+    remote_pending_never_wraps();
+}
