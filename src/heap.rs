@@ -15,7 +15,7 @@ use core::ptr;
 
 use crate::arena::region::{self, RegionHeader};
 use crate::arena::{Arena, ArenaGuard, Growth};
-use crate::chunk::{Chunk, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
+use crate::chunk::{Chunk, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
@@ -63,11 +63,21 @@ impl MainSegs {
             self.hi[n - 1].store(hi, Ordering::Relaxed);
         }
     }
-    /// Whether `addr` lies in a recorded segment.
+    /// Whether `addr` lies in a recorded segment (the first one is checked without a loop: it
+    /// is usually the only one).
     #[inline(always)]
     pub fn contains(&self, addr: usize) -> bool {
+        let lo = self.lo[0].load(Ordering::Relaxed);
+        if addr.wrapping_sub(lo) < self.hi[0].load(Ordering::Relaxed).wrapping_sub(lo) {
+            return true;
+        }
+        self.contains_slow(addr)
+    }
+
+    #[cold]
+    fn contains_slow(&self, addr: usize) -> bool {
         let n = self.n.load(Ordering::Acquire);
-        for i in 0..n {
+        for i in 1..n.min(MAX_MAIN_SEGS) {
             if addr >= self.lo[i].load(Ordering::Relaxed)
                 && addr < self.hi[i].load(Ordering::Relaxed)
             {
@@ -464,9 +474,14 @@ impl Heap {
     pub unsafe fn release_chain(&self, mut head: *mut u8, may_defer: bool) {
         let sh = &self.shared;
         while !head.is_null() {
-            // SAFETY: caller: chain members are checked chunks of ours.
+            // SAFETY: caller: chain members are checked, in-use chunks of ours.
             unsafe {
                 let a: &Arena = self.arena_of(Chunk::from_payload(head));
+                let guard = if may_defer {
+                    a.try_lock()
+                } else {
+                    Some(a.lock())
+                };
                 let (mut mine, mut mine_tail, mut rest, mut rest_tail) = (
                     ptr::null_mut::<u8>(),
                     ptr::null_mut::<u8>(),
@@ -475,46 +490,54 @@ impl Heap {
                 );
                 let mut bytes = 0;
                 let mut p = head;
-                while !p.is_null() {
-                    let next = link::get(p);
-                    let c = Chunk::from_payload(p);
-                    if ptr::eq(self.arena_of(c), a) {
-                        if mine.is_null() {
-                            mine = p;
-                        } else {
-                            link::set(mine_tail, p);
+                match guard {
+                    // One pass: free this arena's chunks at once, keep the others for later.
+                    Some(mut g) => {
+                        while !p.is_null() {
+                            let next = link::get(p);
+                            let c = Chunk::from_payload(p);
+                            if ptr::eq(self.arena_of(c), a) {
+                                g.free_chunk(sh, c);
+                            } else {
+                                if rest.is_null() {
+                                    rest = p;
+                                } else {
+                                    link::set(rest_tail, p);
+                                }
+                                rest_tail = p;
+                            }
+                            p = next;
                         }
-                        mine_tail = p;
-                        bytes += c.size();
-                    } else {
-                        if rest.is_null() {
-                            rest = p;
-                        } else {
-                            link::set(rest_tail, p);
-                        }
-                        rest_tail = p;
                     }
-                    p = next;
+                    // The lock is busy: hand this arena's chunks over through its remote list.
+                    None => {
+                        while !p.is_null() {
+                            let next = link::get(p);
+                            let c = Chunk::from_payload(p);
+                            if ptr::eq(self.arena_of(c), a) {
+                                if mine.is_null() {
+                                    mine = p;
+                                } else {
+                                    link::set(mine_tail, p);
+                                }
+                                mine_tail = p;
+                                bytes += c.size();
+                            } else {
+                                if rest.is_null() {
+                                    rest = p;
+                                } else {
+                                    link::set(rest_tail, p);
+                                }
+                                rest_tail = p;
+                            }
+                            p = next;
+                        }
+                        link::set(mine_tail, ptr::null_mut());
+                        a.push_remote(mine, mine_tail, bytes);
+                    }
                 }
-                link::set(mine_tail, ptr::null_mut());
                 if !rest_tail.is_null() {
                     link::set(rest_tail, ptr::null_mut());
-                }
-                let guard = if may_defer {
-                    a.try_lock()
-                } else {
-                    Some(a.lock())
-                };
-                match guard {
-                    Some(mut g) => {
-                        let mut q = mine;
-                        while !q.is_null() {
-                            let next = link::get(q);
-                            g.free_chunk(sh, Chunk::from_payload(q));
-                            q = next;
-                        }
-                    }
-                    None => a.push_remote(mine, mine_tail, bytes),
                 }
                 head = rest;
             }
@@ -773,10 +796,10 @@ impl Heap {
             if h & IS_MMAPPED != 0 {
                 return self.free_huge(c);
             }
-            let size = c.size();
-            if !c.plus(size).prev_inuse() {
+            if h & FREE != 0 {
                 fatal("free(): double free (chunk is already free)");
             }
+            let size = c.size();
             if link::has_key(p) {
                 self.double_free_cached(tc, p, size);
             }
@@ -868,7 +891,7 @@ impl Heap {
                 }
             } else {
                 let size = c.size();
-                if !c.plus(size).prev_inuse() || link::has_key(p) {
+                if c.head() & FREE != 0 || link::has_key(p) {
                     fatal("realloc(): pointer already freed (use after free)");
                 }
                 old_usable = size - HEADER;

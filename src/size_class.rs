@@ -20,7 +20,7 @@ pub const NCLASSES: usize = 84;
 /// Largest request that has a class.
 pub const MAX_CLASS_REQUEST: usize = 32 << 10;
 /// Largest request the allocator will try to serve; larger requests fail (null).
-pub const MAX_REQUEST: usize = isize::MAX as usize - (64 << 20);
+pub const MAX_REQUEST: usize = crate::chunk::MAX_CHUNK_SIZE - (64 << 20);
 
 /// A thread-cache class index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
