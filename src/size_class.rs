@@ -124,7 +124,8 @@ mod tests {
             }
         }
         assert_eq!(CLASS_CHUNK_SIZE[NCLASSES - 1], MAX_CLASS_REQUEST + HEADER);
-        assert_eq!(chunk_class(1296), None);
+        assert_eq!(chunk_class(1296), Some(ClassIdx(64)));
+        assert_eq!(chunk_class(1312), None);
         assert_eq!(chunk_class(16), None);
         assert_eq!(request_to_chunk(usize::MAX), None);
         assert_eq!(
