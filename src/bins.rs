@@ -64,6 +64,12 @@ pub struct Bins {
     pub free_chunks: usize,
 }
 
+impl Default for Bins {
+    fn default() -> Self {
+        Bins::new()
+    }
+}
+
 impl Bins {
     /// Empty bins; [`Bins::init`] must run once the value is at its final address.
     pub const fn new() -> Self {

@@ -152,6 +152,12 @@ unsafe impl Sync for Heap {}
 // SAFETY: as above.
 unsafe impl Send for Heap {}
 
+impl Default for Heap {
+    fn default() -> Self {
+        Heap::new()
+    }
+}
+
 impl Heap {
     const_fn_unless_loom! {
         /// An empty heap; [`Heap::init`] must run before use.

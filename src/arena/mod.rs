@@ -483,7 +483,7 @@ impl ArenaState {
         let Some(want) = os::page_align_up(hdr + nb + TOP_MIN + sh.top_pad) else {
             return false;
         };
-        let want = want.max(COMMIT_STEP).min(REGION_SIZE);
+        let want = want.clamp(COMMIT_STEP, REGION_SIZE);
         if hdr + nb + TOP_MIN > want {
             return false;
         }
@@ -678,7 +678,7 @@ impl ArenaState {
                 self.consolidate(sh);
                 return self.malloc_chunk(sh, nb);
             }
-            self.from_top(sh, nb)
+            self.take_top(sh, nb)
         }
     }
 
@@ -759,7 +759,7 @@ impl ArenaState {
         }
     }
 
-    unsafe fn from_top(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
+    unsafe fn take_top(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
         // SAFETY: top valid (A1); growth keeps it valid.
         unsafe {
             if self.top.size() < nb + TOP_MIN && !self.grow(sh, nb) {
