@@ -1,9 +1,11 @@
-//! Regression (found by the loom model `loom_thread_exit_vs_attach`): a chunk that went from a
-//! thread cache back to its arena and merged into top kept the cache's "freed" key in its
-//! payload; the next allocation carved from top at the same address returned it with the key
-//! still there, and freeing that (live) block aborted as a double free. Schedule: a thread
-//! caches two chunks and exits (flush → merged into top); a new thread's refill carves the same
-//! addresses and frees its first block. The single-threaded replay below is the same sequence.
+//! Regression (found by the loom model `loom_thread_exit_vs_attach`, and independently on main):
+//! a chunk that went from a thread cache back to its arena and merged into top kept the cache's
+//! "freed" key at payload+8; the next allocation carved from top at the same address returned
+//! it with the key still there, and freeing that live block aborted as a double free. Schedule:
+//! a thread caches two chunks and exits (flush → merged into top); a new thread's refill carves
+//! the same addresses and frees its first block. The single-threaded replay below is the same
+//! sequence. Fixed on main by clearing the key when a chunk is handed out (`Heap::hand_out`,
+//! `ThreadCache::refill`).
 
 use arena_malloc::config::Tunables;
 use arena_malloc::PrivateHeap;
