@@ -30,9 +30,10 @@ pub use loom::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicUsize, Ordering,
 };
 
-/// Thread-locals: std's (const-initialised, destructor-free slots in `global`) or loom's.
+// Thread-locals: std's (const-initialised, destructor-free slots in `global`) or loom's.
 #[cfg(not(all(test, loom)))]
 pub use std::thread_local;
+
 #[cfg(all(test, loom))]
 pub use loom::thread_local;
 
@@ -386,38 +387,39 @@ pub mod shadow {
 pub mod shadow {
     use loom::cell::UnsafeCell;
     use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, PoisonError};
+    use std::sync::{Mutex, PoisonError};
 
     loom::lazy_static! {
         // One cell per address, made at its first access; loom resets lazy statics at the start
-        // of every execution. The std mutex is never contended: loom runs one thread at a time
-        // and nothing inside the critical section is a scheduling point.
-        static ref CELLS: Mutex<HashMap<usize, Arc<UnsafeCell<()>>>> = Mutex::new(HashMap::new());
+        // of every execution. The std mutex is never contended: loom runs one model thread at a
+        // time, and nothing done while it is held (a cell access) is a scheduling point.
+        static ref CELLS: Mutex<HashMap<usize, UnsafeCell<()>>> = Mutex::new(HashMap::new());
     }
 
-    #[track_caller]
-    fn cell(addr: usize) -> Arc<UnsafeCell<()>> {
-        let mut m = CELLS.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            m.entry(addr)
-                .or_insert_with(|| Arc::new(UnsafeCell::new(()))),
-        )
+    fn cells() -> std::sync::MutexGuard<'static, HashMap<usize, UnsafeCell<()>>> {
+        CELLS.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Makes the table exist; the model helper calls it before spawning threads so that its
     /// initialisation adds no happens-before edge between model threads.
     pub fn touch() {
-        drop(CELLS.lock());
+        drop(cells());
     }
     /// Records a write of the word at `addr` (loom reports the caller's line).
     #[track_caller]
     pub fn write(addr: usize) {
-        cell(addr).with_mut(|_| ());
+        let mut m = cells();
+        m.entry(addr)
+            .or_insert_with(|| UnsafeCell::new(()))
+            .with_mut(|_| ());
     }
     /// Records a read of the word at `addr` (loom reports the caller's line).
     #[track_caller]
     pub fn read(addr: usize) {
-        cell(addr).with(|_| ());
+        let mut m = cells();
+        m.entry(addr)
+            .or_insert_with(|| UnsafeCell::new(()))
+            .with(|_| ());
     }
 }
 

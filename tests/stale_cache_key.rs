@@ -27,7 +27,10 @@ fn block_reused_from_top_after_cache_flush_frees_cleanly() {
         let tc = h.new_cache();
         let r = h.malloc(tc, 24); // refill carves the same addresses from top
         let s = h.malloc(tc, 24);
-        assert!(r == p || r == q || s == p || s == q, "expected the same addresses again");
+        assert!(
+            r == p || r == q || s == p || s == q,
+            "expected the same addresses again"
+        );
         h.free(tc, r);
         h.free(tc, s);
         let n = core::ptr::null_mut();

@@ -6,9 +6,15 @@
 fn model_for_mutation() -> (&'static str, fn()) {
     if cfg!(loom_mutation = "lock_release_relaxed") || cfg!(loom_mutation = "lock_acquire_relaxed")
     {
-        ("tcache refill/flush", super::loom_tcache_flush::refill_and_flush_race_remote_flush)
+        (
+            "tcache refill/flush",
+            super::loom_tcache_flush::refill_and_flush_race_remote_flush,
+        )
     } else if cfg!(loom_mutation = "remote_push_relaxed") {
-        ("remote free", super::loom_remote_free::remote_free_races_owner)
+        (
+            "remote free",
+            super::loom_remote_free::remote_free_races_owner,
+        )
     } else if cfg!(loom_mutation = "attach_unlocked") || cfg!(loom_mutation = "attach_ignores_cap")
     {
         ("registry", super::loom_registry::race_for_last_arena)
@@ -17,7 +23,10 @@ fn model_for_mutation() -> (&'static str, fn()) {
     } else if cfg!(loom_mutation = "tcache_count_torn") {
         ("stats", super::loom_stats::stats_while_counters_change)
     } else if cfg!(loom_mutation = "remote_bytes_late") {
-        ("stats (remote pending)", super::loom_stats::remote_pending_never_wraps)
+        (
+            "stats (remote pending)",
+            super::loom_stats::remote_pending_never_wraps,
+        )
     } else {
         panic!("no model is registered for this loom_mutation value")
     }

@@ -100,7 +100,11 @@ fn loom_registry_reuse_after_exit() {
         let tc = h.new_cache();
         let arena = unsafe { (*tc).arena };
         if seen {
-            assert_eq!(h.arena_count(), 2, "an exited thread's arena was not reused");
+            assert_eq!(
+                h.arena_count(),
+                2,
+                "an exited thread's arena was not reused"
+            );
             assert!(core::ptr::eq(arena, h.arena(1)));
         }
         unsafe {

@@ -16,7 +16,10 @@ use crate::tcache::link;
 fn check_figures(s: &Stats, pushable: usize, cached_bytes: usize) {
     assert!(s.arenas <= 2, "{s:?}");
     assert!(s.threads <= 2, "{s:?}");
-    assert!(s.remote_pending <= pushable, "remote pending wrapped or torn: {s:?}");
+    assert!(
+        s.remote_pending <= pushable,
+        "remote pending wrapped or torn: {s:?}"
+    );
     assert!(s.tcache_bytes <= cached_bytes, "cache bytes torn: {s:?}");
     assert!(s.in_use <= s.mapped, "{s:?}");
     assert!(
@@ -34,7 +37,8 @@ pub(crate) fn stats_while_counters_change() {
         let size = unsafe { crate::chunk::Chunk::from_payload(b.0).size() };
         // Most the caches can hold: two caches × at most 4 cached classes (requests up to
         // 64 bytes) × 4 chunks × the largest of those chunks.
-        let cached = 2 * 4 * crate::size_class::CLASS_CHUNK_SIZE[crate::size_class::request_class(64).0] * 4;
+        let cached =
+            2 * 4 * crate::size_class::CLASS_CHUNK_SIZE[crate::size_class::request_class(64).0] * 4;
         let worker = {
             let h = h.clone();
             thread::spawn(move || unsafe {
@@ -83,7 +87,10 @@ pub(crate) fn remote_pending_never_wraps() {
         };
         for _ in 0..2 {
             let s = h.stats();
-            assert!(s.remote_pending <= size, "remote pending wrapped or torn: {s:?}");
+            assert!(
+                s.remote_pending <= size,
+                "remote pending wrapped or torn: {s:?}"
+            );
         }
         freer.join().unwrap();
         check_quiescent(&h);

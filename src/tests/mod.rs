@@ -105,7 +105,6 @@ unsafe impl<T> Send for Ptr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for Ptr<T> {}
 
-
 /// Asserts that every live cache's arena is the one the heap's table holds at its index, that
 /// the arena count respects the cap, and that the arenas' attach counts add up to the live
 /// caches. Everything is read under the registry lock (held by `for_each_cache`), which is
@@ -115,7 +114,11 @@ pub(crate) fn check_attachment(h: &PrivateHeap) {
     let mut attached = None;
     h.for_each_cache(|tc| {
         let n = h.arena_count();
-        assert!(n <= h.arena_max(), "arena cap exceeded: {n} > {}", h.arena_max());
+        assert!(
+            n <= h.arena_max(),
+            "arena cap exceeded: {n} > {}",
+            h.arena_max()
+        );
         if attached.is_none() {
             attached = Some(
                 (0..n)
@@ -133,7 +136,10 @@ pub(crate) fn check_attachment(h: &PrivateHeap) {
         );
     });
     if let Some(attached) = attached {
-        assert_eq!(attached, live, "attach counts do not add up to the live caches");
+        assert_eq!(
+            attached, live,
+            "attach counts do not add up to the live caches"
+        );
     }
 }
 
@@ -150,7 +156,10 @@ pub(crate) fn check_quiescent(h: &PrivateHeap) {
     assert_eq!(s.remote_pending, 0, "remote frees left pending: {s:?}");
     assert_eq!(s.in_use, 0, "chunks lost (in use with no owner): {s:?}");
     for i in 0..h.arena_count() {
-        assert!(!h.arena(i).has_remote(), "remote list of arena {i} not drained");
+        assert!(
+            !h.arena(i).has_remote(),
+            "remote list of arena {i} not drained"
+        );
         assert_eq!(h.arena(i).attached.load(crate::sync::Ordering::Relaxed), 0);
     }
 }
