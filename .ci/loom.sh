@@ -8,8 +8,9 @@
 # 3. One planted bug (LOOM_MUTATION, default remote_push_relaxed) must make its model fail:
 #    `loom_mutation_is_caught` runs the model under catch_unwind and asserts that loom reported it.
 #
-# Exits non-zero on any failure. About 3–4 minutes on 2 cores from a cold target directory
-# (mostly building loom twice: once per RUSTFLAGS set); the models themselves take seconds.
+# Exits non-zero on any failure. Measured on the 2 shared cores with CARGO_BUILD_JOBS=1: 177 s
+# from a cold target directory (building loom and the crate twice, once per RUSTFLAGS set),
+# 18 s warm after a source change; the models themselves take about 6 s (docs/loom.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
