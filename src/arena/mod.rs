@@ -793,6 +793,10 @@ impl ArenaState {
             if !next.prev_inuse() {
                 fatal("free(): double free (chunk is already free)");
             }
+            // Wipe the thread-cache key (payload word 1, see `tcache::link`): a chunk that came
+            // here from a cache keeps it otherwise, and if coalescing leaves it in place a later
+            // block handed out at this address looks freed to `free` (false "double free").
+            c.payload().cast::<usize>().add(1).write(0);
             if !c.prev_inuse() {
                 let ps = c.prev_size();
                 let p = c.minus(ps);
