@@ -232,6 +232,24 @@ impl Chunk {
         unsafe { self.word(8).write(low | tag_of(self.addr(), low)) };
     }
 
+    /// Marks a header that coalescing absorbed into a neighbour: a well-tagged head of size 0
+    /// and no flags, which no live chunk has. `free`/`realloc` of the old payload then report a
+    /// double free instead of reading a stale size.
+    ///
+    /// # Safety
+    /// As for [`Chunk::set_head`]; the chunk no longer exists (it is part of another).
+    #[inline(always)]
+    pub unsafe fn mark_merged(self) {
+        // SAFETY: forwarded.
+        unsafe { self.set_head(0, 0) }
+    }
+
+    /// Whether the head carries the [`Chunk::mark_merged`] mark (size 0, no flags).
+    #[inline(always)]
+    pub fn is_merged_mark(head: usize) -> bool {
+        head & LOW_MASK == 0
+    }
+
     /// Sets or clears `PREV_INUSE`, keeping size and other flags.
     ///
     /// # Safety

@@ -763,6 +763,9 @@ impl Heap {
                 return self.free_huge(c);
             }
             let size = c.size();
+            if !self.next_readable(c, h, size) {
+                self.freed_block(Op::Free, h);
+            }
             if !c.plus(size).prev_inuse() {
                 fatal("free(): double free (chunk is already free)");
             }
@@ -781,6 +784,33 @@ impl Heap {
                 }
             }
             self.free_to_arena(c)
+        }
+    }
+
+    /// Whether the header after an arena chunk of `size` bytes lies in committed memory of
+    /// its segment. It does for every in-use chunk; it does not for a block that was freed and
+    /// became (part of) the top chunk, nor for a header carrying the merged mark (size 0).
+    #[inline(always)]
+    fn next_readable(&self, c: Chunk, head: usize, size: usize) -> bool {
+        let next = c.addr().wrapping_add(size);
+        size >= MIN_CHUNK
+            && if head & IN_REGION != 0 {
+                region::contains(next)
+            } else {
+                self.shared.main_segs.contains(next)
+            }
+    }
+
+    /// Aborts for an arena block whose header says it is no longer in use (merged into a
+    /// neighbour, or into the top chunk), or whose size runs off its memory.
+    #[cold]
+    #[inline(never)]
+    fn freed_block(&self, op: Op, head: usize) -> ! {
+        let merged = Chunk::is_merged_mark(head);
+        match (op, merged) {
+            (Op::Realloc, _) => fatal("realloc(): pointer already freed (use after free)"),
+            (_, true) => fatal("free(): double free (chunk was merged with a free neighbour)"),
+            _ => fatal("free(): double free (chunk is already free: part of the top chunk)"),
         }
     }
 
@@ -857,6 +887,9 @@ impl Heap {
                 }
             } else {
                 let size = c.size();
+                if !self.next_readable(c, c.head(), size) {
+                    self.freed_block(Op::Realloc, c.head());
+                }
                 if !c.plus(size).prev_inuse() || link::has_key(p) {
                     fatal("realloc(): pointer already freed (use after free)");
                 }
@@ -893,7 +926,7 @@ impl Heap {
         // SAFETY: validated before use.
         unsafe {
             let c = self.check_ptr(p, Op::UsableSize);
-            c.size() - HEADER
+            c.size().saturating_sub(HEADER)
         }
     }
 
@@ -1056,10 +1089,10 @@ impl Op {
     fn msg(self, p: Problem) -> &'static str {
         match (self, p) {
             (Op::Free, Problem::Misaligned) => "free(): invalid pointer (misaligned: not returned by malloc)",
-            (Op::Free, Problem::NotOurs) => "free(): invalid pointer (not allocated by arena-malloc, or already unmapped)",
+            (Op::Free, Problem::NotOurs) => "free(): invalid pointer (not allocated by arena-malloc, or a huge block already freed: double free?)",
             (Op::Free, Problem::BadHeader) => "free(): invalid pointer or corrupted chunk header (interior pointer or heap overflow?)",
             (Op::Realloc, Problem::Misaligned) => "realloc(): invalid pointer (misaligned: not returned by malloc)",
-            (Op::Realloc, Problem::NotOurs) => "realloc(): invalid pointer (not allocated by arena-malloc, or already unmapped)",
+            (Op::Realloc, Problem::NotOurs) => "realloc(): invalid pointer (not allocated by arena-malloc, or a huge block already freed: use after free?)",
             (Op::Realloc, Problem::BadHeader) => "realloc(): invalid pointer or corrupted chunk header (interior pointer or heap overflow?)",
             (Op::UsableSize, Problem::Misaligned) => "malloc_usable_size(): invalid pointer (misaligned)",
             (Op::UsableSize, Problem::NotOurs) => "malloc_usable_size(): invalid pointer (not allocated by arena-malloc)",

@@ -804,11 +804,16 @@ impl ArenaState {
                     fatal("free(): corrupted size vs. prev_size while coalescing");
                 }
                 self.bins.unlink(p, ps);
+                // Absorbed headers get the "merged away" mark (see `Chunk::mark_merged`), so
+                // a second free of this block names a double free instead of trusting a stale
+                // size.
+                c.mark_merged();
                 c = p;
                 size += ps;
             }
             if next == self.top {
                 size += next.size();
+                next.mark_merged();
                 c.set_head(size, PREV_INUSE | rf);
                 self.top = c;
                 self.maybe_trim(sh);
@@ -817,6 +822,7 @@ impl ArenaState {
             let nsize = next.size();
             if nsize >= MIN_CHUNK && !next.inuse() {
                 self.bins.unlink(next, nsize);
+                next.mark_merged();
                 size += nsize;
             } else {
                 next.set_prev_inuse(false);
@@ -868,6 +874,7 @@ impl ArenaState {
                     return false; // growth moved top to a new segment
                 }
                 let ts = next.size();
+                next.mark_merged();
                 c.set_head(nb, f);
                 let nt = c.plus(nb);
                 nt.set_head(ts - extra, PREV_INUSE | (f & IN_REGION));
@@ -878,6 +885,7 @@ impl ArenaState {
             let nsize = next.size();
             if nsize >= MIN_CHUNK && !next.inuse() && size + nsize >= nb {
                 self.bins.unlink(next, nsize);
+                next.mark_merged();
                 let total = size + nsize;
                 c.set_head(total, f);
                 c.plus(total).set_prev_inuse(true);
