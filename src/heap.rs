@@ -568,8 +568,18 @@ impl Heap {
         // SAFETY: forwarded.
         unsafe {
             self.arena_malloc(tc, nb)
-                .map_or(ptr::null_mut(), |c| c.payload())
+                .map_or(ptr::null_mut(), Self::hand_out)
         }
+    }
+
+    /// Hands out a chunk from an arena: clears a stale cache key at payload+8 (left by an
+    /// earlier life of that memory) so that its free is not taken for a double free.
+    #[inline]
+    fn hand_out(c: Chunk) -> *mut u8 {
+        let p = c.payload();
+        // SAFETY: the chunk is in use and ours; every chunk has at least 16 payload bytes.
+        unsafe { link::clear_key(p) };
+        p
     }
 
     unsafe fn arena_malloc(&self, tc: *mut ThreadCache, nb: usize) -> Option<Chunk> {
@@ -627,7 +637,7 @@ impl Heap {
         drop(g);
         match got {
             Some(got) => {
-                let p = got.chunk.payload();
+                let p = Self::hand_out(got.chunk);
                 if zero && !got.zeroed {
                     // SAFETY: the payload is ours, at least n bytes.
                     unsafe { ptr::write_bytes(p, 0, n) };
@@ -637,11 +647,12 @@ impl Heap {
             // SAFETY: forwarded; other arenas, then a mapping.
             None => match unsafe { self.arena_malloc(tc, nb) } {
                 Some(c) => {
+                    let p = Self::hand_out(c);
                     if zero {
                         // SAFETY: as above.
-                        unsafe { ptr::write_bytes(c.payload(), 0, n) };
+                        unsafe { ptr::write_bytes(p, 0, n) };
                     }
-                    c.payload()
+                    p
                 }
                 None => crate::huge::alloc(&self.shared, n, 16),
             },
@@ -693,7 +704,7 @@ impl Heap {
         let mut g = self.lock_some_arena(own);
         // SAFETY: lock held.
         match unsafe { g.memalign_chunk(&self.shared, align, nb) } {
-            Some(got) => got.chunk.payload(),
+            Some(got) => Self::hand_out(got.chunk),
             None => {
                 drop(g);
                 crate::huge::alloc(&self.shared, n, align)

@@ -829,10 +829,16 @@ impl ArenaState {
             }
             c.set_head(size, PREV_INUSE | rf);
             c.set_foot(size);
-            self.bins.push_unsorted(c, size);
-            self.purge_debt += size;
-            if self.purge_debt >= PURGE_DEBT {
-                self.purge();
+            if size >= PURGE_MIN_CHUNK {
+                // Large free chunks go straight to their (short) sorted bins, where the purge
+                // pass finds them without walking the unsorted bin.
+                self.bins.push_sorted(c, size);
+                self.purge_debt += size;
+                if self.purge_debt >= PURGE_DEBT {
+                    self.purge();
+                }
+            } else {
+                self.bins.push_unsorted(c, size);
             }
         }
     }
@@ -954,7 +960,9 @@ impl ArenaState {
         release
     }
 
-    /// Returns the OS pages inside large free chunks to the OS (`MADV_DONTNEED`).
+    /// Returns the OS pages inside large free chunks to the OS (`MADV_DONTNEED`). Large free
+    /// chunks never wait in the unsorted bin (see `free_chunk`), so only the large bins are
+    /// walked.
     pub fn purge(&mut self) -> usize {
         self.purge_debt = 0;
         let ps = os::page_size();
@@ -980,7 +988,6 @@ impl ArenaState {
         };
         // SAFETY: lock held (by &mut self).
         unsafe {
-            self.bins.for_each(UNSORTED, &mut visit);
             for i in first..crate::bins::NBINS {
                 if self.bins.marked(BinIdx(i)) {
                     self.bins.for_each(BinIdx(i), &mut visit);
