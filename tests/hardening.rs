@@ -181,11 +181,15 @@ fn double_free_medium_after_other_frees() {
 
 #[test]
 fn double_free_huge_immediate() {
-    case("double_free_huge_immediate", "double free", || unsafe {
-        let p = m(4 << 20);
-        f(p);
-        f(p);
-    });
+    case(
+        "double_free_huge_immediate",
+        "double free of a huge block",
+        || unsafe {
+            let p = m(4 << 20);
+            f(p);
+            f(p);
+        },
+    );
 }
 
 #[test]
@@ -208,7 +212,7 @@ fn double_free_huge_after_other_frees() {
 
 #[test]
 fn free_stack_pointer() {
-    case("free_stack_pointer", "invalid pointer", || unsafe {
+    case("free_stack_pointer", "points into the stack", || unsafe {
         #[repr(align(16))]
         struct Buf([u8; 256]);
         let mut b = Buf([0; 256]);
@@ -219,7 +223,7 @@ fn free_stack_pointer() {
 
 #[test]
 fn free_wild_pointer() {
-    case("free_wild_pointer", "invalid pointer", || unsafe {
+    case("free_wild_pointer", "unmapped address", || unsafe {
         f(core::hint::black_box(0x6e75_6c6c_0000_usize) as *mut u8);
     });
 }
