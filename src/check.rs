@@ -39,6 +39,9 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         if !top.prev_inuse() {
             return Err("A1: top's PREV_INUSE clear (free chunk below top)");
         }
+        if !top.is_free() {
+            return Err("A1: top not marked FREE");
+        }
         for (i, &(start, end)) in st.segs[..nsegs].iter().enumerate() {
             let current = i + 1 == nsegs;
             let mut c = Chunk::at(top.ptr().with_addr(start));
@@ -84,6 +87,9 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
                 }
                 let next = c.plus(size);
                 let free = !next.prev_inuse();
+                if free != c.is_free() {
+                    return Err("FREE bit of a chunk disagrees with its neighbour's PREV_INUSE");
+                }
                 if free {
                     if prev_free {
                         return Err("I3: two adjacent free chunks");
@@ -126,7 +132,7 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
                     return Err("I4: bin chunk tag mismatch");
                 }
                 let size = c.size();
-                if c.plus(size).prev_inuse() {
+                if c.plus(size).prev_inuse() || !c.is_free() {
                     return Err("B: chunk in a bin is marked in use");
                 }
                 if i != UNSORTED.0 {
@@ -159,6 +165,29 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         }
         if in_bins != free_found || in_bins_bytes != free_found_bytes {
             return Err("free chunks in memory do not match the chunks in bins");
+        }
+        // Quick lists: whole in-use chunks of their class, carrying the cache key.
+        let mut quick = 0usize;
+        let mut bad = None;
+        st.for_each_quick(|cls, p| {
+            let c = Chunk::from_payload(p);
+            if bad.is_none()
+                && (!c.tag_ok()
+                    || c.size() != CLASS_CHUNK_SIZE[cls]
+                    || c.is_free()
+                    || !c.plus(c.size()).prev_inuse()
+                    || !link::has_key(p))
+            {
+                bad =
+                    Some("quick list holds a chunk that is not a whole in-use chunk of its class");
+            }
+            quick += c.size();
+        });
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        if quick != st.quick_bytes {
+            return Err("quick_bytes does not match the quick lists");
         }
         if st.nsegs < crate::arena::MAX_SEGS
             && st.committed != st.overhead + chunk_bytes + top.size()

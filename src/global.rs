@@ -31,7 +31,7 @@ use crate::tcache::ThreadCache;
 pub static HEAP: Heap = Heap::new();
 
 /// Slot value of a thread whose cache was torn down.
-pub const DEAD: *mut ThreadCache = 1 as *mut ThreadCache;
+pub const DEAD: *mut ThreadCache = core::ptr::dangling_mut::<u8>() as *mut ThreadCache;
 
 thread_local! {
     static SLOT: Cell<*mut ThreadCache> = const { Cell::new(ptr::null_mut()) };

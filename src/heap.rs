@@ -15,7 +15,7 @@ use core::ptr;
 
 use crate::arena::region::{self, RegionHeader};
 use crate::arena::{Arena, ArenaGuard, Growth};
-use crate::chunk::{Chunk, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
+use crate::chunk::{Chunk, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
@@ -63,11 +63,21 @@ impl MainSegs {
             self.hi[n - 1].store(hi, Ordering::Relaxed);
         }
     }
-    /// Whether `addr` lies in a recorded segment.
+    /// Whether `addr` lies in a recorded segment (the first one is checked without a loop: it
+    /// is usually the only one).
     #[inline(always)]
     pub fn contains(&self, addr: usize) -> bool {
+        let lo = self.lo[0].load(Ordering::Relaxed);
+        if addr.wrapping_sub(lo) < self.hi[0].load(Ordering::Relaxed).wrapping_sub(lo) {
+            return true;
+        }
+        self.contains_slow(addr)
+    }
+
+    #[cold]
+    fn contains_slow(&self, addr: usize) -> bool {
         let n = self.n.load(Ordering::Acquire);
-        for i in 0..n {
+        for i in 1..n.min(MAX_MAIN_SEGS) {
             if addr >= self.lo[i].load(Ordering::Relaxed)
                 && addr < self.hi[i].load(Ordering::Relaxed)
             {
@@ -141,6 +151,12 @@ pub struct Heap {
 unsafe impl Sync for Heap {}
 // SAFETY: as above.
 unsafe impl Send for Heap {}
+
+impl Default for Heap {
+    fn default() -> Self {
+        Heap::new()
+    }
+}
 
 impl Heap {
     const_fn_unless_loom! {
@@ -464,9 +480,14 @@ impl Heap {
     pub unsafe fn release_chain(&self, mut head: *mut u8, may_defer: bool) {
         let sh = &self.shared;
         while !head.is_null() {
-            // SAFETY: caller: chain members are checked chunks of ours.
+            // SAFETY: caller: chain members are checked, in-use chunks of ours.
             unsafe {
                 let a: &Arena = self.arena_of(Chunk::from_payload(head));
+                let guard = if may_defer {
+                    a.try_lock()
+                } else {
+                    Some(a.lock())
+                };
                 let (mut mine, mut mine_tail, mut rest, mut rest_tail) = (
                     ptr::null_mut::<u8>(),
                     ptr::null_mut::<u8>(),
@@ -475,46 +496,54 @@ impl Heap {
                 );
                 let mut bytes = 0;
                 let mut p = head;
-                while !p.is_null() {
-                    let next = link::get(p);
-                    let c = Chunk::from_payload(p);
-                    if ptr::eq(self.arena_of(c), a) {
-                        if mine.is_null() {
-                            mine = p;
-                        } else {
-                            link::set(mine_tail, p);
+                match guard {
+                    // One pass: free this arena's chunks at once, keep the others for later.
+                    Some(mut g) => {
+                        while !p.is_null() {
+                            let next = link::get(p);
+                            let c = Chunk::from_payload(p);
+                            if ptr::eq(self.arena_of(c), a) {
+                                g.release(sh, c);
+                            } else {
+                                if rest.is_null() {
+                                    rest = p;
+                                } else {
+                                    link::set(rest_tail, p);
+                                }
+                                rest_tail = p;
+                            }
+                            p = next;
                         }
-                        mine_tail = p;
-                        bytes += c.size();
-                    } else {
-                        if rest.is_null() {
-                            rest = p;
-                        } else {
-                            link::set(rest_tail, p);
-                        }
-                        rest_tail = p;
                     }
-                    p = next;
+                    // The lock is busy: hand this arena's chunks over through its remote list.
+                    None => {
+                        while !p.is_null() {
+                            let next = link::get(p);
+                            let c = Chunk::from_payload(p);
+                            if ptr::eq(self.arena_of(c), a) {
+                                if mine.is_null() {
+                                    mine = p;
+                                } else {
+                                    link::set(mine_tail, p);
+                                }
+                                mine_tail = p;
+                                bytes += c.size();
+                            } else {
+                                if rest.is_null() {
+                                    rest = p;
+                                } else {
+                                    link::set(rest_tail, p);
+                                }
+                                rest_tail = p;
+                            }
+                            p = next;
+                        }
+                        link::set(mine_tail, ptr::null_mut());
+                        a.push_remote(mine, mine_tail, bytes);
+                    }
                 }
-                link::set(mine_tail, ptr::null_mut());
                 if !rest_tail.is_null() {
                     link::set(rest_tail, ptr::null_mut());
-                }
-                let guard = if may_defer {
-                    a.try_lock()
-                } else {
-                    Some(a.lock())
-                };
-                match guard {
-                    Some(mut g) => {
-                        let mut q = mine;
-                        while !q.is_null() {
-                            let next = link::get(q);
-                            g.free_chunk(sh, Chunk::from_payload(q));
-                            q = next;
-                        }
-                    }
-                    None => a.push_remote(mine, mine_tail, bytes),
                 }
                 head = rest;
             }
@@ -779,13 +808,10 @@ impl Heap {
             if h & IS_MMAPPED != 0 {
                 return self.free_huge(c);
             }
-            let size = c.size();
-            if !self.next_readable(c, h, size) {
-                self.freed_block(Op::Free, h);
-            }
-            if !c.plus(size).prev_inuse() {
+            if h & FREE != 0 {
                 fatal("free(): double free (chunk is already free)");
             }
+            let size = c.size();
             if link::has_key(p) {
                 self.double_free_cached(tc, p, size);
             }
@@ -804,33 +830,6 @@ impl Heap {
         }
     }
 
-    /// Whether the header after an arena chunk of `size` bytes lies in committed memory of
-    /// its segment. It does for every in-use chunk; it does not for a block that was freed and
-    /// became (part of) the top chunk, nor for a header carrying the merged mark (size 0).
-    #[inline(always)]
-    fn next_readable(&self, c: Chunk, head: usize, size: usize) -> bool {
-        let next = c.addr().wrapping_add(size);
-        size >= MIN_CHUNK
-            && if head & IN_REGION != 0 {
-                region::contains(next)
-            } else {
-                self.shared.main_segs.contains(next)
-            }
-    }
-
-    /// Aborts for an arena block whose header says it is no longer in use (merged into a
-    /// neighbour, or into the top chunk), or whose size runs off its memory.
-    #[cold]
-    #[inline(never)]
-    fn freed_block(&self, op: Op, head: usize) -> ! {
-        let merged = Chunk::is_merged_mark(head);
-        match (op, merged) {
-            (Op::Realloc, _) => fatal("realloc(): pointer already freed (use after free)"),
-            (_, true) => fatal("free(): double free (chunk was merged with a free neighbour)"),
-            _ => fatal("free(): double free (chunk is already free: part of the top chunk)"),
-        }
-    }
-
     #[cold]
     #[inline(never)]
     unsafe fn double_free_cached(&self, tc: *mut ThreadCache, p: *mut u8, size: usize) {
@@ -842,7 +841,9 @@ impl Heap {
                 }
             }
         }
-        fatal("free(): double free (chunk is in a thread cache or pending remote free)");
+        fatal(
+            "free(): double free (chunk is already cached, or pending in a quick or remote list)",
+        );
     }
 
     #[cold]
@@ -874,7 +875,7 @@ impl Heap {
         unsafe {
             let a = self.arena_of(c);
             let mut g = a.lock();
-            g.free_chunk(&self.shared, c);
+            g.release(&self.shared, c);
         }
     }
 
@@ -904,10 +905,7 @@ impl Heap {
                 }
             } else {
                 let size = c.size();
-                if !self.next_readable(c, c.head(), size) {
-                    self.freed_block(Op::Realloc, c.head());
-                }
-                if !c.plus(size).prev_inuse() || link::has_key(p) {
+                if c.head() & FREE != 0 || link::has_key(p) {
                     fatal("realloc(): pointer already freed (use after free)");
                 }
                 old_usable = size - HEADER;
@@ -953,6 +951,7 @@ impl Heap {
         let mut released = 0;
         for i in 0..self.arena_count() {
             let mut g = self.arena(i).lock();
+            g.consolidate(&self.shared);
             // SAFETY: lock held.
             released += unsafe { g.trim(&self.shared, pad) };
             released += g.purge();
@@ -972,11 +971,11 @@ impl Heap {
             // SAFETY: lock held; top valid.
             let top = unsafe { g.top.size() };
             s.arena_committed += g.committed;
-            s.free_in_bins += g.bins.free_bytes;
+            s.free_in_bins += g.bins.free_bytes + g.quick_bytes;
             s.free_chunks += g.bins.free_chunks;
             s.top += top;
             s.overhead += g.overhead;
-            s.in_use += g.committed - g.overhead - g.bins.free_bytes - top;
+            s.in_use += g.committed - g.overhead - g.bins.free_bytes - g.quick_bytes - top;
             drop(g);
             s.remote_pending += a.remote_bytes.load(Ordering::Relaxed);
         }

@@ -49,6 +49,12 @@ pub struct RawLock {
     state: AtomicU32,
 }
 
+impl Default for RawLock {
+    fn default() -> Self {
+        RawLock::new()
+    }
+}
+
 impl RawLock {
     /// A new, unlocked lock.
     #[cfg(not(all(test, loom)))]

@@ -142,7 +142,10 @@ fn child_gets_back_memory_cached_by_vanished_threads() {
     ready.wait();
     // SAFETY: C front.
     let held = unsafe { arena_malloc::capi::mallinfo2() }.fsmblks;
-    assert!(held >= 64 << 10, "the threads should hold cached bytes ({held})");
+    assert!(
+        held >= 64 << 10,
+        "the threads should hold cached bytes ({held})"
+    );
     // SAFETY: as above; the child ends in `_exit`.
     let pid = unsafe { libc::fork() };
     if pid == 0 {

@@ -27,11 +27,12 @@ use crossbeam_utils::CachePadded;
 
 use crate::bins::{bin_index, BinIdx, Bins, FIRST_LARGE, SMALL_LIMIT, UNSORTED};
 use crate::chunk::{
-    Chunk, ALIGN, FENCE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE, PURGED,
+    Chunk, ALIGN, FENCE, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE, PURGED,
 };
-use crate::config::{COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE};
+use crate::config::{COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE, TRIM_ADAPT_MAX};
 use crate::heap::Shared;
 use crate::os::{self, fatal};
+use crate::size_class::{chunk_class, NSMALL_CLASSES, SMALL_MAX_REQUEST};
 use crate::sync::{self, AtomicPtr, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::tcache::link;
 
@@ -94,6 +95,10 @@ pub struct ArenaState {
     /// Committed bytes that are not in any chunk (region headers, the arena itself, padding).
     pub overhead: usize,
     purge_debt: usize,
+    /// This arena's own trim threshold floor: doubled each time the arena has to grow right
+    /// after an automatic trim (trim/grow thrash), up to `TRIM_ADAPT_MAX`.
+    trim_floor: usize,
+    just_trimmed: bool,
     region_flag: usize,
     arena: *const Arena,
     /// Segments (start of first chunk, end), for the checker; the last is the current one.
@@ -102,7 +107,17 @@ pub struct ArenaState {
     pub nsegs: usize,
     /// Regions this arena mapped (newest first, linked through their headers).
     pub regions: *mut RegionHeader,
+    /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
+    /// coalescing), linked through their payloads like cache lists and still carrying the cache
+    /// key; handed out first by refills, merged into the bins (`consolidate`) before the arena
+    /// grows, on trim, or when they hold more than [`QUICK_MAX_BYTES`].
+    quick: [*mut u8; NSMALL_CLASSES],
+    /// Bytes in the quick lists.
+    pub quick_bytes: usize,
 }
+
+/// Most bytes an arena keeps in its quick lists before it consolidates them.
+pub const QUICK_MAX_BYTES: usize = 512 << 10;
 
 // SAFETY: only reached through the arena lock.
 unsafe impl Send for ArenaState {}
@@ -141,11 +156,15 @@ impl Arena {
             committed: 0,
             overhead: 0,
             purge_debt: 0,
+            trim_floor: 0,
+            just_trimmed: false,
             region_flag: 0,
             arena: at,
             segs: [(0, 0); MAX_SEGS],
             nsegs: 0,
             regions: ptr::null_mut(),
+            quick: [ptr::null_mut(); NSMALL_CLASSES],
+            quick_bytes: 0,
         };
         // SAFETY: caller: `at` is writable and aligned.
         unsafe {
@@ -266,7 +285,7 @@ impl ArenaGuard<'_> {
                 let next = link::get(p);
                 let c = Chunk::from_payload(p);
                 bytes += c.size();
-                self.g.free_chunk(sh, c);
+                self.g.release(sh, c);
                 p = next;
             }
         }
@@ -336,7 +355,7 @@ impl ArenaState {
         // SAFETY: `start` is inside the memory `base` points into (non-null).
         let top = unsafe { Chunk::at(base.with_addr(start)) };
         // SAFETY: caller: committed and owned.
-        unsafe { top.set_head(end - start, PREV_INUSE | region_flag) };
+        unsafe { top.set_head(end - start, PREV_INUSE | region_flag | FREE) };
         self.top = top;
         self.top_fresh = start + HEADER;
         self.region_flag = region_flag;
@@ -419,6 +438,7 @@ impl ArenaState {
         }
         self.committed += step;
         self.set_seg_end(sh, self.seg_end + step);
+        self.note_growth(sh);
         true
     }
 
@@ -440,6 +460,7 @@ impl ArenaState {
                 t.set_head(t.size() + incr, t.flags());
             }
             self.set_seg_end(sh, self.seg_end + incr);
+            self.note_growth(sh);
             return true;
         }
         // Someone else moved the break (or this is the first segment): start a new segment.
@@ -462,7 +483,7 @@ impl ArenaState {
         let Some(want) = os::page_align_up(hdr + nb + TOP_MIN + sh.top_pad) else {
             return false;
         };
-        let want = want.max(COMMIT_STEP).min(REGION_SIZE);
+        let want = want.clamp(COMMIT_STEP, REGION_SIZE);
         if hdr + nb + TOP_MIN > want {
             return false;
         }
@@ -567,7 +588,7 @@ impl ArenaState {
                 let f = c.flags() & (PREV_INUSE | IN_REGION);
                 c.set_head(nb, f);
                 let rem = c.plus(nb);
-                rem.set_head(r, PREV_INUSE | (f & IN_REGION));
+                rem.set_head(r, PREV_INUSE | (f & IN_REGION) | FREE);
                 rem.set_foot(r);
                 self.bins.push_unsorted(rem, r);
             } else {
@@ -581,8 +602,14 @@ impl ArenaState {
     /// # Safety
     /// Lock held (guaranteed by `&mut`); `nb` is a normalised chunk size.
     pub unsafe fn malloc_chunk(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
-        // SAFETY: every chunk reached below is in this arena's bins or its top.
+        // SAFETY: every chunk reached below is in this arena's bins, quick lists or top.
         unsafe {
+            if let Some(c) = self.pop_quick(nb) {
+                return Some(Got {
+                    chunk: c,
+                    zeroed: false,
+                });
+            }
             if nb < SMALL_LIMIT {
                 if let Some(c) = self.bins.last(bin_index(nb)) {
                     self.bins.unlink(c, nb);
@@ -646,11 +673,93 @@ impl ArenaState {
                     zeroed: false,
                 });
             }
-            self.from_top(sh, nb)
+            if self.quick_bytes > 0 && self.top.size() < nb + TOP_MIN {
+                // Merge the quick lists into the bins before asking the OS for more.
+                self.consolidate(sh);
+                return self.malloc_chunk(sh, nb);
+            }
+            self.take_top(sh, nb)
         }
     }
 
-    unsafe fn from_top(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
+    /// Takes a chunk of exactly `nb` bytes from its quick list, if any.
+    #[inline]
+    unsafe fn pop_quick(&mut self, nb: usize) -> Option<Chunk> {
+        if nb > SMALL_MAX_REQUEST + HEADER || self.quick_bytes == 0 {
+            return None;
+        }
+        let cls = chunk_class(nb)?.0;
+        let p = self.quick[cls];
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: quick-list members are in-use chunks of this arena, linked by `release`.
+        unsafe {
+            self.quick[cls] = link::get(p);
+            self.quick_bytes -= nb;
+            Some(Chunk::from_payload(p))
+        }
+    }
+
+    /// Takes back an in-use chunk from a thread cache (or a remote list): small chunks go to
+    /// their quick list whole, others are freed into the bins.
+    ///
+    /// # Safety
+    /// As for [`ArenaState::free_chunk`].
+    #[inline]
+    pub unsafe fn release(&mut self, sh: &Shared, c: Chunk) {
+        // SAFETY: caller: in-use chunk of ours.
+        unsafe {
+            let size = c.size();
+            if size <= SMALL_MAX_REQUEST + HEADER {
+                if let Some(cls) = chunk_class(size) {
+                    if c.is_free() || !c.plus(size).prev_inuse() {
+                        fatal("free(): double free (chunk is already free)");
+                    }
+                    let p = c.payload();
+                    link::set(p, self.quick[cls.0]);
+                    link::set_key(p);
+                    self.quick[cls.0] = p;
+                    self.quick_bytes += size;
+                    if self.quick_bytes > QUICK_MAX_BYTES {
+                        self.consolidate(sh);
+                    }
+                    return;
+                }
+            }
+            self.free_chunk(sh, c);
+        }
+    }
+
+    /// Frees every quick-list chunk into the bins (coalescing).
+    pub fn consolidate(&mut self, sh: &Shared) {
+        for cls in 0..NSMALL_CLASSES {
+            let mut p = core::mem::replace(&mut self.quick[cls], ptr::null_mut());
+            while !p.is_null() {
+                // SAFETY: quick-list members are in-use chunks of this arena.
+                unsafe {
+                    let next = link::get(p);
+                    self.free_chunk(sh, Chunk::from_payload(p));
+                    p = next;
+                }
+            }
+        }
+        self.quick_bytes = 0;
+    }
+
+    /// Calls `f` on every quick-list payload (checkers).
+    pub fn for_each_quick(&self, mut f: impl FnMut(usize, *mut u8)) {
+        for cls in 0..NSMALL_CLASSES {
+            let mut p = self.quick[cls];
+            while !p.is_null() {
+                f(cls, p);
+                // SAFETY: quick-list members carry links written by `release`.
+                p = unsafe { link::get(p) };
+            }
+        }
+    }
+
+    unsafe fn take_top(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
         // SAFETY: top valid (A1); growth keeps it valid.
         unsafe {
             if self.top.size() < nb + TOP_MIN && !self.grow(sh, nb) {
@@ -662,7 +771,7 @@ impl ArenaState {
             let zeroed = t.addr() + HEADER >= self.top_fresh;
             t.set_head(nb, f);
             let nt = t.plus(nb);
-            nt.set_head(ts - nb, PREV_INUSE | (f & IN_REGION));
+            nt.set_head(ts - nb, PREV_INUSE | (f & IN_REGION) | FREE);
             self.top = nt;
             self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
             Some(Got { chunk: t, zeroed })
@@ -684,6 +793,11 @@ impl ArenaState {
         let mut k = 0;
         // SAFETY: as in `malloc_chunk`.
         unsafe {
+            while k < n {
+                let Some(c) = self.pop_quick(nb) else { break };
+                sink(c);
+                k += 1;
+            }
             if nb < SMALL_LIMIT {
                 let i = bin_index(nb);
                 while k < n {
@@ -785,6 +899,9 @@ impl ArenaState {
             if size < MIN_CHUNK || flags & IS_MMAPPED != 0 {
                 fatal("free(): invalid chunk size");
             }
+            if flags & FREE != 0 {
+                fatal("free(): double free (chunk is already free)");
+            }
             let rf = flags & IN_REGION;
             let next = c.plus(size);
             if !next.tag_ok() {
@@ -793,28 +910,22 @@ impl ArenaState {
             if !next.prev_inuse() {
                 fatal("free(): double free (chunk is already free)");
             }
-            // Wipe the thread-cache key (payload word 1, see `tcache::link`): a chunk that came
-            // here from a cache keeps it otherwise, and if coalescing leaves it in place a later
-            // block handed out at this address looks freed to `free` (false "double free").
-            c.payload().cast::<usize>().add(1).write(0);
             if !c.prev_inuse() {
                 let ps = c.prev_size();
                 let p = c.minus(ps);
                 if ps < MIN_CHUNK || ps & (ALIGN - 1) != 0 || !p.tag_ok() || p.size() != ps {
                     fatal("free(): corrupted size vs. prev_size while coalescing");
                 }
+                // Leave FREE in the header that becomes stale, so a later free of it is
+                // recognised as a double free.
+                c.set_head(size, flags | FREE);
                 self.bins.unlink(p, ps);
-                // Absorbed headers get the "merged away" mark (see `Chunk::mark_merged`), so
-                // a second free of this block names a double free instead of trusting a stale
-                // size.
-                c.mark_merged();
                 c = p;
                 size += ps;
             }
             if next == self.top {
                 size += next.size();
-                next.mark_merged();
-                c.set_head(size, PREV_INUSE | rf);
+                c.set_head(size, PREV_INUSE | rf | FREE);
                 self.top = c;
                 self.maybe_trim(sh);
                 return;
@@ -822,12 +933,11 @@ impl ArenaState {
             let nsize = next.size();
             if nsize >= MIN_CHUNK && !next.inuse() {
                 self.bins.unlink(next, nsize);
-                next.mark_merged();
                 size += nsize;
             } else {
                 next.set_prev_inuse(false);
             }
-            c.set_head(size, PREV_INUSE | rf);
+            c.set_head(size, PREV_INUSE | rf | FREE);
             c.set_foot(size);
             if size >= PURGE_MIN_CHUNK {
                 // Large free chunks go straight to their (short) sorted bins, where the purge
@@ -880,10 +990,9 @@ impl ArenaState {
                     return false; // growth moved top to a new segment
                 }
                 let ts = next.size();
-                next.mark_merged();
                 c.set_head(nb, f);
                 let nt = c.plus(nb);
-                nt.set_head(ts - extra, PREV_INUSE | (f & IN_REGION));
+                nt.set_head(ts - extra, PREV_INUSE | (f & IN_REGION) | FREE);
                 self.top = nt;
                 self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
                 return true;
@@ -891,7 +1000,6 @@ impl ArenaState {
             let nsize = next.size();
             if nsize >= MIN_CHUNK && !next.inuse() && size + nsize >= nb {
                 self.bins.unlink(next, nsize);
-                next.mark_merged();
                 let total = size + nsize;
                 c.set_head(total, f);
                 c.plus(total).set_prev_inuse(true);
@@ -905,9 +1013,25 @@ impl ArenaState {
     fn maybe_trim(&mut self, sh: &Shared) {
         // SAFETY: top valid.
         let ts = unsafe { self.top.size() };
-        if ts > sh.trim_threshold.load(Ordering::Relaxed) {
+        if ts
+            > sh.trim_threshold
+                .load(Ordering::Relaxed)
+                .max(self.trim_floor)
+        {
             // SAFETY: lock held.
-            unsafe { self.trim(sh, sh.top_pad) };
+            if unsafe { self.trim(sh, sh.top_pad) } > 0 {
+                self.just_trimmed = true;
+            }
+        }
+    }
+
+    /// Called after each growth: growing right after an automatic trim means the trim was
+    /// wasted work (the pages fault in again), so this arena trims later from now on.
+    fn note_growth(&mut self, sh: &Shared) {
+        if self.just_trimmed {
+            self.just_trimmed = false;
+            let base = sh.trim_threshold.load(Ordering::Relaxed);
+            self.trim_floor = (self.trim_floor.max(base) * 2).min(TRIM_ADAPT_MAX);
         }
     }
 
@@ -983,7 +1107,7 @@ impl ArenaState {
                     os::purge(c.ptr().with_addr(lo), hi - lo);
                     released += hi - lo;
                 }
-                c.set_head(size, (h | PURGED) & crate::chunk::FLAG_MASK);
+                c.set_head(size, c.flags() | PURGED);
             }
         };
         // SAFETY: lock held (by &mut self).
