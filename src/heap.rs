@@ -768,12 +768,6 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn check_foreign(&self, p: *mut u8, op: Op) {
-        // A local's address approximates this thread's stack pointer: a pointer within the
-        // stack's usual reach (8 MiB above, a little below) is named as a stack pointer.
-        let here = core::ptr::addr_of!(op) as usize;
-        if (p as usize).wrapping_sub(here.wrapping_sub(64 << 10)) < (8 << 20) + (64 << 10) {
-            fatal(op.msg(Problem::Stack));
-        }
         if p as usize <= 4096 || !os::readable(p.wrapping_sub(HEADER), HEADER) {
             fatal(op.msg(Problem::Unmapped));
         }
@@ -782,6 +776,14 @@ impl Heap {
         // SAFETY: readable.
         let h = unsafe { c.head() };
         if !c.tag_matches(h) {
+            // Not one of ours. A local's address approximates this thread's stack pointer:
+            // a pointer within the stack's usual reach (8 MiB above, a little below) is named
+            // as a stack pointer. (Only here, after the tag check: thread stacks are mappings
+            // like huge blocks, and may lie right beside them.)
+            let here = core::ptr::addr_of!(op) as usize;
+            if (p as usize).wrapping_sub(here.wrapping_sub(64 << 10)) < (8 << 20) + (64 << 10) {
+                fatal(op.msg(Problem::Stack));
+            }
             fatal(op.msg(Problem::NotOurs));
         }
         if h & IS_MMAPPED == 0 {
