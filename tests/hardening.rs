@@ -5,6 +5,10 @@
 //! `arena_malloc::capi`, and the parent asserts death by SIGABRT and the message on stderr.
 //! A child that survives the misuse exits 0, which fails the test ("not detected").
 
+// Each case body is a deliberate misuse run in a throw-away child: there is no safety
+// argument to write per block.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use std::process::Command;
