@@ -786,13 +786,21 @@ impl Heap {
     #[inline(never)]
     unsafe fn check_foreign(&self, p: *mut u8, op: Op) {
         if p as usize <= 4096 || !os::readable(p.wrapping_sub(HEADER), HEADER) {
-            fatal(op.msg(Problem::NotOurs));
+            fatal(op.msg(Problem::Unmapped));
         }
         // SAFETY: readable.
         let c = unsafe { Chunk::from_payload(p) };
         // SAFETY: readable.
         let h = unsafe { c.head() };
         if !c.tag_matches(h) {
+            // Not one of ours. A local's address approximates this thread's stack pointer:
+            // a pointer within the stack's usual reach (8 MiB above, a little below) is named
+            // as a stack pointer. (Only here, after the tag check: thread stacks are mappings
+            // like huge blocks, and may lie right beside them.)
+            let here = core::ptr::addr_of!(op) as usize;
+            if (p as usize).wrapping_sub(here.wrapping_sub(64 << 10)) < (8 << 20) + (64 << 10) {
+                fatal(op.msg(Problem::Stack));
+            }
             fatal(op.msg(Problem::NotOurs));
         }
         if h & IS_MMAPPED == 0 {
@@ -952,7 +960,7 @@ impl Heap {
         // SAFETY: validated before use.
         unsafe {
             let c = self.check_ptr(p, Op::UsableSize);
-            c.size() - HEADER
+            c.size().saturating_sub(HEADER)
         }
     }
 
@@ -1109,6 +1117,8 @@ pub enum Op {
 enum Problem {
     Misaligned,
     NotOurs,
+    Unmapped,
+    Stack,
     BadHeader,
 }
 
@@ -1116,13 +1126,17 @@ impl Op {
     fn msg(self, p: Problem) -> &'static str {
         match (self, p) {
             (Op::Free, Problem::Misaligned) => "free(): invalid pointer (misaligned: not returned by malloc)",
-            (Op::Free, Problem::NotOurs) => "free(): invalid pointer (not allocated by arena-malloc, or already unmapped)",
+            (Op::Free, Problem::NotOurs) => "free(): invalid pointer (not a block allocated by arena-malloc)",
+            (Op::Free, Problem::Unmapped) => "free(): invalid pointer (unmapped address: a wild pointer, or a double free of a huge block)",
+            (Op::Free, Problem::Stack) => "free(): invalid pointer (points into the stack)",
             (Op::Free, Problem::BadHeader) => "free(): invalid pointer or corrupted chunk header (interior pointer or heap overflow?)",
             (Op::Realloc, Problem::Misaligned) => "realloc(): invalid pointer (misaligned: not returned by malloc)",
-            (Op::Realloc, Problem::NotOurs) => "realloc(): invalid pointer (not allocated by arena-malloc, or already unmapped)",
+            (Op::Realloc, Problem::NotOurs) => "realloc(): invalid pointer (not a block allocated by arena-malloc)",
+            (Op::Realloc, Problem::Unmapped) => "realloc(): invalid pointer (unmapped address: a wild pointer, or a huge block already freed)",
+            (Op::Realloc, Problem::Stack) => "realloc(): invalid pointer (points into the stack)",
             (Op::Realloc, Problem::BadHeader) => "realloc(): invalid pointer or corrupted chunk header (interior pointer or heap overflow?)",
             (Op::UsableSize, Problem::Misaligned) => "malloc_usable_size(): invalid pointer (misaligned)",
-            (Op::UsableSize, Problem::NotOurs) => "malloc_usable_size(): invalid pointer (not allocated by arena-malloc)",
+            (Op::UsableSize, Problem::NotOurs | Problem::Unmapped | Problem::Stack) => "malloc_usable_size(): invalid pointer (not allocated by arena-malloc)",
             (Op::UsableSize, Problem::BadHeader) => "malloc_usable_size(): invalid pointer or corrupted chunk header",
         }
     }

@@ -5,7 +5,11 @@
 //! pointer an attacker chose.
 //!
 //! Payload layout of a chunk in a cache or on a remote list: word 0 = mangled link, word 1 =
-//! [`CACHE_KEY`] (marks the chunk as freed; a second free of it aborts).
+//! the mangled link XOR [`CACHE_KEY`]. Word 1 marks the chunk as freed (a second free of it
+//! aborts), and because it depends on word 0 it is also a check word for the link: a write
+//! after free into either word is caught with certainty (up to a 2^-64 guess of the key)
+//! when the chunk is next taken off its list, not only when the damage happens to misalign
+//! the link (glibc's safe-linking alone misses one such write in 16).
 
 use crate::os::fatal;
 use crate::sync::process::{AtomicUsize, Ordering};
@@ -28,8 +32,13 @@ pub unsafe fn set(p: *mut u8, next: *mut u8) {
     let v = next.expose_provenance() ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
     // Loom sees this raw write (it orders the link's publication); nothing outside loom.
     crate::sync::shadow::write(p.addr());
-    // SAFETY: caller: writable, 16-aligned.
-    unsafe { p.cast::<usize>().write(v) };
+    // SAFETY: caller: writable, 16-aligned, at least 16 bytes.
+    unsafe {
+        p.cast::<usize>().write(v);
+        p.cast::<usize>()
+            .add(1)
+            .write(v ^ CACHE_KEY.load(Ordering::Relaxed));
+    }
 }
 
 /// Reads the link in payload `p`; aborts when it was corrupted.
@@ -40,10 +49,10 @@ pub unsafe fn set(p: *mut u8, next: *mut u8) {
 pub unsafe fn get(p: *mut u8) -> *mut u8 {
     // Loom checks that this read is ordered after the link's write; nothing outside loom.
     crate::sync::shadow::read(p.addr());
-    // SAFETY: caller: readable.
-    let v =
-        unsafe { p.cast::<usize>().read() } ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
-    if v & 15 != 0 {
+    // SAFETY: caller: readable, at least 16 bytes.
+    let (w0, w1) = unsafe { (p.cast::<usize>().read(), p.cast::<usize>().add(1).read()) };
+    let v = w0 ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
+    if v & 15 != 0 || w1 != w0 ^ CACHE_KEY.load(Ordering::Relaxed) {
         fatal("malloc(): corrupted free-list link in a freed chunk (write after free?)");
     }
     core::ptr::with_exposed_provenance_mut(v)
@@ -55,11 +64,12 @@ pub unsafe fn get(p: *mut u8) -> *mut u8 {
 /// As for [`set`].
 #[inline(always)]
 pub unsafe fn set_key(p: *mut u8) {
-    // SAFETY: caller: writable.
+    // SAFETY: caller: readable and writable; word 0 holds the link written by `set`.
     unsafe {
+        let w0 = p.cast::<usize>().read();
         p.cast::<usize>()
             .add(1)
-            .write(CACHE_KEY.load(Ordering::Relaxed))
+            .write(w0 ^ CACHE_KEY.load(Ordering::Relaxed));
     };
 }
 
@@ -80,5 +90,8 @@ pub unsafe fn clear_key(p: *mut u8) {
 #[inline(always)]
 pub unsafe fn has_key(p: *mut u8) -> bool {
     // SAFETY: caller: readable.
-    unsafe { p.cast::<usize>().add(1).read() == CACHE_KEY.load(Ordering::Relaxed) }
+    unsafe {
+        p.cast::<usize>().add(1).read() ^ p.cast::<usize>().read()
+            == CACHE_KEY.load(Ordering::Relaxed)
+    }
 }
