@@ -283,7 +283,12 @@ impl ArenaGuard<'_> {
             return;
         }
         // Acquire: pairs with the Release CAS in `push_remote`.
-        let mut p = self.arena.remote.swap(ptr::null_mut(), Ordering::Acquire);
+        #[cfg(not(loom_mutation = "remote_drain_relaxed"))]
+        let ord = Ordering::Acquire;
+        // Mutation (loom check, see docs/loom.md): the drain forgets to acquire.
+        #[cfg(loom_mutation = "remote_drain_relaxed")]
+        let ord = Ordering::Relaxed;
+        let mut p = self.arena.remote.swap(ptr::null_mut(), ord);
         let sh = self.arena.shared();
         let mut bytes = 0;
         while !p.is_null() {

@@ -10,7 +10,9 @@ fn model_for_mutation() -> (&'static str, fn()) {
             "tcache refill/flush",
             super::loom_tcache_flush::refill_and_flush_race_remote_flush,
         )
-    } else if cfg!(loom_mutation = "remote_push_relaxed") {
+    } else if cfg!(loom_mutation = "remote_push_relaxed")
+        || cfg!(loom_mutation = "remote_drain_relaxed")
+    {
         (
             "remote free",
             super::loom_remote_free::remote_free_races_owner,

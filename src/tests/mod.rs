@@ -28,6 +28,7 @@ mod loom_thread_exit;
     loom_mutation = "lock_release_relaxed",
     loom_mutation = "lock_acquire_relaxed",
     loom_mutation = "remote_push_relaxed",
+    loom_mutation = "remote_drain_relaxed",
     loom_mutation = "remote_bytes_late",
     loom_mutation = "attach_ignores_cap",
     loom_mutation = "attach_unlocked",
