@@ -73,3 +73,37 @@ fn loom_remote_free_two_pushers() {
         check_quiescent(&h);
     });
 }
+
+/// Three threads: the owner allocates through its cache (a refill that takes the lock and
+/// drains) and flushes back, while two other threads free one main-arena chunk each. Every
+/// chunk ends up freed exactly once.
+#[test]
+fn loom_remote_free_two_freers_vs_cache_owner() {
+    model("remote_free_two_freers_vs_cache_owner", || {
+        let h = heap(1);
+        let owner = Ptr(h.new_cache());
+        let (p, q) = two_blocks(&h);
+        let freers: Vec<_> = [p, q]
+            .into_iter()
+            .map(|c| {
+                let h = h.clone();
+                thread::spawn(move || unsafe {
+                    link::set(c.0, core::ptr::null_mut());
+                    h.release_chain(c.0, true);
+                })
+            })
+            .collect();
+        unsafe {
+            let t = owner.0;
+            let r = h.malloc(t, 48); // refill: lock_some_arena, drain
+            assert!(!r.is_null());
+            h.free(t, r);
+            (*t).flush_all(&h);
+        }
+        for f in freers {
+            f.join().unwrap();
+        }
+        unsafe { h.drop_cache(owner.0) };
+        check_quiescent(&h);
+    });
+}

@@ -41,3 +41,7 @@ pub(crate) fn exit_races_attach() {
 fn loom_thread_exit_vs_attach() {
     exit_races_attach();
 }
+
+// A three-thread variant (two exits racing one attach, cap 2) did not finish: over 124 000
+// executions in 60 s at bound 2, most of them interleavings of three threads spinning on the
+// registry and arena locks. The two-thread model above covers the exit/attach race.
