@@ -956,7 +956,7 @@ impl Heap {
             g.consolidate(&self.shared);
             // SAFETY: lock held.
             released += unsafe { g.trim(&self.shared, pad) };
-            released += g.purge();
+            released += g.purge_all();
         }
         released
     }

@@ -1088,6 +1088,16 @@ impl ArenaState {
     /// chunks never wait in the unsorted bin (see `free_chunk`), so only the large bins are
     /// walked.
     pub fn purge(&mut self) -> usize {
+        self.purge_pass()
+    }
+
+    /// Purges every large free chunk now, aged or not (`malloc_trim`).
+    pub fn purge_all(&mut self) -> usize {
+        self.purge_pass();
+        self.purge_pass()
+    }
+
+    fn purge_pass(&mut self) -> usize {
         self.purge_debt = 0;
         let ps = os::page_size();
         let mut released = 0;
@@ -1099,6 +1109,12 @@ impl ArenaState {
                 let h = c.head();
                 let size = c.size();
                 if h & PURGED != 0 || size < PURGE_MIN_CHUNK {
+                    return;
+                }
+                if h & crate::chunk::AGED == 0 {
+                    // Free for less than one interval: purge it next time if it is still free
+                    // (a chunk reused soon would only fault its pages in again).
+                    c.set_head(size, c.flags() | crate::chunk::AGED);
                     return;
                 }
                 let lo = (c.addr() + 32 + ps - 1) & !(ps - 1);
