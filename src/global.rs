@@ -33,7 +33,7 @@ pub static HEAP: Heap = Heap::new();
 /// Slot value of a thread whose cache was torn down.
 pub const DEAD: *mut ThreadCache = core::ptr::dangling_mut::<u8>() as *mut ThreadCache;
 
-thread_local! {
+crate::sync::thread_local! {
     static SLOT: Cell<*mut ThreadCache> = const { Cell::new(ptr::null_mut()) };
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }

@@ -348,6 +348,10 @@ impl Heap {
 
     /// Makes a thread cache attached to an arena. Null when out of memory.
     pub fn new_cache(&self) -> *mut ThreadCache {
+        // Mutation (loom check, see docs/loom.md): choose the arena before taking the registry
+        // lock, so two threads can race to create the same last arena.
+        #[cfg(loom_mutation = "attach_unlocked")]
+        let a = self.attach_locked();
         let mut reg = self.registry.lock();
         let tc = if !reg.free_caches.is_null() {
             let tc = reg.free_caches;
@@ -371,6 +375,7 @@ impl Heap {
             reg.slab_left -= size;
             tc
         };
+        #[cfg(not(loom_mutation = "attach_unlocked"))]
         let a = self.attach_locked();
         // SAFETY: tc is unused metadata memory, aligned.
         unsafe {
@@ -395,8 +400,13 @@ impl Heap {
     /// # Safety
     /// `tc` came from this heap's `new_cache`, and no thread uses it any more.
     pub unsafe fn drop_cache(&self, tc: *mut ThreadCache) {
+        // The flush must come before the cache goes back on the free list: a new thread may get
+        // the same cache memory as soon as the registry lock is released (loom_thread_exit).
         // SAFETY: caller: we are its only user.
-        unsafe { (*tc).flush_all(self) };
+        #[cfg(not(loom_mutation = "exit_recycle_before_flush"))]
+        unsafe {
+            (*tc).flush_all(self)
+        };
         let mut reg = self.registry.lock();
         // SAFETY: registry lock held; tc is on the live list.
         unsafe {
@@ -415,6 +425,13 @@ impl Heap {
             reg.free_caches = tc;
         }
         reg.nlive -= 1;
+        // Mutation (loom check, see docs/loom.md): flush after the cache was recycled.
+        #[cfg(loom_mutation = "exit_recycle_before_flush")]
+        {
+            drop(reg);
+            // SAFETY: none: this is the bug the mutation plants.
+            unsafe { (*tc).flush_all(self) };
+        }
     }
 
     /// Calls `f` on every live cache (registry lock held meanwhile).

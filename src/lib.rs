@@ -42,6 +42,9 @@ pub mod capi;
 #[cfg(not(all(test, loom)))]
 pub mod global;
 
+#[cfg(all(test, loom))]
+mod tests;
+
 pub use heap::PrivateHeap;
 pub use stats::Stats;
 

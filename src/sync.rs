@@ -1,4 +1,4 @@
-//! The sync facade: the only module that names `core::sync::atomic` or `loom`.
+//! The sync facade: the only module that names `core::sync::atomic`, `std::sync` or `loom`.
 //!
 //! Everything the allocator's concurrent protocols use — atomics, `Ordering`, `fence`, an
 //! `UnsafeCell` with closure accessors, the non-allocating [`Mutex`], [`spin_hint`] — comes from
@@ -30,6 +30,42 @@ pub use loom::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicUsize, Ordering,
 };
 
+// Thread-locals: std's (const-initialised, destructor-free slots in `global`) or loom's.
+#[cfg(not(all(test, loom)))]
+pub use std::thread_local;
+
+#[cfg(all(test, loom))]
+pub use loom::thread_local;
+
+/// An `UnsafeCell` with loom's closure accessors, so that code written against it is checked by
+/// loom (every access goes through `with`/`with_mut`) and costs nothing otherwise.
+#[cfg(all(test, loom))]
+pub use loom::cell::UnsafeCell;
+
+/// An `UnsafeCell` with loom's closure accessors (see the loom twin).
+#[cfg(not(all(test, loom)))]
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(all(test, loom)))]
+impl<T> UnsafeCell<T> {
+    /// A new cell.
+    pub const fn new(v: T) -> Self {
+        UnsafeCell(core::cell::UnsafeCell::new(v))
+    }
+    /// Calls `f` with a shared pointer to the contents.
+    #[inline(always)]
+    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+    /// Calls `f` with a mutable pointer to the contents.
+    #[inline(always)]
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
 /// Hint for a spin-wait loop; under loom it yields to the model's scheduler.
 #[inline]
 pub fn spin_hint() {
@@ -42,6 +78,13 @@ pub fn spin_hint() {
 const FREE: u32 = 0;
 const HELD: u32 = 1;
 const CONTENDED: u32 = 2;
+
+/// Spins before sleeping. Under loom every spin is a scheduling point that only lengthens the
+/// explored paths, so one is enough there (the state machine is the same).
+#[cfg(not(all(test, loom)))]
+const SPINS: u32 = 100;
+#[cfg(all(test, loom))]
+const SPINS: u32 = 1;
 
 /// A futex-based raw lock that never allocates.
 #[derive(Debug)]
@@ -76,8 +119,13 @@ impl RawLock {
     pub fn try_acquire(&self) -> bool {
         // Acquire: pairs with the Release in `release`, so the holder sees the previous
         // holder's writes.
+        #[cfg(not(loom_mutation = "lock_acquire_relaxed"))]
+        let ord = Ordering::Acquire;
+        // Mutation (loom check, see docs/loom.md): the fast path forgets to acquire.
+        #[cfg(loom_mutation = "lock_acquire_relaxed")]
+        let ord = Ordering::Relaxed;
         self.state
-            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(FREE, HELD, ord, Ordering::Relaxed)
             .is_ok()
     }
 
@@ -94,7 +142,7 @@ impl RawLock {
         let mut spins = 0u32;
         loop {
             let s = self.state.load(Ordering::Relaxed);
-            if s != HELD || spins >= 100 {
+            if s != HELD || spins >= SPINS {
                 return s;
             }
             spins += 1;
@@ -228,6 +276,8 @@ mod loom_mutex {
                 data: UnsafeCell::new(v),
             }
         }
+        // `track_caller`: loom reports the caller's line for an access the lock failed to order.
+        #[track_caller]
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.raw.acquire();
             MutexGuard {
@@ -235,6 +285,7 @@ mod loom_mutex {
                 ptr: core::mem::ManuallyDrop::new(self.data.get_mut()),
             }
         }
+        #[track_caller]
         pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
             if self.raw.try_acquire() {
                 Some(MutexGuard {
@@ -250,21 +301,29 @@ mod loom_mutex {
         }
     }
 
+    /// Guard of the loom [`Mutex`]: holds loom's tracked mutable access to the data for as
+    /// long as the lock is held, so an access that the lock does not order (a weakened
+    /// `Acquire`/`Release` in [`RawLock`], a lock skipped) is reported as a causality violation.
     pub struct MutexGuard<'a, T> {
         m: &'a Mutex<T>,
         ptr: core::mem::ManuallyDrop<MutPtr<T>>,
+    }
+    impl<T> core::fmt::Debug for MutexGuard<'_, T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("MutexGuard")
+        }
     }
     impl<T> core::ops::Deref for MutexGuard<'_, T> {
         type Target = T;
         fn deref(&self) -> &T {
             // SAFETY: the lock is held, so no other access to the data is live.
-            unsafe { self.ptr.deref() }
+            unsafe { MutPtr::deref(&self.ptr) }
         }
     }
     impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
             // SAFETY: as for `deref`.
-            unsafe { self.ptr.deref() }
+            unsafe { MutPtr::deref(&self.ptr) }
         }
     }
     impl<T> Drop for MutexGuard<'_, T> {
@@ -274,6 +333,93 @@ mod loom_mutex {
             unsafe { core::mem::ManuallyDrop::drop(&mut self.ptr) };
             self.m.raw.release();
         }
+    }
+}
+
+/// A plain (non-atomic) `u16` in a loom cell with the atomics' `load`/`store` API: the
+/// `tcache_count_torn` mutation swaps it in for the thread caches' counts, so that loom reports
+/// the statistics reader's unsynchronised read of a count that its owner writes.
+#[cfg(all(test, loom))]
+#[derive(Debug)]
+pub struct PlainU16(loom::cell::UnsafeCell<u16>);
+
+#[cfg(all(test, loom))]
+impl PlainU16 {
+    /// A new value.
+    pub fn new(v: u16) -> Self {
+        PlainU16(loom::cell::UnsafeCell::new(v))
+    }
+    /// Reads the value (a tracked, non-atomic read; `_o` is ignored).
+    #[track_caller]
+    pub fn load(&self, _o: Ordering) -> u16 {
+        // SAFETY: loom checks the access; the value is a plain u16.
+        self.0.with(|p| unsafe { *p })
+    }
+    /// Writes the value (a tracked, non-atomic write; `_o` is ignored).
+    #[track_caller]
+    pub fn store(&self, v: u16, _o: Ordering) {
+        // SAFETY: as for `load`.
+        self.0.with_mut(|p| unsafe { *p = v });
+    }
+}
+
+/// Loom-visible ownership of raw memory words that pass between threads.
+///
+/// Chunks move between threads through raw memory: a thread-cache flush links them together
+/// and pushes the chain on an arena's lock-free remote list, and the lock holder that drains the
+/// list reads those links. Loom sees atomics and its own cells only, so under loom every link
+/// write ([`shadow::write`]) and read ([`shadow::read`]) also touches a loom `UnsafeCell` kept
+/// per payload address: a link read that the code's atomics do not order after the write (a
+/// `Release` weakened to `Relaxed`, say) is reported as a causality violation. Outside loom both
+/// are empty and inlined away.
+#[cfg(not(all(test, loom)))]
+pub mod shadow {
+    /// Records a write of the word at `addr` (nothing outside loom).
+    #[inline(always)]
+    pub fn write(_addr: usize) {}
+    /// Records a read of the word at `addr` (nothing outside loom).
+    #[inline(always)]
+    pub fn read(_addr: usize) {}
+}
+
+/// Loom-visible ownership of raw memory words (see the non-loom twin for the idea).
+#[cfg(all(test, loom))]
+pub mod shadow {
+    use loom::cell::UnsafeCell;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, PoisonError};
+
+    loom::lazy_static! {
+        // One cell per address, made at its first access; loom resets lazy statics at the start
+        // of every execution. The std mutex is never contended: loom runs one model thread at a
+        // time, and nothing done while it is held (a cell access) is a scheduling point.
+        static ref CELLS: Mutex<HashMap<usize, UnsafeCell<()>>> = Mutex::new(HashMap::new());
+    }
+
+    fn cells() -> std::sync::MutexGuard<'static, HashMap<usize, UnsafeCell<()>>> {
+        CELLS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the table exist; the model helper calls it before spawning threads so that its
+    /// initialisation adds no happens-before edge between model threads.
+    pub fn touch() {
+        drop(cells());
+    }
+    /// Records a write of the word at `addr` (loom reports the caller's line).
+    #[track_caller]
+    pub fn write(addr: usize) {
+        let mut m = cells();
+        m.entry(addr)
+            .or_insert_with(|| UnsafeCell::new(()))
+            .with_mut(|_| ());
+    }
+    /// Records a read of the word at `addr` (loom reports the caller's line).
+    #[track_caller]
+    pub fn read(addr: usize) {
+        let mut m = cells();
+        m.entry(addr)
+            .or_insert_with(|| UnsafeCell::new(()))
+            .with(|_| ());
     }
 }
 

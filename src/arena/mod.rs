@@ -221,6 +221,9 @@ impl Arena {
     /// # Safety
     /// Every chunk in the chain belongs to this arena, is in use, and is owned by the caller.
     pub unsafe fn push_remote(&self, head: *mut u8, tail: *mut u8, bytes: usize) {
+        // Counted before the chain is published, so that the drainer's `fetch_sub` (after its
+        // Acquire swap) can never run first and wrap the figure below zero (loom_stats).
+        #[cfg(not(loom_mutation = "remote_bytes_late"))]
         self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut old = self.remote.load(Ordering::Relaxed);
         loop {
@@ -236,7 +239,12 @@ impl Arena {
                 .remote
                 .compare_exchange_weak(old, head, ord, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => {
+                    // Mutation (loom check, see docs/loom.md): counted after publishing.
+                    #[cfg(loom_mutation = "remote_bytes_late")]
+                    self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    return;
+                }
                 Err(cur) => old = cur,
             }
         }
@@ -275,7 +283,12 @@ impl ArenaGuard<'_> {
             return;
         }
         // Acquire: pairs with the Release CAS in `push_remote`.
-        let mut p = self.arena.remote.swap(ptr::null_mut(), Ordering::Acquire);
+        #[cfg(not(loom_mutation = "remote_drain_relaxed"))]
+        let ord = Ordering::Acquire;
+        // Mutation (loom check, see docs/loom.md): the drain forgets to acquire.
+        #[cfg(loom_mutation = "remote_drain_relaxed")]
+        let ord = Ordering::Relaxed;
+        let mut p = self.arena.remote.swap(ptr::null_mut(), ord);
         let sh = self.arena.shared();
         let mut bytes = 0;
         while !p.is_null() {

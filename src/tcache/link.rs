@@ -30,6 +30,8 @@ pub fn set_keys(link_key: usize, cache_key: usize) {
 #[inline(always)]
 pub unsafe fn set(p: *mut u8, next: *mut u8) {
     let v = next.expose_provenance() ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
+    // Loom sees this raw write (it orders the link's publication); nothing outside loom.
+    crate::sync::shadow::write(p.addr());
     // SAFETY: caller: writable, 16-aligned, at least 16 bytes.
     unsafe {
         p.cast::<usize>().write(v);
@@ -45,6 +47,8 @@ pub unsafe fn set(p: *mut u8, next: *mut u8) {
 /// `p` is a payload whose link was written by [`set`].
 #[inline(always)]
 pub unsafe fn get(p: *mut u8) -> *mut u8 {
+    // Loom checks that this read is ordered after the link's write; nothing outside loom.
+    crate::sync::shadow::read(p.addr());
     // SAFETY: caller: readable, at least 16 bytes.
     let (w0, w1) = unsafe { (p.cast::<usize>().read(), p.cast::<usize>().add(1).read()) };
     let v = w0 ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);

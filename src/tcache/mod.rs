@@ -32,14 +32,22 @@ use crate::arena::Arena;
 use crate::chunk::Chunk;
 use crate::heap::Heap;
 use crate::size_class::{CLASS_CHUNK_SIZE, NCLASSES};
-use crate::sync::{AtomicU16, Ordering};
+use crate::sync::Ordering;
+
+/// A class's chunk count: the owner writes it with load + store (no read-modify-write), any
+/// thread may read it (statistics), so it is an atomic.
+#[cfg(not(all(test, loom, loom_mutation = "tcache_count_torn")))]
+type Count = crate::sync::AtomicU16;
+/// Mutation (loom check, see docs/loom.md): the count as a plain, non-atomic `u16`.
+#[cfg(all(test, loom, loom_mutation = "tcache_count_torn"))]
+type Count = crate::sync::PlainU16;
 
 /// One thread's cache.
 #[repr(C)]
 #[derive(Debug)]
 pub struct ThreadCache {
     heads: [*mut u8; NCLASSES],
-    counts: [AtomicU16; NCLASSES],
+    counts: [Count; NCLASSES],
     maxes: [u16; NCLASSES],
     /// The arena this thread allocates from.
     pub arena: *const Arena,
@@ -72,7 +80,7 @@ impl ThreadCache {
         unsafe {
             at.write(ThreadCache {
                 heads: [ptr::null_mut(); NCLASSES],
-                counts: core::array::from_fn(|_| AtomicU16::new(0)),
+                counts: core::array::from_fn(|_| Count::new(0)),
                 maxes,
                 arena,
                 next_live: ptr::null_mut(),
@@ -144,7 +152,10 @@ impl ThreadCache {
 
     /// Bytes of chunks held (read by any thread; a snapshot).
     pub fn held_bytes(&self) -> usize {
+        // Classes that are not cached are skipped: their counts stay 0 (and under loom every
+        // atomic load is a scheduling point).
         (0..NCLASSES)
+            .filter(|&c| self.caches(c))
             .map(|c| self.counts[c].load(Ordering::Relaxed) as usize * CLASS_CHUNK_SIZE[c])
             .sum()
     }
@@ -226,6 +237,10 @@ impl ThreadCache {
     /// Owning thread, or the cache's owner no longer exists.
     pub unsafe fn flush_all(&mut self, heap: &Heap) {
         for c in 0..NCLASSES {
+            // Classes that are not cached hold nothing (and cost loom a scheduling point each).
+            if !self.caches(c) {
+                continue;
+            }
             // SAFETY: forwarded.
             unsafe { self.flush(heap, c, 0, false) };
         }
