@@ -25,6 +25,7 @@
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; lint kept in Cargo.toml
 
 pub mod arena;
+pub mod asan;
 pub mod bins;
 pub mod check;
 pub mod chunk;
@@ -41,6 +42,10 @@ pub mod tcache;
 pub mod capi;
 #[cfg(not(all(test, loom)))]
 pub mod global;
+
+#[cfg(all(any(test, feature = "fuzz-api"), not(all(test, loom))))]
+#[doc(hidden)]
+pub mod fuzz;
 
 pub use heap::PrivateHeap;
 pub use stats::Stats;

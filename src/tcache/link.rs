@@ -26,6 +26,8 @@ pub fn set_keys(link_key: usize, cache_key: usize) {
 #[inline(always)]
 pub unsafe fn set(p: *mut u8, next: *mut u8) {
     let v = next.expose_provenance() ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
+    // A chunk carved from poisoned memory (feature `asan`): its link words become addressable.
+    crate::asan::unpoison(p, 16);
     // SAFETY: caller: writable, 16-aligned.
     unsafe { p.cast::<usize>().write(v) };
 }
@@ -51,6 +53,7 @@ pub unsafe fn get(p: *mut u8) -> *mut u8 {
 /// As for [`set`].
 #[inline(always)]
 pub unsafe fn set_key(p: *mut u8) {
+    crate::asan::unpoison(p.wrapping_add(8), 8);
     // SAFETY: caller: writable.
     unsafe {
         p.cast::<usize>()
@@ -65,6 +68,7 @@ pub unsafe fn set_key(p: *mut u8) {
 /// As for [`set`].
 #[inline(always)]
 pub unsafe fn clear_key(p: *mut u8) {
+    crate::asan::unpoison(p.wrapping_add(8), 8);
     // SAFETY: caller: writable.
     unsafe { p.cast::<usize>().add(1).write(0) };
 }
