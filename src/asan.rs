@@ -65,8 +65,10 @@ pub fn on_alloc(p: *mut u8, req: usize, usable: usize) {
 /// words the allocator keeps there) become unaddressable.
 #[inline(always)]
 pub fn on_free(p: *mut u8, usable: usize) {
-    if cfg!(feature = "asan") && usable > 16 {
-        unpoison(p, 16);
-        poison(p.wrapping_add(16), usable - 16);
+    if cfg!(feature = "asan") {
+        unpoison(p, usable.min(16));
+        if usable > 16 {
+            poison(p.wrapping_add(16), usable - 16);
+        }
     }
 }

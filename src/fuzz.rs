@@ -168,7 +168,7 @@ pub unsafe fn verify_zero(p: *const u8, n: usize) -> Option<usize> {
 impl Shadow {
     /// Whether one more block of `n` bytes fits the model's limits.
     pub fn has_room(&self, n: usize) -> bool {
-        self.blocks.len() < MAX_LIVE && self.live_bytes + n <= MAX_LIVE_BYTES
+        self.blocks.len() < MAX_LIVE && self.live_bytes.saturating_add(n) <= MAX_LIVE_BYTES
     }
 
     /// Index of live block `idx` modulo the count, or None when nothing is live.

@@ -959,7 +959,7 @@ impl Heap {
     /// # Safety
     /// `p` is null or a live block of this heap with at least `n` bytes.
     #[inline(always)]
-    unsafe fn asan_alloc(&self, p: *mut u8, n: usize) {
+    pub(crate) unsafe fn asan_alloc(&self, p: *mut u8, n: usize) {
         if cfg!(feature = "asan") && !p.is_null() {
             // SAFETY: caller: live block; the header is ours to read.
             let usable = unsafe { Chunk::from_payload(p).size() } - HEADER;
