@@ -43,6 +43,9 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         if !top.prev_inuse() {
             return Err("A1: top's PREV_INUSE clear (free chunk below top)");
         }
+        if !top.is_free() {
+            return Err("A1: top not marked FREE");
+        }
         for (i, &(start, end)) in st.segs[..nsegs].iter().enumerate() {
             let current = i + 1 == nsegs;
             let mut c = Chunk::at(top.ptr().with_addr(start));
@@ -88,6 +91,9 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
                 }
                 let next = c.plus(size);
                 let free = !next.prev_inuse();
+                if free != c.is_free() {
+                    return Err("FREE bit of a chunk disagrees with its neighbour's PREV_INUSE");
+                }
                 if free {
                     if prev_free {
                         return Err("I3: two adjacent free chunks");
@@ -132,7 +138,7 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
                     return Err("I4: bin chunk tag mismatch");
                 }
                 let size = c.size();
-                if c.plus(size).prev_inuse() {
+                if c.plus(size).prev_inuse() || !c.is_free() {
                     return Err("B: chunk in a bin is marked in use");
                 }
                 if i != UNSORTED.0 {

@@ -20,10 +20,12 @@
 //! A chunk in a thread cache looks in use to its arena; its payload holds the cache link
 //! (offset 16, mangled) and the cache key (offset 24), see `tcache`.
 //!
-//! Flags (low 4 bits of the head): `PREV_INUSE` — the chunk just below is in use (so
+//! Flags (low 4 bits of the head, plus `FREE` at bit 44): `PREV_INUSE` — the chunk just below is in use (so
 //! `prev_size` is not valid); `IS_MMAPPED` — a huge block, its own mapping, `prev_size` holds
 //! its offset from the mapping's start; `IN_REGION` — lives in a region, its arena is found from
-//! the region header by masking; `PURGED` — a free chunk whose interior OS pages were returned.
+//! the region header by masking; `PURGED` — a free chunk whose interior OS pages were returned;
+//! `FREE` — the chunk itself is free (in a bin, or top; also left in the stale header of a chunk
+//! that merged into a free neighbour), so a second `free` is caught from the head alone.
 //!
 //! The top 16 bits of the head are a tag: a keyed hash of the chunk's address and the low 48
 //! bits. Every head write sets it; `free` and `realloc` check it, so a pointer we never returned
@@ -58,13 +60,37 @@ pub const IS_MMAPPED: usize = 2;
 pub const IN_REGION: usize = 4;
 /// Free chunk whose interior OS pages were returned to the OS.
 pub const PURGED: usize = 8;
-/// All flag bits.
+/// All low flag bits.
 pub const FLAG_MASK: usize = 15;
+/// The chunk itself is free: in a bin, or the top (a bit above the size field, so that `free`
+/// sees a double free in the head it has already loaded).
+pub const FREE: usize = 1 << 44;
 
 const LOW_MASK: usize = (1 << 48) - 1;
-const SIZE_MASK: usize = LOW_MASK & !FLAG_MASK;
+const SIZE_MASK: usize = ((1 << 44) - 1) & !FLAG_MASK;
+/// Largest chunk size the head can describe.
+pub const MAX_CHUNK_SIZE: usize = SIZE_MASK;
 
-static SECRET: AtomicUsize = AtomicUsize::new(0);
+/// The process-wide keys, in one cache line (the fast paths read two of them).
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Keys {
+    /// Key of header tags (0 until `init_secrets`).
+    pub tag: AtomicUsize,
+    /// Key mixed into free-list links.
+    pub link: AtomicUsize,
+    /// Marker stored at payload+8 of chunks in caches and remote lists.
+    pub cache: AtomicUsize,
+}
+
+/// The keys.
+pub static KEYS: Keys = Keys {
+    tag: AtomicUsize::new(0),
+    link: AtomicUsize::new(0x2545_f491_4f6c_dd10),
+    cache: AtomicUsize::new(0x7c3a_91d2_a55a_0f0f),
+};
+#[allow(non_upper_case_globals)]
+const SECRET: &AtomicUsize = &KEYS.tag;
 
 /// Sets the process-wide keys (header tags, free-list links) from the kernel's random bytes,
 /// once, before the first heap makes its first chunk. Later calls do nothing.
@@ -188,14 +214,24 @@ impl Chunk {
         unsafe { self.head() & SIZE_MASK }
     }
 
-    /// The flag bits.
+    /// The flag bits, [`FREE`] included.
     ///
     /// # Safety
     /// As for [`Chunk::head`].
     #[inline(always)]
     pub unsafe fn flags(self) -> usize {
         // SAFETY: forwarded.
-        unsafe { self.head() & FLAG_MASK }
+        unsafe { self.head() & (FLAG_MASK | FREE) }
+    }
+
+    /// Whether the chunk's own head says it is free.
+    ///
+    /// # Safety
+    /// As for [`Chunk::head`].
+    #[inline(always)]
+    pub unsafe fn is_free(self) -> bool {
+        // SAFETY: forwarded.
+        unsafe { self.head() & FREE != 0 }
     }
 
     /// Whether the chunk below is in use.
@@ -231,7 +267,7 @@ impl Chunk {
     #[inline(always)]
     pub unsafe fn set_head(self, size: usize, flags: usize) {
         debug_assert!(size & FLAG_MASK == 0 && size <= SIZE_MASK);
-        let low = size | (flags & FLAG_MASK);
+        let low = size | (flags & (FLAG_MASK | FREE));
         // SAFETY: caller: writable.
         unsafe { self.word(8).write(low | tag_of(self.addr(), low)) };
     }
@@ -246,7 +282,7 @@ impl Chunk {
         unsafe {
             let h = self.head();
             let f = if on { h | PREV_INUSE } else { h & !PREV_INUSE };
-            self.set_head(h & SIZE_MASK, f & FLAG_MASK);
+            self.set_head(h & SIZE_MASK, f & (FLAG_MASK | FREE));
         }
     }
 

@@ -30,6 +30,9 @@ const _: () = assert!(MMAP_THRESHOLD_MAX + (1 << 20) < REGION_SIZE);
 
 /// Default size of free top above which an arena gives memory back (bytes).
 pub const TRIM_THRESHOLD_DEFAULT: usize = 128 << 10;
+/// An arena that keeps growing right after trimming raises its own trim threshold, up to
+/// this (bytes): bounded, so a long-lived service's RSS still comes down.
+pub const TRIM_ADAPT_MAX: usize = 16 << 20;
 /// How much free top an arena keeps when it trims, and adds when it grows (bytes).
 pub const TOP_PAD_DEFAULT: usize = 64 << 10;
 

@@ -15,7 +15,7 @@ use core::ptr;
 
 use crate::arena::region::{self, RegionHeader};
 use crate::arena::{Arena, ArenaGuard, Growth};
-use crate::chunk::{Chunk, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
+use crate::chunk::{Chunk, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
@@ -63,11 +63,21 @@ impl MainSegs {
             self.hi[n - 1].store(hi, Ordering::Relaxed);
         }
     }
-    /// Whether `addr` lies in a recorded segment.
+    /// Whether `addr` lies in a recorded segment (the first one is checked without a loop: it
+    /// is usually the only one).
     #[inline(always)]
     pub fn contains(&self, addr: usize) -> bool {
+        let lo = self.lo[0].load(Ordering::Relaxed);
+        if addr.wrapping_sub(lo) < self.hi[0].load(Ordering::Relaxed).wrapping_sub(lo) {
+            return true;
+        }
+        self.contains_slow(addr)
+    }
+
+    #[cold]
+    fn contains_slow(&self, addr: usize) -> bool {
         let n = self.n.load(Ordering::Acquire);
-        for i in 0..n {
+        for i in 1..n.min(MAX_MAIN_SEGS) {
             if addr >= self.lo[i].load(Ordering::Relaxed)
                 && addr < self.hi[i].load(Ordering::Relaxed)
             {
@@ -464,9 +474,14 @@ impl Heap {
     pub unsafe fn release_chain(&self, mut head: *mut u8, may_defer: bool) {
         let sh = &self.shared;
         while !head.is_null() {
-            // SAFETY: caller: chain members are checked chunks of ours.
+            // SAFETY: caller: chain members are checked, in-use chunks of ours.
             unsafe {
                 let a: &Arena = self.arena_of(Chunk::from_payload(head));
+                let guard = if may_defer {
+                    a.try_lock()
+                } else {
+                    Some(a.lock())
+                };
                 let (mut mine, mut mine_tail, mut rest, mut rest_tail) = (
                     ptr::null_mut::<u8>(),
                     ptr::null_mut::<u8>(),
@@ -475,46 +490,54 @@ impl Heap {
                 );
                 let mut bytes = 0;
                 let mut p = head;
-                while !p.is_null() {
-                    let next = link::get(p);
-                    let c = Chunk::from_payload(p);
-                    if ptr::eq(self.arena_of(c), a) {
-                        if mine.is_null() {
-                            mine = p;
-                        } else {
-                            link::set(mine_tail, p);
+                match guard {
+                    // One pass: free this arena's chunks at once, keep the others for later.
+                    Some(mut g) => {
+                        while !p.is_null() {
+                            let next = link::get(p);
+                            let c = Chunk::from_payload(p);
+                            if ptr::eq(self.arena_of(c), a) {
+                                g.free_chunk(sh, c);
+                            } else {
+                                if rest.is_null() {
+                                    rest = p;
+                                } else {
+                                    link::set(rest_tail, p);
+                                }
+                                rest_tail = p;
+                            }
+                            p = next;
                         }
-                        mine_tail = p;
-                        bytes += c.size();
-                    } else {
-                        if rest.is_null() {
-                            rest = p;
-                        } else {
-                            link::set(rest_tail, p);
-                        }
-                        rest_tail = p;
                     }
-                    p = next;
+                    // The lock is busy: hand this arena's chunks over through its remote list.
+                    None => {
+                        while !p.is_null() {
+                            let next = link::get(p);
+                            let c = Chunk::from_payload(p);
+                            if ptr::eq(self.arena_of(c), a) {
+                                if mine.is_null() {
+                                    mine = p;
+                                } else {
+                                    link::set(mine_tail, p);
+                                }
+                                mine_tail = p;
+                                bytes += c.size();
+                            } else {
+                                if rest.is_null() {
+                                    rest = p;
+                                } else {
+                                    link::set(rest_tail, p);
+                                }
+                                rest_tail = p;
+                            }
+                            p = next;
+                        }
+                        link::set(mine_tail, ptr::null_mut());
+                        a.push_remote(mine, mine_tail, bytes);
+                    }
                 }
-                link::set(mine_tail, ptr::null_mut());
                 if !rest_tail.is_null() {
                     link::set(rest_tail, ptr::null_mut());
-                }
-                let guard = if may_defer {
-                    a.try_lock()
-                } else {
-                    Some(a.lock())
-                };
-                match guard {
-                    Some(mut g) => {
-                        let mut q = mine;
-                        while !q.is_null() {
-                            let next = link::get(q);
-                            g.free_chunk(sh, Chunk::from_payload(q));
-                            q = next;
-                        }
-                    }
-                    None => a.push_remote(mine, mine_tail, bytes),
                 }
                 head = rest;
             }
@@ -528,23 +551,6 @@ impl Heap {
 #[inline(always)]
 fn has_cache(tc: *mut ThreadCache) -> bool {
     tc as usize > 1
-}
-
-/// Clears a cache key left at payload+8 by an earlier life of this memory (a chunk that was
-/// cached, then went back to the arena and merged into a bigger free chunk or top keeps it):
-/// otherwise freeing a block whose owner never wrote bytes 8..16 would be taken for a double
-/// free. Blocks popped from a cache are cleared by `ThreadCache::pop`; this is for blocks from
-/// the arenas. Returns `p`.
-///
-/// # Safety
-/// `p` is null or a fresh block of at least 16 usable bytes.
-#[inline(always)]
-unsafe fn clear_stale_key(p: *mut u8) -> *mut u8 {
-    if !p.is_null() {
-        // SAFETY: caller: a fresh block; word 1 of the payload is ours.
-        unsafe { link::clear_key(p) };
-    }
-    p
 }
 
 impl Heap {
@@ -586,16 +592,26 @@ impl Heap {
             // SAFETY: caller: our cache.
             let t = unsafe { &mut *tc };
             if t.caches(cls) {
-                // SAFETY: forwarded; the first chunk never went through the cache.
-                return unsafe { clear_stale_key(t.refill(self, cls)) };
+                // SAFETY: forwarded.
+                return unsafe { t.refill(self, cls) };
             }
         }
         let nb = CLASS_CHUNK_SIZE[cls];
         // SAFETY: forwarded.
         unsafe {
             self.arena_malloc(tc, nb)
-                .map_or(ptr::null_mut(), |c| clear_stale_key(c.payload()))
+                .map_or(ptr::null_mut(), Self::hand_out)
         }
+    }
+
+    /// Hands out a chunk from an arena: clears a stale cache key at payload+8 (left by an
+    /// earlier life of that memory) so that its free is not taken for a double free.
+    #[inline]
+    fn hand_out(c: Chunk) -> *mut u8 {
+        let p = c.payload();
+        // SAFETY: the chunk is in use and ours; every chunk has at least 16 payload bytes.
+        unsafe { link::clear_key(p) };
+        p
     }
 
     unsafe fn arena_malloc(&self, tc: *mut ThreadCache, nb: usize) -> Option<Chunk> {
@@ -629,8 +645,8 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn malloc_large(&self, tc: *mut ThreadCache, n: usize, zero: bool) -> *mut u8 {
-        // SAFETY: forwarded; the result is null or a fresh block.
-        unsafe { clear_stale_key(self.malloc_large_inner(tc, n, zero)) }
+        // SAFETY: forwarded.
+        unsafe { self.malloc_large_inner(tc, n, zero) }
     }
 
     unsafe fn malloc_large_inner(&self, tc: *mut ThreadCache, n: usize, zero: bool) -> *mut u8 {
@@ -658,7 +674,7 @@ impl Heap {
         drop(g);
         match got {
             Some(got) => {
-                let p = got.chunk.payload();
+                let p = Self::hand_out(got.chunk);
                 if zero && !got.zeroed {
                     crate::asan::unpoison(p, n);
                     // SAFETY: the payload is ours, at least n bytes.
@@ -669,12 +685,13 @@ impl Heap {
             // SAFETY: forwarded; other arenas, then a mapping.
             None => match unsafe { self.arena_malloc(tc, nb) } {
                 Some(c) => {
+                    let p = Self::hand_out(c);
                     if zero {
                         crate::asan::unpoison(c.payload(), n);
                         // SAFETY: as above.
-                        unsafe { ptr::write_bytes(c.payload(), 0, n) };
+                        unsafe { ptr::write_bytes(p, 0, n) };
                     }
-                    c.payload()
+                    p
                 }
                 None => crate::huge::alloc(&self.shared, n, 16),
             },
@@ -707,8 +724,8 @@ impl Heap {
     /// # Safety
     /// As for [`Heap::malloc`].
     pub unsafe fn memalign(&self, tc: *mut ThreadCache, align: usize, n: usize) -> *mut u8 {
-        // SAFETY: forwarded; the result is null or a fresh block.
-        let p = unsafe { clear_stale_key(self.memalign_raw(tc, align, n)) };
+        // SAFETY: forwarded.
+        let p = unsafe { self.memalign_raw(tc, align, n) };
         // SAFETY: null or our fresh block.
         unsafe { self.asan_alloc(p, n) };
         p
@@ -737,7 +754,7 @@ impl Heap {
         let mut g = self.lock_some_arena(own);
         // SAFETY: lock held.
         match unsafe { g.memalign_chunk(&self.shared, align, nb) } {
-            Some(got) => got.chunk.payload(),
+            Some(got) => Self::hand_out(got.chunk),
             None => {
                 drop(g);
                 crate::huge::alloc(&self.shared, n, align)
@@ -816,10 +833,10 @@ impl Heap {
             if h & IS_MMAPPED != 0 {
                 return self.free_huge(c);
             }
-            let size = c.size();
-            if !c.plus(size).prev_inuse() {
+            if h & FREE != 0 {
                 fatal("free(): double free (chunk is already free)");
             }
+            let size = c.size();
             if link::has_key(p) {
                 self.double_free_cached(tc, p, size);
             }
@@ -926,7 +943,7 @@ impl Heap {
                 }
             } else {
                 let size = c.size();
-                if !c.plus(size).prev_inuse() || link::has_key(p) {
+                if c.head() & FREE != 0 || link::has_key(p) {
                     fatal("realloc(): pointer already freed (use after free)");
                 }
                 old_usable = size - HEADER;

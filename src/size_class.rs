@@ -20,7 +20,7 @@ pub const NCLASSES: usize = 84;
 /// Largest request that has a class.
 pub const MAX_CLASS_REQUEST: usize = 32 << 10;
 /// Largest request the allocator will try to serve; larger requests fail (null).
-pub const MAX_REQUEST: usize = isize::MAX as usize - (64 << 20);
+pub const MAX_REQUEST: usize = crate::chunk::MAX_CHUNK_SIZE - (64 << 20);
 
 /// A thread-cache class index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,7 +124,8 @@ mod tests {
             }
         }
         assert_eq!(CLASS_CHUNK_SIZE[NCLASSES - 1], MAX_CLASS_REQUEST + HEADER);
-        assert_eq!(chunk_class(1296), None);
+        assert_eq!(chunk_class(1296), Some(ClassIdx(64)));
+        assert_eq!(chunk_class(1312), None);
         assert_eq!(chunk_class(16), None);
         assert_eq!(request_to_chunk(usize::MAX), None);
         assert_eq!(

@@ -27,9 +27,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::bins::{bin_index, BinIdx, Bins, FIRST_LARGE, SMALL_LIMIT, UNSORTED};
 use crate::chunk::{
-    Chunk, ALIGN, FENCE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE, PURGED,
+    Chunk, ALIGN, FENCE, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE, PURGED,
 };
-use crate::config::{COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE};
+use crate::config::{COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE, TRIM_ADAPT_MAX};
 use crate::heap::Shared;
 use crate::os::{self, fatal};
 use crate::sync::{self, AtomicPtr, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -94,6 +94,10 @@ pub struct ArenaState {
     /// Committed bytes that are not in any chunk (region headers, the arena itself, padding).
     pub overhead: usize,
     purge_debt: usize,
+    /// This arena's own trim threshold floor: doubled each time the arena has to grow right
+    /// after an automatic trim (trim/grow thrash), up to `TRIM_ADAPT_MAX`.
+    trim_floor: usize,
+    just_trimmed: bool,
     region_flag: usize,
     arena: *const Arena,
     /// Segments (start of first chunk, end), for the checker; the last is the current one.
@@ -141,6 +145,8 @@ impl Arena {
             committed: 0,
             overhead: 0,
             purge_debt: 0,
+            trim_floor: 0,
+            just_trimmed: false,
             region_flag: 0,
             arena: at,
             segs: [(0, 0); MAX_SEGS],
@@ -336,7 +342,7 @@ impl ArenaState {
         // SAFETY: `start` is inside the memory `base` points into (non-null).
         let top = unsafe { Chunk::at(base.with_addr(start)) };
         // SAFETY: caller: committed and owned.
-        unsafe { top.set_head(end - start, PREV_INUSE | region_flag) };
+        unsafe { top.set_head(end - start, PREV_INUSE | region_flag | FREE) };
         self.top = top;
         self.top_fresh = start + HEADER;
         self.region_flag = region_flag;
@@ -419,6 +425,7 @@ impl ArenaState {
         }
         self.committed += step;
         self.set_seg_end(sh, self.seg_end + step);
+        self.note_growth(sh);
         true
     }
 
@@ -440,6 +447,7 @@ impl ArenaState {
                 t.set_head(t.size() + incr, t.flags());
             }
             self.set_seg_end(sh, self.seg_end + incr);
+            self.note_growth(sh);
             return true;
         }
         // Someone else moved the break (or this is the first segment): start a new segment.
@@ -575,7 +583,7 @@ impl ArenaState {
                 let f = c.flags() & (PREV_INUSE | IN_REGION);
                 c.set_head(nb, f);
                 let rem = c.plus(nb);
-                rem.set_head(r, PREV_INUSE | (f & IN_REGION));
+                rem.set_head(r, PREV_INUSE | (f & IN_REGION) | FREE);
                 rem.set_foot(r);
                 self.bins.push_unsorted(rem, r);
             } else {
@@ -670,7 +678,7 @@ impl ArenaState {
             let zeroed = t.addr() + HEADER >= self.top_fresh;
             t.set_head(nb, f);
             let nt = t.plus(nb);
-            nt.set_head(ts - nb, PREV_INUSE | (f & IN_REGION));
+            nt.set_head(ts - nb, PREV_INUSE | (f & IN_REGION) | FREE);
             self.top = nt;
             self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
             Some(Got { chunk: t, zeroed })
@@ -793,6 +801,9 @@ impl ArenaState {
             if size < MIN_CHUNK || flags & IS_MMAPPED != 0 {
                 fatal("free(): invalid chunk size");
             }
+            if flags & FREE != 0 {
+                fatal("free(): double free (chunk is already free)");
+            }
             let rf = flags & IN_REGION;
             let next = c.plus(size);
             if !next.tag_ok() {
@@ -807,13 +818,16 @@ impl ArenaState {
                 if ps < MIN_CHUNK || ps & (ALIGN - 1) != 0 || !p.tag_ok() || p.size() != ps {
                     fatal("free(): corrupted size vs. prev_size while coalescing");
                 }
+                // Leave FREE in the header that becomes stale, so a later free of it is
+                // recognised as a double free.
+                c.set_head(size, flags | FREE);
                 self.bins.unlink(p, ps);
                 c = p;
                 size += ps;
             }
             if next == self.top {
                 size += next.size();
-                c.set_head(size, PREV_INUSE | rf);
+                c.set_head(size, PREV_INUSE | rf | FREE);
                 self.top = c;
                 self.maybe_trim(sh);
                 return;
@@ -825,12 +839,18 @@ impl ArenaState {
             } else {
                 next.set_prev_inuse(false);
             }
-            c.set_head(size, PREV_INUSE | rf);
+            c.set_head(size, PREV_INUSE | rf | FREE);
             c.set_foot(size);
-            self.bins.push_unsorted(c, size);
-            self.purge_debt += size;
-            if self.purge_debt >= PURGE_DEBT {
-                self.purge();
+            if size >= PURGE_MIN_CHUNK {
+                // Large free chunks go straight to their (short) sorted bins, where the purge
+                // pass finds them without walking the unsorted bin.
+                self.bins.push_sorted(c, size);
+                self.purge_debt += size;
+                if self.purge_debt >= PURGE_DEBT {
+                    self.purge();
+                }
+            } else {
+                self.bins.push_unsorted(c, size);
             }
         }
     }
@@ -874,7 +894,7 @@ impl ArenaState {
                 let ts = next.size();
                 c.set_head(nb, f);
                 let nt = c.plus(nb);
-                nt.set_head(ts - extra, PREV_INUSE | (f & IN_REGION));
+                nt.set_head(ts - extra, PREV_INUSE | (f & IN_REGION) | FREE);
                 self.top = nt;
                 self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
                 return true;
@@ -895,9 +915,25 @@ impl ArenaState {
     fn maybe_trim(&mut self, sh: &Shared) {
         // SAFETY: top valid.
         let ts = unsafe { self.top.size() };
-        if ts > sh.trim_threshold.load(Ordering::Relaxed) {
+        if ts
+            > sh.trim_threshold
+                .load(Ordering::Relaxed)
+                .max(self.trim_floor)
+        {
             // SAFETY: lock held.
-            unsafe { self.trim(sh, sh.top_pad) };
+            if unsafe { self.trim(sh, sh.top_pad) } > 0 {
+                self.just_trimmed = true;
+            }
+        }
+    }
+
+    /// Called after each growth: growing right after an automatic trim means the trim was
+    /// wasted work (the pages fault in again), so this arena trims later from now on.
+    fn note_growth(&mut self, sh: &Shared) {
+        if self.just_trimmed {
+            self.just_trimmed = false;
+            let base = sh.trim_threshold.load(Ordering::Relaxed);
+            self.trim_floor = (self.trim_floor.max(base) * 2).min(TRIM_ADAPT_MAX);
         }
     }
 
@@ -950,7 +986,9 @@ impl ArenaState {
         release
     }
 
-    /// Returns the OS pages inside large free chunks to the OS (`MADV_DONTNEED`).
+    /// Returns the OS pages inside large free chunks to the OS (`MADV_DONTNEED`). Large free
+    /// chunks never wait in the unsorted bin (see `free_chunk`), so only the large bins are
+    /// walked.
     pub fn purge(&mut self) -> usize {
         self.purge_debt = 0;
         let ps = os::page_size();
@@ -971,12 +1009,11 @@ impl ArenaState {
                     os::purge(c.ptr().with_addr(lo), hi - lo);
                     released += hi - lo;
                 }
-                c.set_head(size, (h | PURGED) & crate::chunk::FLAG_MASK);
+                c.set_head(size, c.flags() | PURGED);
             }
         };
         // SAFETY: lock held (by &mut self).
         unsafe {
-            self.bins.for_each(UNSORTED, &mut visit);
             for i in first..crate::bins::NBINS {
                 if self.bins.marked(BinIdx(i)) {
                     self.bins.for_each(BinIdx(i), &mut visit);

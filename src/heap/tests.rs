@@ -1,7 +1,262 @@
-//! Unit tests of the heap (on private heaps).
-use super::*;
+//! Unit tests of the heap on private instances: a shadow model of live blocks (no overlap,
+//! alignment, usable size, contents kept across realloc), the invariant checker after every
+//! batch of operations, several caches driven from one thread (deterministic cross-cache frees),
+//! and the accounting identity.
 
-fn small_heap() -> PrivateHeap {
+use super::*;
+use crate::check::check_heap;
+use std::collections::BTreeMap;
+
+fn tunables() -> Tunables {
+    let mut t = Tunables::defaults(2);
+    t.main_reserve = 256 << 20;
+    t.arena_max = 3;
+    t
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    len: usize,
+    seed: u8,
+}
+
+unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
+    for i in 0..len {
+        unsafe { *p.add(i) = seed ^ (i as u8) };
+    }
+}
+
+unsafe fn verify(p: *mut u8, len: usize, seed: u8) {
+    for i in 0..len {
+        assert_eq!(
+            unsafe { *p.add(i) },
+            seed ^ (i as u8),
+            "byte {i} of a {len}-byte block"
+        );
+    }
+}
+
+fn assert_no_overlap(live: &BTreeMap<usize, Live>, p: usize, len: usize) {
+    if let Some((&q, l)) = live.range(..=p).next_back() {
+        assert!(q + l.len <= p, "new block {p:#x} overlaps {q:#x}+{}", l.len);
+    }
+    if let Some((&q, _)) = live.range(p..).next() {
+        assert!(p + len <= q, "new block {p:#x}+{len} overlaps {q:#x}");
+    }
+}
+
+fn size_for(rng: &mut Rng) -> usize {
+    match rng.below(20) {
+        0 => rng.below(400_000) as usize + 1,
+        1..=3 => rng.below(40_000) as usize + 1,
+        _ => rng.below(1100) as usize,
+    }
+}
+
+fn run_model(seed: u64, ops: usize, ncaches: usize) {
+    let heap = PrivateHeap::new(&tunables()).expect("private heap");
+    let caches: Vec<*mut ThreadCache> = (0..ncaches).map(|_| heap.new_cache()).collect();
+    let mut rng = Rng(seed | 1);
+    let mut live: BTreeMap<usize, Live> = BTreeMap::new();
+    for i in 0..ops {
+        let tc = if ncaches == 0 {
+            ptr::null_mut()
+        } else {
+            caches[rng.below(ncaches as u64) as usize]
+        };
+        // SAFETY: every pointer passed back comes from the model's live set; every cache is
+        // driven by this one thread only.
+        unsafe {
+            match rng.below(10) {
+                0..=3 => {
+                    let n = size_for(&mut rng);
+                    let (p, zero) = match rng.below(4) {
+                        0 => (heap.calloc(tc, n), true),
+                        1 => (heap.memalign(tc, 1 << (4 + rng.below(9)), n), false),
+                        _ => (heap.malloc(tc, n), false),
+                    };
+                    assert!(!p.is_null());
+                    assert_eq!(p as usize % 16, 0);
+                    assert!(heap.usable_size(p) >= n);
+                    if zero {
+                        for k in 0..n {
+                            assert_eq!(*p.add(k), 0, "calloc byte {k} of {n}");
+                        }
+                    }
+                    assert_no_overlap(&live, p as usize, n.max(1));
+                    let s = rng.next() as u8;
+                    fill(p, n.max(1), s);
+                    live.insert(
+                        p as usize,
+                        Live {
+                            len: n.max(1),
+                            seed: s,
+                        },
+                    );
+                }
+                4..=6 if !live.is_empty() => {
+                    let k = *live
+                        .keys()
+                        .nth(rng.below(live.len() as u64) as usize)
+                        .unwrap();
+                    let l = live.remove(&k).unwrap();
+                    verify(k as *mut u8, l.len, l.seed);
+                    heap.free(tc, k as *mut u8);
+                }
+                7 | 8 if !live.is_empty() => {
+                    let k = *live
+                        .keys()
+                        .nth(rng.below(live.len() as u64) as usize)
+                        .unwrap();
+                    let l = live.remove(&k).unwrap();
+                    let n = size_for(&mut rng).max(1);
+                    let q = heap.realloc(tc, k as *mut u8, n);
+                    assert!(!q.is_null());
+                    verify(q, l.len.min(n), l.seed);
+                    assert_no_overlap(&live, q as usize, n);
+                    fill(q, n, l.seed);
+                    live.insert(
+                        q as usize,
+                        Live {
+                            len: n,
+                            seed: l.seed,
+                        },
+                    );
+                }
+                _ => {
+                    if rng.below(50) == 0 {
+                        heap.trim(rng.below(2) as usize * 4096);
+                    } else if ncaches > 0 && rng.below(10) == 0 {
+                        (*tc).flush_all(&heap);
+                    }
+                }
+            }
+            if i % 97 == 0 {
+                check_heap(&heap).unwrap();
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        check_heap(&heap).unwrap();
+        for (&k, l) in &live {
+            verify(k as *mut u8, l.len, l.seed);
+            let tc = if ncaches == 0 {
+                ptr::null_mut()
+            } else {
+                caches[k % ncaches]
+            };
+            heap.free(tc, k as *mut u8);
+        }
+        for &tc in &caches {
+            heap.drop_cache(tc);
+        }
+        check_heap(&heap).unwrap();
+    }
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0, "everything was freed: {s}");
+    assert_eq!(s.tcache_bytes, 0);
+    assert_eq!(s.huge_blocks, 0);
+    assert_eq!(
+        s.arena_committed,
+        s.overhead + s.free_in_bins + s.top,
+        "{s}"
+    );
+}
+
+#[test]
+fn model_without_caches() {
+    for seed in 1..4 {
+        run_model(seed, 3000, 0);
+    }
+}
+
+#[test]
+fn model_one_cache() {
+    for seed in 10..14 {
+        run_model(seed, 4000, 1);
+    }
+}
+
+#[test]
+fn model_several_caches_cross_frees() {
+    for seed in 20..24 {
+        run_model(seed, 4000, 4);
+    }
+}
+
+#[test]
+fn arena_cap_and_reuse() {
+    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let a: Vec<_> = (0..6).map(|_| heap.new_cache()).collect();
+    assert_eq!(heap.arena_count(), 3, "cap of 3 arenas");
+    // SAFETY: caches of this heap, used by this thread only.
+    unsafe {
+        let arenas: Vec<_> = a.iter().map(|&tc| (*tc).arena).collect();
+        heap.drop_cache(a[1]);
+        // the freed arena is reused by the next new thread
+        let b = heap.new_cache();
+        assert!(
+            ptr::eq((*b).arena, arenas[1]) || (*(*b).arena).attached.load(Ordering::Relaxed) >= 1
+        );
+        let dropped = a[1];
+        for tc in a.into_iter().filter(|&t| t != dropped).chain([b]) {
+            heap.drop_cache(tc);
+        }
+    }
+    for i in 0..heap.arena_count() {
+        assert_eq!(heap.arena(i).attached.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn remote_list_is_drained_by_the_next_lock_holder() {
+    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let tc = heap.new_cache();
+    // SAFETY: one thread drives the cache; blocks are ours.
+    unsafe {
+        let ps: Vec<*mut u8> = (0..10).map(|_| heap.malloc(tc, 100)).collect();
+        let arena = heap.arena_of(Chunk::from_payload(ps[0]));
+        for w in ps.windows(2) {
+            link::set(w[0], w[1]);
+        }
+        link::set(ps[9], ptr::null_mut());
+        for &p in &ps {
+            link::set_key(p);
+        }
+        let bytes: usize = ps.iter().map(|&p| Chunk::from_payload(p).size()).sum();
+        // hold the lock so the release must go through the remote list
+        let g = arena.lock();
+        heap.release_chain(ps[0], true);
+        assert!(arena.has_remote());
+        drop(g);
+        let _g = arena.lock();
+        assert!(!arena.has_remote());
+        assert_eq!(arena.remote_bytes.load(Ordering::Relaxed), 0);
+        drop(_g);
+        assert!(bytes >= 10 * 112);
+        heap.drop_cache(tc);
+        check_heap(&heap).unwrap();
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+// --- regressions found by the fuzz campaigns ---
+
+fn fuzz_regression_heap() -> PrivateHeap {
     let mut t = Tunables::defaults(2);
     t.main_reserve = 64 << 20;
     PrivateHeap::new(&t).expect("private heap")
@@ -13,7 +268,7 @@ fn small_heap() -> PrivateHeap {
 /// a double free by `free` (and for a use after free by `realloc`).
 #[test]
 fn stale_cache_key_is_not_a_double_free() {
-    let h = small_heap();
+    let h = fuzz_regression_heap();
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -39,7 +294,7 @@ fn stale_cache_key_is_not_a_double_free() {
 /// and aligned carving then hand out.
 #[test]
 fn stale_cache_keys_inside_coalesced_chunks() {
-    let h = small_heap();
+    let h = fuzz_regression_heap();
     let tc = h.new_cache();
     // SAFETY: as above.
     unsafe {

@@ -10,8 +10,8 @@
 use crate::os::fatal;
 use crate::sync::process::{AtomicUsize, Ordering};
 
-static LINK_KEY: AtomicUsize = AtomicUsize::new(0x2545_f491_4f6c_dd1d);
-static CACHE_KEY: AtomicUsize = AtomicUsize::new(0x7c3a_91d2_a55a_0f0f);
+const LINK_KEY: &AtomicUsize = &crate::chunk::KEYS.link;
+const CACHE_KEY: &AtomicUsize = &crate::chunk::KEYS.cache;
 
 /// Sets the process-wide keys; once, at start.
 pub fn set_keys(link_key: usize, cache_key: usize) {

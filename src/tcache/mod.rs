@@ -172,6 +172,9 @@ impl ThreadCache {
             g.malloc_batch(sh, nb, want, |c: Chunk| {
                 let p = c.payload();
                 if first.is_null() {
+                    // Memory fresh from the arena may hold a stale cache key at payload+8;
+                    // clear it so that freeing this block is not taken for a double free.
+                    link::clear_key(p);
                     first = p;
                 } else {
                     link::set(p, *heads);

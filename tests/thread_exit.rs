@@ -1,0 +1,91 @@
+//! Thread exit: destructors that run after our cache was flushed (Rust TLS destructors
+//! registered later, pthread key destructors of keys made after ours) still allocate and free
+//! through the arena path, leak nothing, and never panic inside the allocator. Threads churn in
+//! the thousands and their arenas are reused, never leaked.
+
+mod common;
+
+use std::cell::RefCell;
+
+use common::watchdog;
+
+#[global_allocator]
+static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
+
+struct AllocOnDrop(Vec<u8>);
+impl Drop for AllocOnDrop {
+    fn drop(&mut self) {
+        // allocate and free during TLS teardown
+        let v: Vec<String> = (0..50).map(|i| format!("late {i}")).collect();
+        assert_eq!(v.len(), 50);
+        self.0.extend_from_slice(b"more");
+    }
+}
+
+thread_local! {
+    static LATE: RefCell<Option<AllocOnDrop>> = const { RefCell::new(None) };
+}
+
+unsafe extern "C" fn key_dtor(p: *mut libc::c_void) {
+    // a pthread key destructor that runs after ours (its key was made later): free and allocate
+    let b: Box<Vec<u64>> = unsafe { Box::from_raw(p.cast()) };
+    let s: u64 = b.iter().sum();
+    let again = vec![s; 100];
+    assert_eq!(again.len(), 100);
+}
+
+/// The tests below read process-wide figures: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn destructors_allocate_after_the_cache_is_gone() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(120);
+    let mut key: libc::pthread_key_t = 0;
+    // make sure our own key exists first (the allocator makes it at its first use)
+    drop(Box::new(1u8));
+    // SAFETY: plain key creation with a destructor that never unwinds.
+    assert_eq!(
+        unsafe { libc::pthread_key_create(&mut key, Some(key_dtor)) },
+        0
+    );
+    for wave in 0..10 {
+        let hs: Vec<_> = (0..40)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let v: Vec<Box<[u8; 200]>> =
+                        (0..100).map(|_| Box::new([wave as u8; 200])).collect();
+                    LATE.with(|l| *l.borrow_mut() = Some(AllocOnDrop(vec![i as u8; 10])));
+                    let data = Box::new(vec![i as u64; 64]);
+                    // SAFETY: the key is valid; the destructor takes ownership back.
+                    unsafe { libc::pthread_setspecific(key, Box::into_raw(data).cast()) };
+                    drop(v);
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+    }
+    let s = arena_malloc::stats();
+    let cap = (arena_malloc::os::cpu_count() * arena_malloc::config::ARENAS_PER_CPU)
+        .clamp(2, arena_malloc::config::MAX_ARENAS);
+    assert!(s.arenas <= cap, "arenas leaked: {s}");
+    // Only the test harness's threads may still hold caches.
+    assert!(s.threads <= 4, "caches of exited threads still live: {s}");
+}
+
+#[test]
+fn thousands_of_short_threads_reuse_arenas() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(180);
+    for _ in 0..100 {
+        let hs: Vec<_> = (0..20)
+            .map(|i| std::thread::spawn(move || format!("thread {i}").into_bytes()))
+            .collect();
+        for h in hs {
+            assert!(h.join().unwrap().starts_with(b"thread"));
+        }
+    }
+    let s = arena_malloc::stats();
+    assert!(s.threads <= 4, "{s}");
+    assert!(s.in_use < 8 << 20, "{s}");
+}
