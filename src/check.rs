@@ -182,6 +182,29 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         if in_bins_hash != free_found_hash {
             return Err("B5: the set of free chunks in memory differs from the set in bins");
         }
+        // Quick lists: whole in-use chunks of their class, carrying the cache key.
+        let mut quick = 0usize;
+        let mut bad = None;
+        st.for_each_quick(|cls, p| {
+            let c = Chunk::from_payload(p);
+            if bad.is_none()
+                && (!c.tag_ok()
+                    || c.size() != CLASS_CHUNK_SIZE[cls]
+                    || c.is_free()
+                    || !c.plus(c.size()).prev_inuse()
+                    || !link::has_key(p))
+            {
+                bad =
+                    Some("quick list holds a chunk that is not a whole in-use chunk of its class");
+            }
+            quick += c.size();
+        });
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        if quick != st.quick_bytes {
+            return Err("quick_bytes does not match the quick lists");
+        }
         if st.nsegs < crate::arena::MAX_SEGS
             && st.committed != st.overhead + chunk_bytes + top.size()
         {

@@ -497,7 +497,7 @@ impl Heap {
                             let next = link::get(p);
                             let c = Chunk::from_payload(p);
                             if ptr::eq(self.arena_of(c), a) {
-                                g.free_chunk(sh, c);
+                                g.release(sh, c);
                             } else {
                                 if rest.is_null() {
                                     rest = p;
@@ -866,7 +866,9 @@ impl Heap {
                 }
             }
         }
-        fatal("free(): double free (chunk is in a thread cache or pending remote free)");
+        fatal(
+            "free(): double free (chunk is already cached, or pending in a quick or remote list)",
+        );
     }
 
     #[cold]
@@ -898,7 +900,7 @@ impl Heap {
         unsafe {
             let a = self.arena_of(c);
             let mut g = a.lock();
-            g.free_chunk(&self.shared, c);
+            g.release(&self.shared, c);
         }
     }
 
@@ -1020,6 +1022,7 @@ impl Heap {
         let mut released = 0;
         for i in 0..self.arena_count() {
             let mut g = self.arena(i).lock();
+            g.consolidate(&self.shared);
             // SAFETY: lock held.
             released += unsafe { g.trim(&self.shared, pad) };
             released += g.purge();
@@ -1039,11 +1042,11 @@ impl Heap {
             // SAFETY: lock held; top valid.
             let top = unsafe { g.top.size() };
             s.arena_committed += g.committed;
-            s.free_in_bins += g.bins.free_bytes;
+            s.free_in_bins += g.bins.free_bytes + g.quick_bytes;
             s.free_chunks += g.bins.free_chunks;
             s.top += top;
             s.overhead += g.overhead;
-            s.in_use += g.committed - g.overhead - g.bins.free_bytes - top;
+            s.in_use += g.committed - g.overhead - g.bins.free_bytes - g.quick_bytes - top;
             drop(g);
             s.remote_pending += a.remote_bytes.load(Ordering::Relaxed);
         }

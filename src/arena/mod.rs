@@ -32,6 +32,7 @@ use crate::chunk::{
 use crate::config::{COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE, TRIM_ADAPT_MAX};
 use crate::heap::Shared;
 use crate::os::{self, fatal};
+use crate::size_class::{chunk_class, NSMALL_CLASSES, SMALL_MAX_REQUEST};
 use crate::sync::{self, AtomicPtr, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::tcache::link;
 
@@ -106,7 +107,17 @@ pub struct ArenaState {
     pub nsegs: usize,
     /// Regions this arena mapped (newest first, linked through their headers).
     pub regions: *mut RegionHeader,
+    /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
+    /// coalescing), linked through their payloads like cache lists and still carrying the cache
+    /// key; handed out first by refills, merged into the bins (`consolidate`) before the arena
+    /// grows, on trim, or when they hold more than [`QUICK_MAX_BYTES`].
+    quick: [*mut u8; NSMALL_CLASSES],
+    /// Bytes in the quick lists.
+    pub quick_bytes: usize,
 }
+
+/// Most bytes an arena keeps in its quick lists before it consolidates them.
+pub const QUICK_MAX_BYTES: usize = 512 << 10;
 
 // SAFETY: only reached through the arena lock.
 unsafe impl Send for ArenaState {}
@@ -152,6 +163,8 @@ impl Arena {
             segs: [(0, 0); MAX_SEGS],
             nsegs: 0,
             regions: ptr::null_mut(),
+            quick: [ptr::null_mut(); NSMALL_CLASSES],
+            quick_bytes: 0,
         };
         // SAFETY: caller: `at` is writable and aligned.
         unsafe {
@@ -272,7 +285,7 @@ impl ArenaGuard<'_> {
                 let next = link::get(p);
                 let c = Chunk::from_payload(p);
                 bytes += c.size();
-                self.g.free_chunk(sh, c);
+                self.g.release(sh, c);
                 p = next;
             }
         }
@@ -597,8 +610,14 @@ impl ArenaState {
     /// # Safety
     /// Lock held (guaranteed by `&mut`); `nb` is a normalised chunk size.
     pub unsafe fn malloc_chunk(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
-        // SAFETY: every chunk reached below is in this arena's bins or its top.
+        // SAFETY: every chunk reached below is in this arena's bins, quick lists or top.
         unsafe {
+            if let Some(c) = self.pop_quick(nb) {
+                return Some(Got {
+                    chunk: c,
+                    zeroed: false,
+                });
+            }
             if nb < SMALL_LIMIT {
                 if let Some(c) = self.bins.last(bin_index(nb)) {
                     self.bins.unlink(c, nb);
@@ -662,7 +681,89 @@ impl ArenaState {
                     zeroed: false,
                 });
             }
+            if self.quick_bytes > 0 && self.top.size() < nb + TOP_MIN {
+                // Merge the quick lists into the bins before asking the OS for more.
+                self.consolidate(sh);
+                return self.malloc_chunk(sh, nb);
+            }
             self.from_top(sh, nb)
+        }
+    }
+
+    /// Takes a chunk of exactly `nb` bytes from its quick list, if any.
+    #[inline]
+    unsafe fn pop_quick(&mut self, nb: usize) -> Option<Chunk> {
+        if nb > SMALL_MAX_REQUEST + HEADER || self.quick_bytes == 0 {
+            return None;
+        }
+        let cls = chunk_class(nb)?.0;
+        let p = self.quick[cls];
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: quick-list members are in-use chunks of this arena, linked by `release`.
+        unsafe {
+            self.quick[cls] = link::get(p);
+            self.quick_bytes -= nb;
+            Some(Chunk::from_payload(p))
+        }
+    }
+
+    /// Takes back an in-use chunk from a thread cache (or a remote list): small chunks go to
+    /// their quick list whole, others are freed into the bins.
+    ///
+    /// # Safety
+    /// As for [`ArenaState::free_chunk`].
+    #[inline]
+    pub unsafe fn release(&mut self, sh: &Shared, c: Chunk) {
+        // SAFETY: caller: in-use chunk of ours.
+        unsafe {
+            let size = c.size();
+            if size <= SMALL_MAX_REQUEST + HEADER {
+                if let Some(cls) = chunk_class(size) {
+                    if c.is_free() || !c.plus(size).prev_inuse() {
+                        fatal("free(): double free (chunk is already free)");
+                    }
+                    let p = c.payload();
+                    link::set(p, self.quick[cls.0]);
+                    link::set_key(p);
+                    self.quick[cls.0] = p;
+                    self.quick_bytes += size;
+                    if self.quick_bytes > QUICK_MAX_BYTES {
+                        self.consolidate(sh);
+                    }
+                    return;
+                }
+            }
+            self.free_chunk(sh, c);
+        }
+    }
+
+    /// Frees every quick-list chunk into the bins (coalescing).
+    pub fn consolidate(&mut self, sh: &Shared) {
+        for cls in 0..NSMALL_CLASSES {
+            let mut p = core::mem::replace(&mut self.quick[cls], ptr::null_mut());
+            while !p.is_null() {
+                // SAFETY: quick-list members are in-use chunks of this arena.
+                unsafe {
+                    let next = link::get(p);
+                    self.free_chunk(sh, Chunk::from_payload(p));
+                    p = next;
+                }
+            }
+        }
+        self.quick_bytes = 0;
+    }
+
+    /// Calls `f` on every quick-list payload (checkers).
+    pub fn for_each_quick(&self, mut f: impl FnMut(usize, *mut u8)) {
+        for cls in 0..NSMALL_CLASSES {
+            let mut p = self.quick[cls];
+            while !p.is_null() {
+                f(cls, p);
+                // SAFETY: quick-list members carry links written by `release`.
+                p = unsafe { link::get(p) };
+            }
         }
     }
 
@@ -700,6 +801,11 @@ impl ArenaState {
         let mut k = 0;
         // SAFETY: as in `malloc_chunk`.
         unsafe {
+            while k < n {
+                let Some(c) = self.pop_quick(nb) else { break };
+                sink(c);
+                k += 1;
+            }
             if nb < SMALL_LIMIT {
                 let i = bin_index(nb);
                 while k < n {
