@@ -189,7 +189,11 @@ impl Chunk {
 
     #[inline(always)]
     unsafe fn word(self, off: usize) -> *mut usize {
-        self.0.as_ptr().wrapping_add(off).cast()
+        let w = self.0.as_ptr().wrapping_add(off);
+        // Headers and bin links may be written inside a payload that was poisoned when it was
+        // freed (split, top carving): the allocator's own words are always addressable.
+        crate::asan::unpoison(w, 8);
+        w.cast()
     }
 
     /// The raw head word (tag, size, flags).

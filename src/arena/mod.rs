@@ -594,6 +594,14 @@ impl ArenaState {
     /// free remainder (into the unsorted bin) when the remainder can be a chunk.
     #[inline]
     unsafe fn split(&mut self, c: Chunk, size: usize, nb: usize) {
+        // Planted bug (`--cfg fuzz_mutation`, never in real builds): an off-by-16 in splitting
+        // hands out a chunk 16 bytes short, which the `ops` fuzz target must find (docs/fuzzing.md).
+        #[cfg(fuzz_mutation)]
+        let nb = if nb > MIN_CHUNK && size - nb >= MIN_CHUNK {
+            nb - 16
+        } else {
+            nb
+        };
         // SAFETY: c is valid and ours; the remainder lies inside it.
         unsafe {
             let r = size - nb;
