@@ -207,7 +207,10 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         return 0;
     }
     // SAFETY: forwarded.
-    unsafe { global::usable_size(p.cast()) }
+    let n = unsafe { global::usable_size(p.cast()) };
+    // The caller may now use every usable byte (feature `asan`).
+    crate::asan::unpoison(p.cast(), n);
+    n
 }
 
 /// `malloc_trim(3)`: returns free memory to the OS, keeping `pad` bytes of top per arena;

@@ -25,6 +25,10 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
     let mut chunk_bytes = 0usize;
     let mut free_found = 0usize;
     let mut free_found_bytes = 0usize;
+    // Multiset hashes of the free chunks' addresses found in memory and in the bins: equal sums
+    // mean (with overwhelming probability) the same chunks, so a chunk in two bins while another
+    // is in none is caught without allocating a set.
+    let mut free_found_hash = 0u64;
     let top = st.top;
     let mut saw_top = false;
     let nsegs = st.nsegs;
@@ -102,6 +106,7 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
                     }
                     free_found += 1;
                     free_found_bytes += size;
+                    free_found_hash = free_found_hash.wrapping_add(mix(c.addr()));
                 }
                 if (c.flags() & IN_REGION != 0) != (top.flags() & IN_REGION != 0) && current {
                     return Err("IN_REGION flag differs from the segment's kind");
@@ -117,6 +122,7 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         // Bins.
         let mut in_bins = 0usize;
         let mut in_bins_bytes = 0usize;
+        let mut in_bins_hash = 0u64;
         for i in 1..NBINS {
             let idx = BinIdx(i);
             let s = st.bins.sentinel(idx);
@@ -143,7 +149,14 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
                         return Err("B1: large bin not sorted");
                     }
                 }
+                if !st.segs[..nsegs]
+                    .iter()
+                    .any(|&(lo, hi)| c.addr() >= lo && c.addr() + size <= hi)
+                {
+                    return Err("B: chunk in a bin lies outside the arena's segments");
+                }
                 last_size = size;
+                in_bins_hash = in_bins_hash.wrapping_add(mix(c.addr()));
                 in_bins += 1;
                 in_bins_bytes += size;
                 n += 1;
@@ -165,6 +178,9 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         }
         if in_bins != free_found || in_bins_bytes != free_found_bytes {
             return Err("free chunks in memory do not match the chunks in bins");
+        }
+        if in_bins_hash != free_found_hash {
+            return Err("B5: the set of free chunks in memory differs from the set in bins");
         }
         // Quick lists: whole in-use chunks of their class, carrying the cache key.
         let mut quick = 0usize;
@@ -199,6 +215,12 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
     Ok(())
 }
 
+/// A 64-bit mix of an address (for the multiset hashes above).
+fn mix(a: usize) -> u64 {
+    let x = (a as u64 ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x ^ (x >> 31)).wrapping_mul(0x94D0_49BB_1331_11EB)
+}
+
 /// Checks a thread cache's lists.
 ///
 /// # Safety
@@ -218,7 +240,13 @@ pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
                 if k > n {
                     return Err("T1: list longer than its count");
                 }
+                if p as usize % ALIGN != 0 {
+                    return Err("T2: cached payload misaligned");
+                }
                 let c = Chunk::from_payload(p);
+                if c.flags() & IS_MMAPPED != 0 {
+                    return Err("T2: cached chunk flagged IS_MMAPPED");
+                }
                 if !c.tag_ok()
                     || c.size() != CLASS_CHUNK_SIZE[cls] && c.size() < CLASS_CHUNK_SIZE[cls]
                 {

@@ -65,6 +65,8 @@ pub const FLAG_MASK: usize = 15;
 /// The chunk itself is free: in a bin, or the top (a bit above the size field, so that `free`
 /// sees a double free in the head it has already loaded).
 pub const FREE: usize = 1 << 44;
+/// A free chunk that stayed free across one purge interval (the next pass purges it).
+pub const AGED: usize = 1 << 45;
 
 const LOW_MASK: usize = (1 << 48) - 1;
 const SIZE_MASK: usize = ((1 << 44) - 1) & !FLAG_MASK;
@@ -187,7 +189,11 @@ impl Chunk {
 
     #[inline(always)]
     unsafe fn word(self, off: usize) -> *mut usize {
-        self.0.as_ptr().wrapping_add(off).cast()
+        let w = self.0.as_ptr().wrapping_add(off);
+        // Headers and bin links may be written inside a payload that was poisoned when it was
+        // freed (split, top carving): the allocator's own words are always addressable.
+        crate::asan::unpoison(w, 8);
+        w.cast()
     }
 
     /// The raw head word (tag, size, flags).
@@ -210,14 +216,14 @@ impl Chunk {
         unsafe { self.head() & SIZE_MASK }
     }
 
-    /// The flag bits, [`FREE`] included.
+    /// The flag bits, [`FREE`] and [`AGED`] included.
     ///
     /// # Safety
     /// As for [`Chunk::head`].
     #[inline(always)]
     pub unsafe fn flags(self) -> usize {
         // SAFETY: forwarded.
-        unsafe { self.head() & (FLAG_MASK | FREE) }
+        unsafe { self.head() & (FLAG_MASK | FREE | AGED) }
     }
 
     /// Whether the chunk's own head says it is free.
@@ -263,7 +269,7 @@ impl Chunk {
     #[inline(always)]
     pub unsafe fn set_head(self, size: usize, flags: usize) {
         debug_assert!(size & FLAG_MASK == 0 && size <= SIZE_MASK);
-        let low = size | (flags & (FLAG_MASK | FREE));
+        let low = size | (flags & (FLAG_MASK | FREE | AGED));
         // SAFETY: caller: writable.
         unsafe { self.word(8).write(low | tag_of(self.addr(), low)) };
     }
@@ -278,7 +284,7 @@ impl Chunk {
         unsafe {
             let h = self.head();
             let f = if on { h | PREV_INUSE } else { h & !PREV_INUSE };
-            self.set_head(h & SIZE_MASK, f & (FLAG_MASK | FREE));
+            self.set_head(h & SIZE_MASK, f & (FLAG_MASK | FREE | AGED));
         }
     }
 

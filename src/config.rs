@@ -38,7 +38,7 @@ pub const TOP_PAD_DEFAULT: usize = 64 << 10;
 
 /// Free bytes put back into an arena's bins since its last purge pass after which the pass
 /// returns the OS pages inside large free chunks (bytes).
-pub const PURGE_DEBT: usize = 8 << 20;
+pub const PURGE_DEBT: usize = 16 << 20;
 /// Free chunks smaller than this are never purged (bytes).
 pub const PURGE_MIN_CHUNK: usize = 64 << 10;
 

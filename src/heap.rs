@@ -583,6 +583,15 @@ impl Heap {
     /// The heap is initialised; `tc` is null, 1, or this thread's cache of this heap.
     #[inline(always)]
     pub unsafe fn malloc(&self, tc: *mut ThreadCache, n: usize) -> *mut u8 {
+        // SAFETY: forwarded.
+        let p = unsafe { self.malloc_raw(tc, n) };
+        // SAFETY: p is null or a block we just handed out.
+        unsafe { self.asan_alloc(p, n) };
+        p
+    }
+
+    #[inline(always)]
+    unsafe fn malloc_raw(&self, tc: *mut ThreadCache, n: usize) -> *mut u8 {
         if n <= MAX_CLASS_REQUEST {
             let cls = request_class(n).0;
             if has_cache(tc) {
@@ -659,6 +668,11 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn malloc_large(&self, tc: *mut ThreadCache, n: usize, zero: bool) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe { self.malloc_large_inner(tc, n, zero) }
+    }
+
+    unsafe fn malloc_large_inner(&self, tc: *mut ThreadCache, n: usize, zero: bool) -> *mut u8 {
         let Some(nb) = request_to_chunk(n) else {
             return ptr::null_mut();
         };
@@ -685,6 +699,7 @@ impl Heap {
             Some(got) => {
                 let p = Self::hand_out(got.chunk);
                 if zero && !got.zeroed {
+                    crate::asan::unpoison(p, n);
                     // SAFETY: the payload is ours, at least n bytes.
                     unsafe { ptr::write_bytes(p, 0, n) };
                 }
@@ -695,6 +710,7 @@ impl Heap {
                 Some(c) => {
                     let p = Self::hand_out(c);
                     if zero {
+                        crate::asan::unpoison(c.payload(), n);
                         // SAFETY: as above.
                         unsafe { ptr::write_bytes(p, 0, n) };
                     }
@@ -712,7 +728,10 @@ impl Heap {
     pub unsafe fn calloc(&self, tc: *mut ThreadCache, n: usize) -> *mut u8 {
         if n > MAX_CLASS_REQUEST {
             // SAFETY: forwarded.
-            return unsafe { self.malloc_large(tc, n, true) };
+            let p = unsafe { self.malloc_large(tc, n, true) };
+            // SAFETY: null or our fresh block.
+            unsafe { self.asan_alloc(p, n) };
+            return p;
         }
         // SAFETY: forwarded.
         let p = unsafe { self.malloc(tc, n) };
@@ -728,6 +747,14 @@ impl Heap {
     /// # Safety
     /// As for [`Heap::malloc`].
     pub unsafe fn memalign(&self, tc: *mut ThreadCache, align: usize, n: usize) -> *mut u8 {
+        // SAFETY: forwarded.
+        let p = unsafe { self.memalign_raw(tc, align, n) };
+        // SAFETY: null or our fresh block.
+        unsafe { self.asan_alloc(p, n) };
+        p
+    }
+
+    unsafe fn memalign_raw(&self, tc: *mut ThreadCache, align: usize, n: usize) -> *mut u8 {
         if align <= 16 {
             // SAFETY: forwarded.
             return unsafe { self.malloc(tc, n) };
@@ -820,6 +847,16 @@ impl Heap {
         if p.is_null() {
             return;
         }
+        if cfg!(feature = "asan") {
+            // SAFETY: forwarded.
+            unsafe { self.asan_free(p) };
+        }
+        // SAFETY: forwarded.
+        unsafe { self.free_raw(tc, p) }
+    }
+
+    #[inline(always)]
+    unsafe fn free_raw(&self, tc: *mut ThreadCache, p: *mut u8) {
         // SAFETY: check_ptr validates the pointer before anything is trusted.
         unsafe {
             let c = self.check_ptr(p, Op::Free);
@@ -903,6 +940,21 @@ impl Heap {
     /// # Safety
     /// As for [`Heap::free`]; `p` is non-null.
     pub unsafe fn realloc(&self, tc: *mut ThreadCache, p: *mut u8, n: usize) -> *mut u8 {
+        if cfg!(feature = "asan") {
+            // The old slack becomes readable for the copy; the old block is live until the new
+            // one exists.
+            // SAFETY: validated first.
+            let usable = unsafe { self.check_ptr(p, Op::Realloc).size() } - HEADER;
+            crate::asan::unpoison(p, usable);
+        }
+        // SAFETY: forwarded.
+        let q = unsafe { self.realloc_raw(tc, p, n) };
+        // SAFETY: null or our live block.
+        unsafe { self.asan_alloc(q, n) };
+        q
+    }
+
+    unsafe fn realloc_raw(&self, tc: *mut ThreadCache, p: *mut u8, n: usize) -> *mut u8 {
         // SAFETY: validated before use, as in `free`.
         unsafe {
             let c = self.check_ptr(p, Op::Realloc);
@@ -952,6 +1004,37 @@ impl Heap {
         }
     }
 
+    /// AddressSanitizer hook after an allocation (feature `asan`; empty otherwise).
+    ///
+    /// # Safety
+    /// `p` is null or a live block of this heap with at least `n` bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn asan_alloc(&self, p: *mut u8, n: usize) {
+        if cfg!(feature = "asan") && !p.is_null() {
+            // SAFETY: caller: live block; the header is ours to read.
+            let usable = unsafe { Chunk::from_payload(p).size() } - HEADER;
+            crate::asan::on_alloc(p, n, usable);
+        }
+    }
+
+    /// AddressSanitizer hook before a free: poison the payload past its link words; a huge
+    /// block is unpoisoned instead (its mapping goes back to the OS).
+    ///
+    /// # Safety
+    /// As for [`Heap::free`].
+    #[cold]
+    unsafe fn asan_free(&self, p: *mut u8) {
+        // SAFETY: validated first (a bad pointer aborts here, as in `free`).
+        let c = unsafe { self.check_ptr(p, Op::Free) };
+        // SAFETY: checked header.
+        let (h, usable) = unsafe { (c.head(), c.size() - HEADER) };
+        if h & IS_MMAPPED != 0 {
+            crate::asan::unpoison(p, usable);
+        } else {
+            crate::asan::on_free(p, usable);
+        }
+    }
+
     /// Usable bytes of a live block.
     ///
     /// # Safety
@@ -973,7 +1056,7 @@ impl Heap {
             g.consolidate(&self.shared);
             // SAFETY: lock held.
             released += unsafe { g.trim(&self.shared, pad) };
-            released += g.purge();
+            released += g.purge_all();
         }
         released
     }

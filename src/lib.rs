@@ -25,6 +25,7 @@
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; lint kept in Cargo.toml
 
 pub mod arena;
+pub mod asan;
 pub mod bins;
 pub mod check;
 pub mod chunk;
@@ -44,6 +45,10 @@ pub mod global;
 
 #[cfg(all(test, loom))]
 mod tests;
+
+#[cfg(all(any(test, feature = "fuzz-api"), not(all(test, loom))))]
+#[doc(hidden)]
+pub mod fuzz;
 
 pub use heap::PrivateHeap;
 pub use stats::Stats;

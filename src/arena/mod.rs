@@ -594,6 +594,14 @@ impl ArenaState {
     /// free remainder (into the unsorted bin) when the remainder can be a chunk.
     #[inline]
     unsafe fn split(&mut self, c: Chunk, size: usize, nb: usize) {
+        // Planted bug (`--cfg fuzz_mutation`, never in real builds): an off-by-16 in splitting
+        // hands out a chunk 16 bytes short, which the `ops` fuzz target must find (docs/fuzzing.md).
+        #[cfg(fuzz_mutation)]
+        let nb = if nb > MIN_CHUNK && size - nb >= MIN_CHUNK {
+            nb - 16
+        } else {
+            nb
+        };
         // SAFETY: c is valid and ours; the remainder lies inside it.
         unsafe {
             let r = size - nb;
@@ -1101,6 +1109,16 @@ impl ArenaState {
     /// chunks never wait in the unsorted bin (see `free_chunk`), so only the large bins are
     /// walked.
     pub fn purge(&mut self) -> usize {
+        self.purge_pass()
+    }
+
+    /// Purges every large free chunk now, aged or not (`malloc_trim`).
+    pub fn purge_all(&mut self) -> usize {
+        self.purge_pass();
+        self.purge_pass()
+    }
+
+    fn purge_pass(&mut self) -> usize {
         self.purge_debt = 0;
         let ps = os::page_size();
         let mut released = 0;
@@ -1112,6 +1130,12 @@ impl ArenaState {
                 let h = c.head();
                 let size = c.size();
                 if h & PURGED != 0 || size < PURGE_MIN_CHUNK {
+                    return;
+                }
+                if h & crate::chunk::AGED == 0 {
+                    // Free for less than one interval: purge it next time if it is still free
+                    // (a chunk reused soon would only fault its pages in again).
+                    c.set_head(size, c.flags() | crate::chunk::AGED);
                     return;
                 }
                 let lo = (c.addr() + 32 + ps - 1) & !(ps - 1);

@@ -32,6 +32,8 @@ pub unsafe fn set(p: *mut u8, next: *mut u8) {
     let v = next.expose_provenance() ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
     // Loom sees this raw write (it orders the link's publication); nothing outside loom.
     crate::sync::shadow::write(p.addr());
+    // A chunk carved from poisoned memory (feature `asan`): its link words become addressable.
+    crate::asan::unpoison(p, 16);
     // SAFETY: caller: writable, 16-aligned, at least 16 bytes.
     unsafe {
         p.cast::<usize>().write(v);
@@ -64,6 +66,7 @@ pub unsafe fn get(p: *mut u8) -> *mut u8 {
 /// As for [`set`].
 #[inline(always)]
 pub unsafe fn set_key(p: *mut u8) {
+    crate::asan::unpoison(p.wrapping_add(8), 8);
     // SAFETY: caller: readable and writable; word 0 holds the link written by `set`.
     unsafe {
         let w0 = p.cast::<usize>().read();
@@ -79,6 +82,7 @@ pub unsafe fn set_key(p: *mut u8) {
 /// As for [`set`].
 #[inline(always)]
 pub unsafe fn clear_key(p: *mut u8) {
+    crate::asan::unpoison(p.wrapping_add(8), 8);
     // SAFETY: caller: writable.
     unsafe { p.cast::<usize>().add(1).write(0) };
 }
