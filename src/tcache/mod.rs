@@ -42,6 +42,9 @@ type Count = crate::sync::AtomicU16;
 #[cfg(all(test, loom, loom_mutation = "tcache_count_torn"))]
 type Count = crate::sync::PlainU16;
 
+/// Chunks the first refill of a class takes.
+const FIRST_FILL: u16 = 4;
+
 /// One thread's cache.
 #[repr(C)]
 #[derive(Debug)]
@@ -49,6 +52,10 @@ pub struct ThreadCache {
     heads: [*mut u8; NCLASSES],
     counts: [Count; NCLASSES],
     maxes: [u16; NCLASSES],
+    /// Chunks the next refill of each class takes: starts small and doubles with each refill,
+    /// up to half the bound, so a class used once (a growing buffer passing through) costs a few
+    /// chunks, not half a list.
+    fills: [u16; NCLASSES],
     /// The arena this thread allocates from.
     pub arena: *const Arena,
     /// Registry links (registry lock).
@@ -81,6 +88,7 @@ impl ThreadCache {
             at.write(ThreadCache {
                 heads: [ptr::null_mut(); NCLASSES],
                 counts: core::array::from_fn(|_| Count::new(0)),
+                fills: core::array::from_fn(|c| (maxes[c] / 2).clamp(1, FIRST_FILL)),
                 maxes,
                 arena,
                 next_live: ptr::null_mut(),
@@ -168,7 +176,8 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     pub unsafe fn refill(&mut self, heap: &Heap, cls: usize) -> *mut u8 {
-        let want = (self.maxes[cls] as usize / 2).max(1);
+        let want = self.fills[cls] as usize;
+        self.fills[cls] = (self.fills[cls] * 2).min((self.maxes[cls] / 2).max(1));
         let nb = CLASS_CHUNK_SIZE[cls];
         // SAFETY: the arena pointer is valid for the heap's life.
         let own = unsafe { &*self.arena };
