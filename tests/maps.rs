@@ -9,8 +9,16 @@ use common::{mapping_of, rss, watchdog, Rng};
 #[global_allocator]
 static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
 
+/// These tests read process-wide figures (RSS, stats, mappings): one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn thread_blocks_live_in_regions_not_the_break_heap() {
+    let _serial = serial();
     watchdog(60);
     let addrs: Vec<usize> = std::thread::spawn(|| {
         let v: Vec<Box<[u8; 64]>> = (0..100).map(|_| Box::new([7u8; 64])).collect();
@@ -36,6 +44,7 @@ fn thread_blocks_live_in_regions_not_the_break_heap() {
 
 #[test]
 fn freed_huge_block_is_unmapped() {
+    let _serial = serial();
     watchdog(60);
     let mut v = vec![1u8; 8 << 20];
     v[12345] = 2;
@@ -54,6 +63,7 @@ fn freed_huge_block_is_unmapped() {
 
 #[test]
 fn rss_stays_flat_under_churn() {
+    let _serial = serial();
     watchdog(120);
     // warm up: reach the steady state
     let mut rng = Rng::new(42);
@@ -106,6 +116,7 @@ fn rss_stays_flat_under_churn() {
 
 #[test]
 fn stats_account_for_thread_caches_and_exits() {
+    let _serial = serial();
     watchdog(60);
     let before = arena_malloc::stats();
     std::thread::spawn(|| {
