@@ -1,10 +1,10 @@
 //! Free lists of one arena, used only under the arena's lock.
 //!
 //! ```text
-//! index   0        1          2 .. 63              64 .. 215
-//!        unused  unsorted   small: one size each   large: 4 per doubling from 1 KiB,
+//! index   0        1          2 .. 255             256 .. 383
+//!        unused  unsorted   small: one size each   large: 4 per doubling from 4 KiB,
 //!                           (index = size / 16)    each sorted by size, smallest first
-//! bitmap: bit i set  <=>  bin i non-empty   (bins 2..215; the unsorted bin is checked directly)
+//! bitmap: bit i set  <=>  bin i non-empty   (bins 2..383; the unsorted bin is checked directly)
 //! ```
 //!
 //! Each bin is a circular doubly-linked list through the chunks' `fd`/`bk` words. The list head
@@ -21,13 +21,16 @@ use crate::chunk::{Chunk, MIN_CHUNK};
 use crate::os::fatal;
 
 /// Number of bins (index 0 unused).
-pub const NBINS: usize = 216;
+pub const NBINS: usize = 384;
 /// The unsorted bin.
 pub const UNSORTED: BinIdx = BinIdx(1);
 /// Chunks smaller than this go to exact-size small bins.
-pub const SMALL_LIMIT: usize = 1024;
+pub const SMALL_LIMIT: usize = 4096;
 /// First large bin.
-pub const FIRST_LARGE: usize = 64;
+pub const FIRST_LARGE: usize = 256;
+/// Words of the bitmap.
+const BITMAP_WORDS: usize = NBINS / 64;
+const _: () = assert!(NBINS % 64 == 0 && SMALL_LIMIT >> 4 == FIRST_LARGE);
 
 /// A bin index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,7 +44,7 @@ pub fn bin_index(size: usize) -> BinIdx {
     } else {
         let e = (usize::BITS - 1 - size.leading_zeros()) as usize;
         let j = (size >> (e - 2)) & 3;
-        BinIdx((FIRST_LARGE + (e - 10) * 4 + j).min(NBINS - 1))
+        BinIdx((FIRST_LARGE + (e - 12) * 4 + j).min(NBINS - 1))
     }
 }
 
@@ -57,7 +60,7 @@ struct BinHead {
 #[derive(Debug)]
 pub struct Bins {
     heads: [BinHead; NBINS],
-    bitmap: [u64; 4],
+    bitmap: [u64; BITMAP_WORDS],
     /// Sum of the sizes of all chunks in the bins (B4).
     pub free_bytes: usize,
     /// Number of chunks in the bins.
@@ -78,7 +81,7 @@ impl Bins {
                 fd: core::ptr::null_mut(),
                 bk: core::ptr::null_mut(),
             }; NBINS],
-            bitmap: [0; 4],
+            bitmap: [0; BITMAP_WORDS],
             free_bytes: 0,
             free_chunks: 0,
         }
@@ -93,7 +96,7 @@ impl Bins {
             let s = self.sentinel(BinIdx(i)).ptr();
             self.heads[i] = BinHead { fd: s, bk: s };
         }
-        self.bitmap = [0; 4];
+        self.bitmap = [0; BITMAP_WORDS];
         self.free_bytes = 0;
         self.free_chunks = 0;
     }
@@ -140,7 +143,7 @@ impl Bins {
     #[inline]
     pub fn first_nonempty_from(&self, from: usize) -> Option<BinIdx> {
         let mut w = from >> 6;
-        if w >= 4 {
+        if w >= BITMAP_WORDS {
             return None;
         }
         let mut bits = self.bitmap[w] & (!0u64 << (from & 63));
@@ -149,7 +152,7 @@ impl Bins {
                 return Some(BinIdx(w * 64 + bits.trailing_zeros() as usize));
             }
             w += 1;
-            if w == 4 {
+            if w == BITMAP_WORDS {
                 return None;
             }
             bits = self.bitmap[w];
@@ -193,12 +196,20 @@ impl Bins {
             if i.0 < FIRST_LARGE {
                 Self::link(s, c, s.fd());
             } else {
-                // Ascending order: insert before the first chunk at least as large.
-                let mut after = s.fd();
-                while after != s && after.size() < size {
-                    after = after.fd();
+                // Ascending order: insert before the first chunk at least as large. Appending
+                // the largest and prepending the smallest take no walk.
+                let (first, last) = (s.fd(), s.bk());
+                if first == s || size <= first.size() {
+                    Self::link(s, c, first);
+                } else if size >= last.size() {
+                    Self::link(last, c, s);
+                } else {
+                    let mut after = first.fd();
+                    while after != s && after.size() < size {
+                        after = after.fd();
+                    }
+                    Self::link(after.bk(), c, after);
                 }
-                Self::link(after.bk(), c, after);
             }
         }
         self.mark(i.0);
@@ -280,6 +291,11 @@ impl Bins {
         let s = self.sentinel(i);
         // SAFETY: walk of a valid list (B3).
         unsafe {
+            // The largest is last: nothing fits without a walk.
+            let last = s.bk();
+            if last == s || last.size() < size {
+                return None;
+            }
             let mut c = s.fd();
             while c != s {
                 if c.size() >= size {
@@ -320,9 +336,11 @@ mod tests {
         assert_eq!(bin_index(32), BinIdx(2));
         assert_eq!(bin_index(1008), BinIdx(63));
         assert_eq!(bin_index(1024), BinIdx(64));
-        assert_eq!(bin_index(1279), BinIdx(64));
-        assert_eq!(bin_index(1280), BinIdx(65));
-        assert_eq!(bin_index(2048), BinIdx(68));
+        assert_eq!(bin_index(4080), BinIdx(255));
+        assert_eq!(bin_index(4096), BinIdx(256));
+        assert_eq!(bin_index(5119), BinIdx(256));
+        assert_eq!(bin_index(5120), BinIdx(257));
+        assert_eq!(bin_index(8192), BinIdx(260));
         assert!(bin_index(crate::chunk::MAX_CHUNK_SIZE).0 < NBINS);
         let mut prev = 0;
         let mut s = 32;
@@ -344,7 +362,7 @@ mod tests {
         // SAFETY: bins is boxed (stable address); chunks are disjoint parts of `buf`.
         unsafe {
             bins.init();
-            let sizes = [32usize, 48, 1024, 4096, 1104, 1200, 1104, 2000, 48];
+            let sizes = [32usize, 48, 4096, 16384, 4416, 4800, 4416, 8000, 48];
             let mut chunks = Vec::new();
             let mut off = 0;
             for &sz in &sizes {
@@ -355,14 +373,14 @@ mod tests {
                 chunks.push((c, sz));
             }
             assert_eq!(bins.free_bytes, sizes.iter().sum::<usize>());
-            // large bin 64 holds 1024, 1100, 1100, 1200 sorted
+            // large bin 256 holds 4096, 4416, 4416, 4800 sorted
             let mut seen = Vec::new();
-            bins.for_each(BinIdx(64), |c| seen.push(c.size()));
-            assert_eq!(seen, vec![1024, 1104, 1104, 1200]);
-            assert_eq!(bins.best_fit(BinIdx(64), 1105).unwrap().size(), 1200);
-            assert!(bins.best_fit(BinIdx(64), 1201).is_none());
+            bins.for_each(BinIdx(256), |c| seen.push(c.size()));
+            assert_eq!(seen, vec![4096, 4416, 4416, 4800]);
+            assert_eq!(bins.best_fit(BinIdx(256), 4417).unwrap().size(), 4800);
+            assert!(bins.best_fit(BinIdx(256), 4801).is_none());
             assert_eq!(bins.first_nonempty_from(3), Some(BinIdx(bin_index(48).0)));
-            assert_eq!(bins.first_nonempty_from(65), Some(bin_index(2000)));
+            assert_eq!(bins.first_nonempty_from(257), Some(bin_index(8000)));
             for (c, sz) in chunks {
                 bins.unlink(c, sz);
             }
