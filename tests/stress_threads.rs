@@ -30,6 +30,7 @@ fn alloc_block(rng: &mut Rng, max: usize) -> Block {
     let p = unsafe { GLOBAL.alloc(layout(len)) };
     assert!(!p.is_null(), "alloc({len}) failed");
     assert_eq!(p as usize % 16, 0);
+    // SAFETY: `p` was just allocated with `len` bytes.
     unsafe { fill(p, len, seed) };
     Block {
         p: p as usize,

@@ -28,6 +28,7 @@ thread_local! {
 
 unsafe extern "C" fn key_dtor(p: *mut libc::c_void) {
     // a pthread key destructor that runs after ours (its key was made later): free and allocate
+    // SAFETY: the value was made by Box::into_raw in the thread that set it.
     let b: Box<Vec<u64>> = unsafe { Box::from_raw(p.cast()) };
     let s: u64 = b.iter().sum();
     let again = vec![s; 100];
@@ -44,8 +45,8 @@ fn destructors_allocate_after_the_cache_is_gone() {
     let mut key: libc::pthread_key_t = 0;
     // make sure our own key exists first (the allocator makes it at its first use)
     drop(Box::new(1u8));
-    // SAFETY: plain key creation with a destructor that never unwinds.
     assert_eq!(
+        // SAFETY: plain key creation; the destructor never unwinds.
         unsafe { libc::pthread_key_create(&mut key, Some(key_dtor)) },
         0
     );

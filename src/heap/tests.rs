@@ -35,6 +35,7 @@ struct Live {
 
 unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
     for i in 0..len {
+        // SAFETY: caller: `p` is writable for `len` bytes.
         unsafe { *p.add(i) = seed ^ (i as u8) };
     }
 }
@@ -42,6 +43,7 @@ unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
 unsafe fn verify(p: *mut u8, len: usize, seed: u8) {
     for i in 0..len {
         assert_eq!(
+            // SAFETY: caller: `p` is readable for `len` bytes.
             unsafe { *p.add(i) },
             seed ^ (i as u8),
             "byte {i} of a {len}-byte block"

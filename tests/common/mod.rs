@@ -50,6 +50,7 @@ impl Rng {
 /// `p` is valid for `len` bytes of writes.
 pub unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
     for i in 0..len {
+        // SAFETY: caller: `p` is writable for `len` bytes and `i < len`.
         unsafe { *p.add(i) = seed.wrapping_add(i as u8).wrapping_mul(31) };
     }
 }
@@ -60,6 +61,7 @@ pub unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
 /// # Safety
 /// `p` is valid for `len` bytes of reads.
 pub unsafe fn check(p: *const u8, len: usize, seed: u8) -> bool {
+    // SAFETY: caller: `p` is readable for `len` bytes and `i < len`.
     let ok = |i: usize| unsafe { *p.add(i) == seed.wrapping_add(i as u8).wrapping_mul(31) };
     if len <= 512 {
         return (0..len).all(ok);
