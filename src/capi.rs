@@ -11,6 +11,15 @@ use core::ptr;
 use crate::global;
 use crate::os;
 
+/// Returns `p`, setting `errno` to `ENOMEM` when it is null (glibc's failure convention).
+#[inline]
+fn or_enomem(p: *mut u8) -> *mut c_void {
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
 #[inline]
 fn set_errno(e: c_int) {
     // SAFETY: the errno location is valid for the calling thread.
@@ -24,11 +33,7 @@ fn set_errno(e: c_int) {
 #[cfg_attr(feature = "override", no_mangle)]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
     // SAFETY: forwarded.
-    let p = unsafe { global::malloc(n) };
-    if p.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    p.cast()
+    or_enomem(unsafe { global::malloc(n) })
 }
 
 /// `free(3)`: null is ignored; a pointer we did not return, or one already freed, aborts with
@@ -63,11 +68,7 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
         return ptr::null_mut();
     };
     // SAFETY: forwarded.
-    let p = unsafe { global::calloc(total) };
-    if p.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    p.cast()
+    or_enomem(unsafe { global::calloc(total) })
 }
 
 /// `realloc(3)` as glibc: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
@@ -87,11 +88,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     // SAFETY: forwarded.
-    let q = unsafe { global::realloc(p.cast(), n) };
-    if q.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    q.cast()
+    or_enomem(unsafe { global::realloc(p.cast(), n) })
 }
 
 /// `reallocarray(3)`: `realloc(p, n * size)` with overflow giving null and `ENOMEM`.
@@ -141,11 +138,7 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, n: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     // SAFETY: forwarded.
-    let p = unsafe { global::memalign(align, n) };
-    if p.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    p.cast()
+    or_enomem(unsafe { global::memalign(align, n) })
 }
 
 /// `memalign(3)`: as glibc, an alignment that is not a power of two is rounded up to one.
@@ -166,11 +159,7 @@ pub unsafe extern "C" fn memalign(align: usize, n: usize) -> *mut c_void {
         }
     };
     // SAFETY: forwarded.
-    let p = unsafe { global::memalign(align, n) };
-    if p.is_null() {
-        set_errno(libc::ENOMEM);
-    }
-    p.cast()
+    or_enomem(unsafe { global::memalign(align, n) })
 }
 
 /// `valloc(3)`: page-aligned.

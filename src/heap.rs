@@ -513,51 +513,35 @@ impl Heap {
                 );
                 let mut bytes = 0;
                 let mut p = head;
-                match guard {
-                    // One pass: free this arena's chunks at once, keep the others for later.
-                    Some(mut g) => {
-                        while !p.is_null() {
-                            let next = link::get(p);
-                            let c = Chunk::from_payload(p);
-                            if ptr::eq(self.arena_of(c), a) {
-                                g.release(sh, c);
-                            } else {
-                                if rest.is_null() {
-                                    rest = p;
-                                } else {
-                                    link::set(rest_tail, p);
-                                }
-                                rest_tail = p;
-                            }
-                            p = next;
+                let mut guard = guard;
+                // One pass: this arena's chunks are released at once when we hold its lock, or
+                // gathered for its remote list when the lock is busy; the others wait for later.
+                while !p.is_null() {
+                    let next = link::get(p);
+                    let c = Chunk::from_payload(p);
+                    if !ptr::eq(self.arena_of(c), a) {
+                        if rest.is_null() {
+                            rest = p;
+                        } else {
+                            link::set(rest_tail, p);
                         }
-                    }
-                    // The lock is busy: hand this arena's chunks over through its remote list.
-                    None => {
-                        while !p.is_null() {
-                            let next = link::get(p);
-                            let c = Chunk::from_payload(p);
-                            if ptr::eq(self.arena_of(c), a) {
-                                if mine.is_null() {
-                                    mine = p;
-                                } else {
-                                    link::set(mine_tail, p);
-                                }
-                                mine_tail = p;
-                                bytes += c.size();
-                            } else {
-                                if rest.is_null() {
-                                    rest = p;
-                                } else {
-                                    link::set(rest_tail, p);
-                                }
-                                rest_tail = p;
-                            }
-                            p = next;
+                        rest_tail = p;
+                    } else if let Some(g) = guard.as_mut() {
+                        g.release(sh, c);
+                    } else {
+                        if mine.is_null() {
+                            mine = p;
+                        } else {
+                            link::set(mine_tail, p);
                         }
-                        link::set(mine_tail, ptr::null_mut());
-                        a.push_remote(mine, mine_tail, bytes);
+                        mine_tail = p;
+                        bytes += c.size();
                     }
+                    p = next;
+                }
+                if !mine.is_null() {
+                    link::set(mine_tail, ptr::null_mut());
+                    a.push_remote(mine, mine_tail, bytes);
                 }
                 if !rest_tail.is_null() {
                     link::set(rest_tail, ptr::null_mut());

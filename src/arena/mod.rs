@@ -618,6 +618,21 @@ impl ArenaState {
         }
     }
 
+    /// Takes a free chunk out of its bin and splits it for a request of `nb` bytes.
+    #[inline]
+    unsafe fn take_split(&mut self, c: Chunk, nb: usize) -> Got {
+        // SAFETY: caller: `c` is a free chunk in this arena's bins, at least `nb` bytes.
+        unsafe {
+            let size = c.size();
+            self.bins.unlink(c, size);
+            self.split(c, size, nb);
+        }
+        Got {
+            chunk: c,
+            zeroed: false,
+        }
+    }
+
     /// Allocates a chunk of exactly `nb` bytes (a multiple of 16, ≥ `MIN_CHUNK`) or a little more.
     ///
     /// # Safety
@@ -672,13 +687,7 @@ impl ArenaState {
             let idx = bin_index(nb);
             if idx.0 >= FIRST_LARGE {
                 if let Some(c) = self.bins.best_fit(idx, nb) {
-                    let size = c.size();
-                    self.bins.unlink(c, size);
-                    self.split(c, size, nb);
-                    return Some(Got {
-                        chunk: c,
-                        zeroed: false,
-                    });
+                    return Some(self.take_split(c, nb));
                 }
             }
             if let Some(b) = self.bins.first_nonempty_from(idx.0 + 1) {
@@ -686,13 +695,7 @@ impl ArenaState {
                     Some(c) => c,
                     None => fatal("bin bitmap out of sync with its bins"),
                 };
-                let size = c.size();
-                self.bins.unlink(c, size);
-                self.split(c, size, nb);
-                return Some(Got {
-                    chunk: c,
-                    zeroed: false,
-                });
+                return Some(self.take_split(c, nb));
             }
             if self.quick_bytes > 0 && self.top.size() < nb + TOP_MIN {
                 // Merge the quick lists into the bins before asking the OS for more.
