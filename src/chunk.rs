@@ -28,7 +28,7 @@
 //! that merged into a free neighbour), so a second `free` is caught from the head alone.
 //!
 //! The top 16 bits of the head are a tag: a keyed hash of the chunk's address and the low 48
-//! bits. Every head write sets it; `free` and `realloc` check it, so a pointer we never returned
+//! bits (15 bits of it; bit 48 is always set, so a zero word is never a valid head). Every head write sets it; `free` and `realloc` check it, so a pointer we never returned
 //! or a header overwritten by an overflow is caught before anything trusts its size.
 //!
 //! # Invariants
@@ -118,10 +118,17 @@ pub fn init_secrets() {
     }
 }
 
+/// The keyed hash behind a tag: its top 16 bits, with bit 48 forced on, are the tag.
+#[inline(always)]
+fn tag_hash(addr: usize, low: usize) -> usize {
+    let s = SECRET.load(Ordering::Relaxed);
+    // Bit 48 is always set: a zero word (untouched reserved memory) never passes for a head.
+    (addr.rotate_left(29) ^ low ^ s).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 48
+}
+
 #[inline(always)]
 fn tag_of(addr: usize, low: usize) -> usize {
-    let s = SECRET.load(Ordering::Relaxed);
-    ((addr.rotate_left(29) ^ low ^ s).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) << 48
+    tag_hash(addr, low) & !LOW_MASK
 }
 
 /// A pointer to a chunk header.
@@ -249,7 +256,8 @@ impl Chunk {
     /// Whether the tag of a head word matches this chunk's address.
     #[inline(always)]
     pub fn tag_matches(self, head: usize) -> bool {
-        tag_of(self.addr(), head & LOW_MASK) == head & !LOW_MASK
+        // The tags agree exactly when the top 16 bits of hash ^ head are zero.
+        (tag_hash(self.addr(), head & LOW_MASK) ^ head) <= LOW_MASK
     }
 
     /// Whether the header's tag is right (I4).

@@ -19,7 +19,8 @@ use crate::chunk::{Chunk, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
-    chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST,
+    chunk_class, request_class, request_to_chunk, ClassIdx, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST,
+    SMALL_MAX_REQUEST,
 };
 use crate::stats::Stats;
 use crate::sync::process::{AtomicBool as PAtomicBool, AtomicUsize as PAtomicUsize};
@@ -234,6 +235,8 @@ impl Heap {
                 Growth::Brk => g.first_brk(sh) || g.first_fallback(sh),
                 _ => match os::map_aligned(t.main_reserve, crate::config::REGION_SIZE, false) {
                     Some(base) if os::commit(base, COMMIT_STEP) => {
+                        // R1: the whole reservation is readable and ours until `Drop`.
+                        region::register(base as usize, t.main_reserve, true);
                         self.main_reserve.store(base as usize, Ordering::Relaxed);
                         self.main_reserve_len
                             .store(t.main_reserve, Ordering::Relaxed);
@@ -353,38 +356,44 @@ impl Heap {
         #[cfg(loom_mutation = "attach_unlocked")]
         let a = self.attach_locked();
         let mut reg = self.registry.lock();
-        let tc = if !reg.free_caches.is_null() {
+        let count = self.tcache_count.load(Ordering::Relaxed);
+        let max_size = self.tcache_max_size.load(Ordering::Relaxed);
+        let (tc, bytes) = if !reg.free_caches.is_null() {
             let tc = reg.free_caches;
-            // SAFETY: free caches are linked through next_live under the registry lock.
-            reg.free_caches = unsafe { (*tc).next_live };
-            tc
+            // SAFETY: free caches are linked through next_live under the registry lock; a
+            // recycled cache keeps its stacks area (bounds are cut to fit it if the settings grew).
+            unsafe {
+                reg.free_caches = (*tc).next_live;
+                let bytes = core::mem::size_of::<ThreadCache>() + (*tc).capacity() * 8;
+                (tc, bytes)
+            }
         } else {
-            let size = (core::mem::size_of::<ThreadCache>() + 63) & !63;
+            let size = (ThreadCache::footprint(count, max_size) + 63) & !63;
             if reg.slab_left < size {
-                let Some(s) = os::map(SLAB_SIZE) else {
+                let len = (size + 64).max(SLAB_SIZE).next_multiple_of(os::page_size());
+                let Some(s) = os::map(len) else {
                     return ptr::null_mut();
                 };
-                // SAFETY: the slab's first word links slabs for teardown.
-                unsafe { s.cast::<*mut u8>().write(reg.slabs) };
+                // SAFETY: the slab's first two words link slabs and give their length, for
+                // teardown.
+                unsafe {
+                    s.cast::<*mut u8>().write(reg.slabs);
+                    s.cast::<usize>().add(1).write(len);
+                }
                 reg.slabs = s;
                 reg.slab = s.wrapping_add(64);
-                reg.slab_left = SLAB_SIZE - 64;
+                reg.slab_left = len - 64;
             }
             let tc = reg.slab.cast::<ThreadCache>();
             reg.slab = reg.slab.wrapping_add(size);
             reg.slab_left -= size;
-            tc
+            (tc, size)
         };
         #[cfg(not(loom_mutation = "attach_unlocked"))]
         let a = self.attach_locked();
         // SAFETY: tc is unused metadata memory, aligned.
         unsafe {
-            ThreadCache::init_at(
-                tc,
-                a,
-                self.tcache_count.load(Ordering::Relaxed),
-                self.tcache_max_size.load(Ordering::Relaxed),
-            );
+            ThreadCache::init_at(tc, bytes, a, count, max_size);
             (*tc).next_live = reg.live;
             if !reg.live.is_null() {
                 (*reg.live).prev_live = tc;
@@ -489,64 +498,53 @@ impl Heap {
         }
     }
 
-    /// Frees a chain of chunks (payloads linked through `tcache::link`), one lock hold per
-    /// arena; when `may_defer` and an arena's lock is busy, its chunks go onto its remote list.
+    /// Gives chunks back to their arenas: one lock hold per arena, or — with `may_defer`, when
+    /// an arena's lock is busy — onto that arena's lock-free remote list in one push. The slice
+    /// is scratch space (its order is changed).
     ///
     /// # Safety
-    /// Every chunk in the chain is in use, belongs to this heap, and is the caller's.
-    pub unsafe fn release_chain(&self, mut head: *mut u8, may_defer: bool) {
+    /// Every pointer is the payload of a checked, in-use chunk of this heap that the caller owns
+    /// and gives up.
+    pub unsafe fn release_slice(&self, ps: &mut [*mut u8], may_defer: bool) {
         let sh = &self.shared;
-        while !head.is_null() {
-            // SAFETY: caller: chain members are checked, in-use chunks of ours.
+        let mut n = ps.len();
+        while n > 0 {
+            // SAFETY: caller: members are checked, in-use chunks of ours.
             unsafe {
-                let a: &Arena = self.arena_of(Chunk::from_payload(head));
-                let guard = if may_defer {
+                let a: &Arena = self.arena_of(Chunk::from_payload(ps[0]));
+                let mut guard = if may_defer {
                     a.try_lock()
                 } else {
                     Some(a.lock())
                 };
-                let (mut mine, mut mine_tail, mut rest, mut rest_tail) = (
-                    ptr::null_mut::<u8>(),
-                    ptr::null_mut::<u8>(),
-                    ptr::null_mut::<u8>(),
-                    ptr::null_mut::<u8>(),
-                );
+                let (mut mine, mut mine_tail) = (ptr::null_mut::<u8>(), ptr::null_mut::<u8>());
                 let mut bytes = 0;
-                let mut p = head;
-                let mut guard = guard;
+                let mut rest = 0;
                 // One pass: this arena's chunks are released at once when we hold its lock, or
-                // gathered for its remote list when the lock is busy; the others wait for later.
-                while !p.is_null() {
-                    let next = link::get(p);
+                // chained for its remote list when the lock is busy; the others move to the
+                // front of the slice for a later pass.
+                for i in 0..n {
+                    let p = ps[i];
                     let c = Chunk::from_payload(p);
                     if !ptr::eq(self.arena_of(c), a) {
-                        if rest.is_null() {
-                            rest = p;
-                        } else {
-                            link::set(rest_tail, p);
-                        }
-                        rest_tail = p;
+                        ps[rest] = p;
+                        rest += 1;
                     } else if let Some(g) = guard.as_mut() {
                         g.release(sh, c);
                     } else {
-                        if mine.is_null() {
-                            mine = p;
-                        } else {
-                            link::set(mine_tail, p);
+                        link::set(p, mine);
+                        if mine_tail.is_null() {
+                            mine_tail = p;
                         }
-                        mine_tail = p;
+                        mine = p;
                         bytes += c.size();
                     }
-                    p = next;
                 }
+                drop(guard);
                 if !mine.is_null() {
-                    link::set(mine_tail, ptr::null_mut());
                     a.push_remote(mine, mine_tail, bytes);
                 }
-                if !rest_tail.is_null() {
-                    link::set(rest_tail, ptr::null_mut());
-                }
-                head = rest;
+                n = rest;
             }
         }
     }
@@ -845,18 +843,22 @@ impl Heap {
         unsafe {
             let c = self.check_ptr(p, Op::Free);
             let h = c.head();
-            if h & IS_MMAPPED != 0 {
-                return self.free_huge(c);
-            }
-            if h & FREE != 0 {
-                fatal("free(): double free (chunk is already free)");
+            if h & (IS_MMAPPED | FREE) != 0 {
+                return self.free_huge_or_free(c, h);
             }
             let size = c.size();
             if link::has_key(p) {
                 self.double_free_cached(tc, p, size);
             }
             if has_cache(tc) {
-                if let Some(cls) = chunk_class(size) {
+                // The small classes inline (16-byte steps), the others through the table.
+                let small = size.wrapping_sub(MIN_CHUNK);
+                let cls = if small <= SMALL_MAX_REQUEST + HEADER - MIN_CHUNK {
+                    Some(ClassIdx(small >> 4))
+                } else {
+                    chunk_class(size)
+                };
+                if let Some(cls) = cls {
                     let t = &mut *tc;
                     if t.push(cls.0, p) {
                         return;
@@ -898,9 +900,13 @@ impl Heap {
         }
     }
 
+    /// `free` of a checked chunk whose head `h` says huge or free (a double free).
     #[cold]
     #[inline(never)]
-    unsafe fn free_huge(&self, c: Chunk) {
+    unsafe fn free_huge_or_free(&self, c: Chunk, h: usize) {
+        if h & IS_MMAPPED == 0 {
+            fatal("free(): double free (chunk is already free)");
+        }
         // SAFETY: caller: checked huge chunk.
         unsafe {
             crate::huge::check(c);
@@ -1147,6 +1153,7 @@ impl Heap {
             }
             let base = self.main_reserve.load(Ordering::Relaxed);
             if base != 0 {
+                region::register(base, self.main_reserve_len.load(Ordering::Relaxed), false);
                 os::unmap(
                     ptr::with_exposed_provenance_mut(base),
                     self.main_reserve_len.load(Ordering::Relaxed),
@@ -1162,7 +1169,7 @@ impl Heap {
             drop(reg);
             while !s.is_null() {
                 let next = s.cast::<*mut u8>().read();
-                os::unmap(s, SLAB_SIZE);
+                os::unmap(s, s.cast::<usize>().add(1).read());
                 s = next;
             }
         }

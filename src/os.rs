@@ -6,7 +6,9 @@
 //! - failures come back as `None`/`false`, never as an abort — except [`fatal`], whose job it is.
 //!
 //! Memory states used by the arenas:
-//! - *reserved*: address space mapped `PROT_NONE`, not counted in RSS or commit charge;
+//! - *reserved*: address space mapped read-only (`PROT_READ`, `MAP_NORESERVE`), never written:
+//!   not counted in RSS or commit charge, and reading it returns zeros instead of faulting, so
+//!   `free` may read a claimed header anywhere in a reservation without a bound check;
 //! - *committed*: readable and writable; fresh pages read as zero;
 //! - *purged*: still committed, but its OS pages were dropped (`MADV_DONTNEED`): reads return zero,
 //!   RSS drops at once.
@@ -67,13 +69,13 @@ pub fn map(len: usize) -> Option<*mut u8> {
 }
 
 /// Maps `len` bytes aligned to `align` (a power of two ≥ the OS page size), reserved only
-/// (`PROT_NONE`) when `commit` is false, else read-write and zeroed.
+/// (read-only, see the module doc) when `commit` is false, else read-write and zeroed.
 pub fn map_aligned(len: usize, align: usize, commit: bool) -> Option<*mut u8> {
     let total = len.checked_add(align)?;
     let prot = if commit {
         libc::PROT_READ | libc::PROT_WRITE
     } else {
-        libc::PROT_NONE
+        libc::PROT_READ
     };
     // SAFETY: see `mmap_raw`.
     let base = unsafe { mmap_raw(total, prot, libc::MAP_NORESERVE)? };
@@ -101,7 +103,8 @@ pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
     unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
-/// Returns committed pages to the reserved state: RSS drops at once, later reads fault.
+/// Returns committed pages to the reserved state: RSS drops at once, later reads see zeros and
+/// writes fault.
 ///
 /// # Safety
 /// As for [`commit`]; nothing may use the range afterwards until it is committed again.
@@ -109,7 +112,7 @@ pub unsafe fn decommit(p: *mut u8, len: usize) {
     // SAFETY: the caller owns the range and no longer uses its contents.
     unsafe {
         libc::madvise(p.cast(), len, libc::MADV_DONTNEED);
-        libc::mprotect(p.cast(), len, libc::PROT_NONE);
+        libc::mprotect(p.cast(), len, libc::PROT_READ);
     }
 }
 
@@ -383,7 +386,10 @@ mod tests {
         assert!(!readable(16 as *const u8, 8));
         let r = map_aligned(1 << 20, 1 << 20, false).unwrap();
         assert_eq!(r as usize & ((1 << 20) - 1), 0);
-        assert!(!readable(r, 16));
+        // Reserved memory is read-only zeros (see the module doc).
+        assert!(readable(r, 16));
+        // SAFETY: r is our mapping, 16 bytes are readable.
+        assert_eq!(unsafe { r.cast::<u128>().read() }, 0);
         // SAFETY: r is our mapping.
         unsafe {
             assert!(commit(r, 4096));

@@ -336,28 +336,28 @@ mod loom_mutex {
     }
 }
 
-/// A plain (non-atomic) `u16` in a loom cell with the atomics' `load`/`store` API: the
-/// `tcache_count_torn` mutation swaps it in for the thread caches' counts, so that loom reports
-/// the statistics reader's unsynchronised read of a count that its owner writes.
+/// A plain (non-atomic) pointer in a loom cell with the atomics' `load`/`store` API: the
+/// `tcache_count_torn` mutation swaps it in for the thread caches' stack tops, so that loom
+/// reports the statistics reader's unsynchronised read of a top that its owner writes.
 #[cfg(all(test, loom))]
 #[derive(Debug)]
-pub struct PlainU16(loom::cell::UnsafeCell<u16>);
+pub struct PlainPtr<T>(loom::cell::UnsafeCell<*mut T>);
 
 #[cfg(all(test, loom))]
-impl PlainU16 {
+impl<T> PlainPtr<T> {
     /// A new value.
-    pub fn new(v: u16) -> Self {
-        PlainU16(loom::cell::UnsafeCell::new(v))
+    pub fn new(v: *mut T) -> Self {
+        PlainPtr(loom::cell::UnsafeCell::new(v))
     }
     /// Reads the value (a tracked, non-atomic read; `_o` is ignored).
     #[track_caller]
-    pub fn load(&self, _o: Ordering) -> u16 {
-        // SAFETY: loom checks the access; the value is a plain u16.
+    pub fn load(&self, _o: Ordering) -> *mut T {
+        // SAFETY: loom checks the access; the value is a plain pointer.
         self.0.with(|p| unsafe { *p })
     }
     /// Writes the value (a tracked, non-atomic write; `_o` is ignored).
     #[track_caller]
-    pub fn store(&self, v: u16, _o: Ordering) {
+    pub fn store(&self, v: *mut T, _o: Ordering) {
         // SAFETY: as for `load`.
         self.0.with_mut(|p| unsafe { *p = v });
     }

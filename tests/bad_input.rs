@@ -81,7 +81,7 @@ const CASES: &[(&str, &str)] = &[
     ("interior_pointer", "invalid pointer"),
     ("misaligned_pointer", "misaligned"),
     ("overwritten_header", "corrupted"),
-    ("write_after_free", "corrupted free-list link"),
+    ("write_after_free", "write after free"),
 ];
 
 #[test]

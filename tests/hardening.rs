@@ -346,7 +346,7 @@ fn realloc_freed_huge() {
 fn write_after_free_cached_link() {
     case(
         "write_after_free_cached_link",
-        "corrupted free-list link",
+        "overwritten (write after free?)",
         || unsafe {
             let a = m(48);
             let b = m(48);
@@ -365,7 +365,7 @@ fn write_after_free_cached_link() {
 fn write_after_free_cached_one_byte() {
     case(
         "write_after_free_cached_one_byte",
-        "corrupted free-list link",
+        "overwritten (write after free?)",
         || unsafe {
             let a = m(48);
             let b = m(48);

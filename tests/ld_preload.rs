@@ -237,7 +237,7 @@ fn misuse_from_c_aborts_with_message() {
         ("double_free", "double free"),
         ("stack", "points into the stack"),
         ("overflow", "corrupted chunk header"),
-        ("uaf_write", "corrupted free-list link"),
+        ("uaf_write", "write after free"),
         ("realloc_freed", "realloc(): pointer already freed"),
     ] {
         let o = run_with_timeout(preloaded(&exe).arg(case), Duration::from_secs(60));

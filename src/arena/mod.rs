@@ -742,7 +742,6 @@ impl ArenaState {
                     }
                     let p = c.payload();
                     link::set(p, self.quick[cls.0]);
-                    link::set_key(p);
                     self.quick[cls.0] = p;
                     self.quick_bytes += size;
                     if self.quick_bytes > QUICK_MAX_BYTES {

@@ -10,20 +10,23 @@
 //!        | chunks ...                 |
 //!        | top                        |
 //!        +----------------------------+  <- base + committed
-//!        | reserved (PROT_NONE)       |
+//!        | reserved (read-only zeros) |
 //! 64 MiB +----------------------------+
 //! ```
 //!
 //! Any chunk flagged `IN_REGION` finds its header by masking its address with
 //! `!(REGION_SIZE - 1)`, and its arena through the header. A process-wide bitmap (one bit per
-//! 64 MiB of address space) records which aligned addresses are region bases, so that `free`
-//! can tell a region pointer from a wild one without touching memory that may not be mapped.
+//! 64 MiB of address space) records which granules are wholly heap reservations — regions, and
+//! the main arena's aligned reservation — so that `free` can tell a heap pointer from a wild
+//! one with one bit test: every byte of a reservation is readable (committed, or reserved
+//! read-only, reading as zero), so reading a claimed header there never faults, and the
+//! header's tag (never zero) rejects anything that is not a chunk.
 //!
 //! # Invariants
-//! - R1: a region's bitmap bit is set from just after it is mapped until just before it is
-//!   unmapped.
-//! - R2: `committed` only changes under the owning arena's lock; readers without the lock use it
-//!   only to bound a read of memory a caller claims to own.
+//! - R1: a granule's bitmap bit is set only while the whole granule is mapped, readable, and
+//!   ours (a region from just after it is mapped until just before it is unmapped; the main
+//!   reservation likewise).
+//! - R2: `committed` only changes under the owning arena's lock.
 
 use crate::arena::Arena;
 use crate::config::{REGION_SHIFT, REGION_SIZE};
@@ -58,23 +61,35 @@ fn slot(addr: usize) -> Option<(usize, u64)> {
     }
 }
 
-/// Whether `addr` lies in the committed part of a live region.
+/// Whether `addr` lies in a live heap reservation (a region or the main reservation): R1, so
+/// reading there does not fault.
 #[inline(always)]
 pub fn contains(addr: usize) -> bool {
     let Some((w, bit)) = slot(addr) else {
         return false;
     };
-    if REGION_MAP[w].load(Ordering::Acquire) & bit == 0 {
-        return false;
+    // Acquire: pairs with the Release in `register`, publishing a region's header.
+    REGION_MAP[w].load(Ordering::Acquire) & bit != 0
+}
+
+/// Marks (or, with `on` false, unmarks) every whole granule of the reservation
+/// `[base, base+len)` (`base` a multiple of `REGION_SIZE`; a partial last granule stays unmarked).
+///
+/// # Safety
+/// R1: marking, the reservation is mapped, readable and ours until it is unmarked.
+pub unsafe fn register(base: usize, len: usize, on: bool) {
+    let mut g = base;
+    while g + REGION_SIZE <= base + len {
+        if let Some((w, bit)) = slot(g) {
+            if on {
+                // Release: pairs with the Acquire in `contains`.
+                REGION_MAP[w].fetch_or(bit, Ordering::Release);
+            } else {
+                REGION_MAP[w].fetch_and(!bit, Ordering::Release);
+            }
+        }
+        g += REGION_SIZE;
     }
-    let base = addr & !(REGION_SIZE - 1);
-    // SAFETY: R1: the bit is set, so the header at `base` is mapped and initialised.
-    let committed = unsafe {
-        (*(base as *const RegionHeader))
-            .committed
-            .load(Ordering::Relaxed)
-    };
-    addr - base < committed
 }
 
 /// The header of the region holding `addr`.
@@ -110,9 +125,9 @@ impl RegionHeader {
                 committed: AtomicUsize::new(commit),
             })
         };
-        let (w, bit) = slot(base as usize)?;
-        // Release: pairs with the Acquire in `contains`, publishing the header.
-        REGION_MAP[w].fetch_or(bit, Ordering::Release);
+        // SAFETY: R1: the region is mapped, readable (committed or reserved read-only) and ours;
+        // the Release inside publishes the header.
+        unsafe { register(base as usize, REGION_SIZE, true) };
         Some(r)
     }
 
@@ -140,9 +155,8 @@ impl RegionHeader {
     /// # Safety
     /// Nothing refers to the region's memory any more.
     pub unsafe fn unmap(r: *mut RegionHeader) {
-        if let Some((w, bit)) = slot(r as usize) {
-            REGION_MAP[w].fetch_and(!bit, Ordering::Release);
-        }
+        // SAFETY: unmarked before the unmapping (R1); caller: no users.
+        unsafe { register(r as usize, REGION_SIZE, false) };
         // SAFETY: caller: no users.
         unsafe { os::unmap(r.cast(), REGION_SIZE) };
     }

@@ -230,19 +230,18 @@ fn remote_list_is_drained_by_the_next_lock_holder() {
     let tc = heap.new_cache();
     // SAFETY: one thread drives the cache; blocks are ours.
     unsafe {
-        let ps: Vec<*mut u8> = (0..10).map(|_| heap.malloc(tc, 100)).collect();
+        let mut ps: Vec<*mut u8> = (0..10).map(|_| heap.malloc(tc, 100)).collect();
         let arena = heap.arena_of(Chunk::from_payload(ps[0]));
-        for w in ps.windows(2) {
-            link::set(w[0], w[1]);
-        }
-        link::set(ps[9], ptr::null_mut());
-        for &p in &ps {
-            link::set_key(p);
-        }
         let bytes: usize = ps.iter().map(|&p| Chunk::from_payload(p).size()).sum();
         // hold the lock so the release must go through the remote list
         let g = arena.lock();
-        heap.release_chain(ps[0], true);
+        heap.release_slice(&mut ps, true);
+        for &p in &ps {
+            assert!(
+                link::has_key(p),
+                "a remote-pending chunk carries the freed mark"
+            );
+        }
         assert!(arena.has_remote());
         drop(g);
         let _g = arena.lock();

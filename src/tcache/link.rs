@@ -1,15 +1,21 @@
-//! The links stored inside cached and remote-pending chunks, protected like glibc's
-//! safe-linking: a link is stored XORed with its own slot address (shifted right by 12) and a
-//! per-process random key, and checked for alignment when read back. A write into a freed
-//! chunk therefore yields a misaligned link (caught, one-line abort) far more often than a
-//! pointer an attacker chose.
+//! The words a freed chunk carries in its first 16 payload bytes while the allocator holds it
+//! outside the bins: in a thread cache, a quick list or a remote list.
 //!
-//! Payload layout of a chunk in a cache or on a remote list: word 0 = mangled link, word 1 =
-//! the mangled link XOR [`CACHE_KEY`]. Word 1 marks the chunk as freed (a second free of it
-//! aborts), and because it depends on word 0 it is also a check word for the link: a write
-//! after free into either word is caught with certainty (up to a 2^-64 guess of the key)
-//! when the chunk is next taken off its list, not only when the damage happens to misalign
-//! the link (glibc's safe-linking alone misses one such write in 16).
+//! Word 1 is always the *freed mark*, `p ^ CACHE_KEY` (an address-dependent value of a
+//! per-process random key): `free` reads only this word to catch a second free of a chunk that
+//! is cached or pending (a plain load and compare; reading word 0 there would stall on the
+//! program's own narrow write to it, see [`has_key`]). Every path that hands a chunk to the
+//! program clears word 1, so a stale mark in reused memory is never mistaken for a freed chunk.
+//!
+//! Word 0 depends on where the chunk is held:
+//! - thread cache (an out-of-band pointer array, see `tcache`): a canary, `p ^ LINK_KEY`;
+//! - quick and remote lists: the link to the next chunk, stored like glibc's safe-linking,
+//!   XORed with its own slot address (shifted right by 12) and `LINK_KEY`.
+//!
+//! Both words are checked when the chunk is taken back ([`take_cached`], [`get`]): a write
+//! after free into word 1 is caught with certainty (up to a 2^-64 guess of the key), into a
+//! cache canary with certainty, into a list link unless the damaged link still demangles to a
+//! 16-aligned user-space address (one write in 2^11).
 
 use crate::os::fatal;
 use crate::sync::process::{AtomicUsize, Ordering};
@@ -17,13 +23,23 @@ use crate::sync::process::{AtomicUsize, Ordering};
 const LINK_KEY: &AtomicUsize = &crate::chunk::KEYS.link;
 const CACHE_KEY: &AtomicUsize = &crate::chunk::KEYS.cache;
 
+/// Bits of a demangled link that are known: a 16-aligned user-space address (or null) has its
+/// low 4 bits and its top 7 bits clear (even with 5-level page tables).
+const LINK_KNOWN_ZERO: usize = !0 << 57 | 15;
+
 /// Sets the process-wide keys; once, at start.
 pub fn set_keys(link_key: usize, cache_key: usize) {
     LINK_KEY.store(link_key & !15, Ordering::Relaxed);
     CACHE_KEY.store(cache_key | 1, Ordering::Relaxed);
 }
 
-/// Stores `next` (a payload or null) as the link in payload `p`.
+/// The freed mark of payload `p`.
+#[inline(always)]
+fn mark(p: *mut u8) -> usize {
+    p as usize ^ CACHE_KEY.load(Ordering::Relaxed)
+}
+
+/// Stores `next` (a payload or null) as the link in payload `p`, and the freed mark.
 ///
 /// # Safety
 /// `p` is a payload of at least 16 bytes owned by the caller.
@@ -37,9 +53,7 @@ pub unsafe fn set(p: *mut u8, next: *mut u8) {
     // SAFETY: caller: writable, 16-aligned, at least 16 bytes.
     unsafe {
         p.cast::<usize>().write(v);
-        p.cast::<usize>()
-            .add(1)
-            .write(v ^ CACHE_KEY.load(Ordering::Relaxed));
+        p.cast::<usize>().add(1).write(mark(p));
     }
 }
 
@@ -54,26 +68,42 @@ pub unsafe fn get(p: *mut u8) -> *mut u8 {
     // SAFETY: caller: readable, at least 16 bytes.
     let (w0, w1) = unsafe { (p.cast::<usize>().read(), p.cast::<usize>().add(1).read()) };
     let v = w0 ^ (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed);
-    if v & 15 != 0 || w1 != w0 ^ CACHE_KEY.load(Ordering::Relaxed) {
+    if v & LINK_KNOWN_ZERO != 0 || w1 != mark(p) {
         fatal("malloc(): corrupted free-list link in a freed chunk (write after free?)");
     }
     core::ptr::with_exposed_provenance_mut(v)
 }
 
-/// Marks payload `p` as freed.
+/// Writes the canary and the freed mark of a chunk entering a thread cache.
 ///
 /// # Safety
 /// As for [`set`].
 #[inline(always)]
-pub unsafe fn set_key(p: *mut u8) {
-    crate::asan::unpoison(p.wrapping_add(8), 8);
-    // SAFETY: caller: readable and writable; word 0 holds the link written by `set`.
+pub unsafe fn put_cached(p: *mut u8) {
+    crate::asan::unpoison(p, 16);
+    // SAFETY: caller: writable, at least 16 bytes.
     unsafe {
-        let w0 = p.cast::<usize>().read();
         p.cast::<usize>()
-            .add(1)
-            .write(w0 ^ CACHE_KEY.load(Ordering::Relaxed));
-    };
+            .write(p as usize ^ LINK_KEY.load(Ordering::Relaxed));
+        p.cast::<usize>().add(1).write(mark(p));
+    }
+}
+
+/// Checks the canary and the freed mark of a chunk leaving a thread cache for the program, and
+/// clears the mark; aborts when either word was overwritten.
+///
+/// # Safety
+/// `p` was prepared by [`put_cached`] and is owned by the caller.
+#[inline(always)]
+pub unsafe fn take_cached(p: *mut u8) {
+    // SAFETY: caller: readable and writable, at least 16 bytes.
+    unsafe {
+        let (w0, w1) = (p.cast::<usize>().read(), p.cast::<usize>().add(1).read());
+        if w0 != p as usize ^ LINK_KEY.load(Ordering::Relaxed) || w1 != mark(p) {
+            fatal("malloc(): a freed chunk in a thread cache was overwritten (write after free?)");
+        }
+        p.cast::<usize>().add(1).write(0);
+    }
 }
 
 /// Clears the freed mark of payload `p`.
@@ -87,25 +117,16 @@ pub unsafe fn clear_key(p: *mut u8) {
     unsafe { p.cast::<usize>().add(1).write(0) };
 }
 
-/// Whether payload `p` carries the freed mark.
+/// Whether payload `p` carries the freed mark (it is cached, or on a quick or remote list).
+///
+/// Reads word 1 only: word 0 was often just written by the program with a narrower store,
+/// and reading it back at once stalls store forwarding (it once doubled the cost of a
+/// malloc/free pair that writes one byte).
 ///
 /// # Safety
 /// `p` is readable for 16 bytes.
 #[inline(always)]
 pub unsafe fn has_key(p: *mut u8) -> bool {
-    // Word 1 of a marked chunk is `next ^ (p >> 12) ^ LINK_KEY ^ CACHE_KEY`, where `next` is a
-    // 16-aligned user-space address (or null): its low 4 bits and top 7 bits are known without
-    // reading word 0. Filter on those first: word 0 was often just written by the program with
-    // a narrower store, and reading it back at once stalls store forwarding (it doubled the
-    // cost of a malloc/free pair that writes one byte).
-    const KNOWN: usize = !0 << 57 | 15;
     // SAFETY: caller: readable.
-    let w1 = unsafe { p.cast::<usize>().add(1).read() };
-    let expect =
-        (p as usize >> 12) ^ LINK_KEY.load(Ordering::Relaxed) ^ CACHE_KEY.load(Ordering::Relaxed);
-    if (w1 ^ expect) & KNOWN != 0 {
-        return false;
-    }
-    // SAFETY: caller: readable.
-    w1 ^ unsafe { p.cast::<usize>().read() } == CACHE_KEY.load(Ordering::Relaxed)
+    unsafe { p.cast::<usize>().add(1).read() == mark(p) }
 }

@@ -1,28 +1,37 @@
-//! Thread caches: one thread's lock-free stacks of free chunks, one per class.
+//! Thread caches: one thread's stacks of free chunks, one per class, held out of band.
 //!
 //! ```text
 //! ThreadCache (in a metadata slab, never on the heap)
-//! +-----------------------------+
-//! | heads[84]   *mut u8         |  payload of the newest cached chunk per class
-//! | counts[84]  AtomicU16       |  owner writes with load+store; stats read them
-//! | maxes[84]   u16             |  per-class bound (0: class not cached)
-//! | arena, heap, live links     |
-//! +-----------------------------+
-//! cached chunk: payload+0 = mangled link to the next cached payload
-//!               payload+8 = CACHE_KEY (marks "in a cache": a second free of it is caught)
+//! +------------------------------------+
+//! | bins[84]: top, empty, full, fill, max |  top points one past the newest cached chunk
+//! | bases[84]: first slot of each stack   |
+//! | arena, registry links, capacity       |
+//! +------------------------------------+
+//! | slots: the stacks, one after another  |  payload pointers (8 bytes each)
+//! +------------------------------------+
+//! cached chunk: payload+0 = canary (p ^ LINK_KEY), payload+8 = freed mark (p ^ CACHE_KEY)
 //! ```
 //!
-//! The hit path is a table lookup, a load, a demangle and a store: no lock and no atomic
-//! read-modify-write. A miss refills half a list from the arena under one lock hold; a full list
-//! sends its older half back to the arenas, one lock hold per arena, or — when the arena's lock is
-//! busy — onto the arena's lock-free remote list, which the arena's next lock holder drains.
+//! The stacks are arrays of pointers in the cache itself (like jemalloc's cache bins), not
+//! lists threaded through the chunks: a push or pop touches the chunk only for its two marker
+//! words, the cache's own memory holds the order, and a write after free into a cached chunk
+//! cannot steer the allocator anywhere (the canary catches it when the chunk is handed out
+//! again, see `link`). The hit path is: the thread's slot, the bin's `top`, a compare of its low
+//! 16 bits with the bin's `empty` (pop) or `full` (push) position, one slot load or store, the
+//! two marker words. No lock, no atomic read-modify-write (`top` is an atomic only so that
+//! statistics may read it: the owner writes it with a plain store).
+//!
+//! A miss refills a few chunks from the arena under one lock hold; a full stack sends its
+//! older half back to the arenas, one lock hold per arena, or — when the arena's lock is busy —
+//! onto the arena's lock-free remote list, which the arena's next lock holder drains.
 //!
 //! # Invariants
-//! - T1: `counts[c]` equals the length of list `c`, and is at most `maxes[c]`.
-//! - T2: every chunk in list `c` has chunk size `CLASS_CHUNK_SIZE[c]` and is in use from its
-//!   arena's view; its payload+8 holds `CACHE_KEY`.
-//! - T3: only the owning thread touches `heads` and writes `counts` (a thread's exit, or a
+//! - T1: `bases[c] <= top(c) <= bases[c] + max(c)`; the stack holds `top - base` chunks.
+//! - T2: every chunk in stack `c` has chunk size at least `CLASS_CHUNK_SIZE[c]`, is in use from its
+//!   arena's view, and carries the canary and the freed mark.
+//! - T3: only the owning thread touches the stacks and writes `top` (a thread's exit, or a
 //!   `fork` child for the threads it lost, hands the cache over first).
+//! - T4: a stack spans less than 64 KiB, so the low 16 bits of `top` tell its position.
 
 pub mod link;
 
@@ -34,67 +43,124 @@ use crate::heap::Heap;
 use crate::size_class::{CLASS_CHUNK_SIZE, NCLASSES};
 use crate::sync::Ordering;
 
-/// A class's chunk count: the owner writes it with load + store (no read-modify-write), any
-/// thread may read it (statistics), so it is an atomic.
+/// A stack's top: the owner writes it with a plain store, any thread may read it (statistics),
+/// so it is an atomic.
 #[cfg(not(all(test, loom, loom_mutation = "tcache_count_torn")))]
-type Count = crate::sync::AtomicU16;
-/// Mutation (loom check, see docs/loom.md): the count as a plain, non-atomic `u16`.
+type Top = crate::sync::AtomicPtr<*mut u8>;
+/// Mutation (loom check, see docs/loom.md): the top as a plain, non-atomic pointer.
 #[cfg(all(test, loom, loom_mutation = "tcache_count_torn"))]
-type Count = crate::sync::PlainU16;
+type Top = crate::sync::PlainPtr<*mut u8>;
 
 /// Chunks the first refill of a class takes.
 const FIRST_FILL: u16 = 4;
+/// Most chunks one stack may hold (T4: 8 bytes each, less than 64 KiB).
+pub const MAX_STACK: usize = 8190;
 
-/// One thread's cache.
+/// One class's stack.
 #[repr(C)]
 #[derive(Debug)]
+struct Bin {
+    top: Top,
+    /// Low 16 bits of `top` when the stack is empty.
+    empty: u16,
+    /// Low 16 bits of `top` when the stack is full (equal to `empty` for a class not cached).
+    full: u16,
+    /// Chunks the next refill takes: starts small and doubles with each refill, up to half the
+    /// bound, so a class used once (a growing buffer passing through) costs a few chunks.
+    fill: u16,
+    max: u16,
+}
+
+/// One thread's cache; its stacks follow it in memory.
+#[repr(C, align(64))]
+#[derive(Debug)]
 pub struct ThreadCache {
-    heads: [*mut u8; NCLASSES],
-    counts: [Count; NCLASSES],
-    maxes: [u16; NCLASSES],
-    /// Chunks the next refill of each class takes: starts small and doubles with each refill,
-    /// up to half the bound, so a class used once (a growing buffer passing through) costs a few
-    /// chunks, not half a list.
-    fills: [u16; NCLASSES],
+    bins: [Bin; NCLASSES],
+    bases: [*mut *mut u8; NCLASSES],
     /// The arena this thread allocates from.
     pub arena: *const Arena,
     /// Registry links (registry lock).
     pub(crate) next_live: *mut ThreadCache,
     pub(crate) prev_live: *mut ThreadCache,
+    /// Slots in the stacks area that follows the cache.
+    capacity: usize,
+}
+
+#[inline(always)]
+fn low16(t: *mut *mut u8) -> u16 {
+    t as usize as u16
 }
 
 impl ThreadCache {
-    /// Initialises a cache in place with per-class bounds from `count` (most chunks per class)
-    /// and `max_size` (largest request cached).
-    ///
-    /// # Safety
-    /// `at` is writable, aligned and not in use.
-    pub unsafe fn init_at(
-        at: *mut ThreadCache,
-        arena: *const Arena,
-        count: usize,
-        max_size: usize,
-    ) {
+    /// Per-class bounds for `count` (most chunks per class) and `max_size` (largest request
+    /// cached).
+    fn bounds(count: usize, max_size: usize) -> [u16; NCLASSES] {
         let mut maxes = [0u16; NCLASSES];
         for (c, m) in maxes.iter_mut().enumerate() {
             let size = CLASS_CHUNK_SIZE[c];
             if size - crate::chunk::HEADER <= max_size && count > 0 {
                 let by_bytes = crate::config::TCACHE_CLASS_BYTES / size;
-                *m = count.min(by_bytes.max(4)).min(u16::MAX as usize) as u16;
+                *m = count.min(by_bytes.max(4)).min(MAX_STACK) as u16;
             }
+        }
+        maxes
+    }
+
+    /// Bytes a cache needs (itself and its stacks) for these settings.
+    pub fn footprint(count: usize, max_size: usize) -> usize {
+        let slots: usize = Self::bounds(count, max_size)
+            .iter()
+            .map(|&m| m as usize)
+            .sum();
+        core::mem::size_of::<ThreadCache>() + slots * core::mem::size_of::<*mut u8>()
+    }
+
+    /// Initialises a cache in place with per-class bounds from `count` and `max_size`; the
+    /// cache and its stacks take `bytes` bytes at `at` (bounds are cut to fit when `bytes` is
+    /// less than [`ThreadCache::footprint`], as for a recycled cache made under other settings).
+    ///
+    /// # Safety
+    /// `at` is writable for `bytes` bytes, 64-aligned and not in use; `bytes` is at least
+    /// `size_of::<ThreadCache>()`.
+    pub unsafe fn init_at(
+        at: *mut ThreadCache,
+        bytes: usize,
+        arena: *const Arena,
+        count: usize,
+        max_size: usize,
+    ) {
+        let capacity = (bytes - core::mem::size_of::<ThreadCache>()) / 8;
+        let mut maxes = Self::bounds(count, max_size);
+        let slots = at.wrapping_add(1).cast::<*mut u8>();
+        let mut bases = [ptr::null_mut(); NCLASSES];
+        let mut used = 0usize;
+        for c in 0..NCLASSES {
+            maxes[c] = maxes[c].min((capacity - used) as u16);
+            bases[c] = slots.wrapping_add(used);
+            used += maxes[c] as usize;
         }
         // SAFETY: caller: writable and unused.
         unsafe {
             at.write(ThreadCache {
-                heads: [ptr::null_mut(); NCLASSES],
-                counts: core::array::from_fn(|_| Count::new(0)),
-                fills: core::array::from_fn(|c| (maxes[c] / 2).clamp(1, FIRST_FILL)),
-                maxes,
+                bins: core::array::from_fn(|c| Bin {
+                    top: Top::new(bases[c]),
+                    empty: low16(bases[c]),
+                    full: low16(bases[c].wrapping_add(maxes[c] as usize)),
+                    fill: (maxes[c] / 2).clamp(1, FIRST_FILL),
+                    max: maxes[c],
+                }),
+                bases,
                 arena,
                 next_live: ptr::null_mut(),
                 prev_live: ptr::null_mut(),
+                capacity,
             })
         };
+    }
+
+    /// Slots this cache's stacks area holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Takes a cached chunk of class `cls` (payload pointer), or null.
@@ -103,68 +169,74 @@ impl ThreadCache {
     /// Called by the owning thread; `cls < NCLASSES`.
     #[inline(always)]
     pub unsafe fn pop(&mut self, cls: usize) -> *mut u8 {
-        let p = self.heads[cls];
-        if p.is_null() {
-            return p;
+        let b = &self.bins[cls];
+        let t = b.top.load(Ordering::Relaxed);
+        if low16(t) == b.empty {
+            return ptr::null_mut();
         }
-        // SAFETY: T2: p is a cached payload of at least 16 bytes that we own.
+        // SAFETY: T1/T4: the stack is not empty, so `t - 1` is a filled slot; T2.
         unsafe {
-            self.heads[cls] = link::get(p);
-            link::clear_key(p);
+            let t = t.sub(1);
+            let p = t.read();
+            b.top.store(t, Ordering::Relaxed);
+            link::take_cached(p);
+            p
         }
-        let n = self.counts[cls].load(Ordering::Relaxed);
-        self.counts[cls].store(n.wrapping_sub(1), Ordering::Relaxed);
-        p
     }
 
-    /// Caches payload `p` of class `cls`; false when the list is full.
+    /// Caches payload `p` of class `cls`; false when the stack is full.
     ///
     /// # Safety
     /// Owning thread; `p` is an in-use chunk's payload of exactly class `cls`, owned by the caller.
     #[inline(always)]
     pub unsafe fn push(&mut self, cls: usize, p: *mut u8) -> bool {
-        let n = self.counts[cls].load(Ordering::Relaxed);
-        if n >= self.maxes[cls] {
+        let b = &self.bins[cls];
+        let t = b.top.load(Ordering::Relaxed);
+        if low16(t) == b.full {
             return false;
         }
-        // SAFETY: caller: p is ours; it becomes a list member.
+        // SAFETY: T1/T4: the stack is not full, so `t` is a free slot; caller: p is ours.
         unsafe {
-            link::set(p, self.heads[cls]);
-            link::set_key(p);
+            t.write(p);
+            b.top.store(t.add(1), Ordering::Relaxed);
+            link::put_cached(p);
         }
-        self.heads[cls] = p;
-        self.counts[cls].store(n + 1, Ordering::Relaxed);
         true
     }
 
     /// Whether class `cls` is cached at all.
     #[inline]
     pub fn caches(&self, cls: usize) -> bool {
-        self.maxes[cls] > 0
+        self.bins[cls].max > 0
     }
 
-    /// Cached chunks in class `cls`.
+    /// Cached chunks in class `cls` (any thread: a snapshot).
     pub fn count(&self, cls: usize) -> usize {
-        self.counts[cls].load(Ordering::Relaxed) as usize
+        let t = self.bins[cls].top.load(Ordering::Relaxed);
+        (t as usize).wrapping_sub(self.bases[cls] as usize) / 8
     }
 
-    /// Newest cached payload of class `cls` (for checkers).
-    pub fn head(&self, cls: usize) -> *mut u8 {
-        self.heads[cls]
+    /// The cached payloads of class `cls`, oldest first (owner or checkers).
+    ///
+    /// # Safety
+    /// The stack does not change while the slice is used.
+    pub unsafe fn cached(&self, cls: usize) -> &[*mut u8] {
+        // SAFETY: T1: the first `count` slots are filled.
+        unsafe { core::slice::from_raw_parts(self.bases[cls], self.count(cls)) }
     }
 
     /// Bound of class `cls`.
     pub fn max(&self, cls: usize) -> usize {
-        self.maxes[cls] as usize
+        self.bins[cls].max as usize
     }
 
     /// Bytes of chunks held (read by any thread; a snapshot).
     pub fn held_bytes(&self) -> usize {
-        // Classes that are not cached are skipped: their counts stay 0 (and under loom every
+        // Classes that are not cached are skipped: they hold nothing (and under loom every
         // atomic load is a scheduling point).
         (0..NCLASSES)
             .filter(|&c| self.caches(c))
-            .map(|c| self.counts[c].load(Ordering::Relaxed) as usize * CLASS_CHUNK_SIZE[c])
+            .map(|c| self.count(c) * CLASS_CHUNK_SIZE[c])
             .sum()
     }
 
@@ -172,40 +244,47 @@ impl ThreadCache {
     /// memory).
     ///
     /// # Safety
-    /// Owning thread; `cls` is cached; `heap` owns the cache.
+    /// Owning thread; `cls` is cached and its stack is empty; `heap` owns the cache.
     #[cold]
     #[inline(never)]
     pub unsafe fn refill(&mut self, heap: &Heap, cls: usize) -> *mut u8 {
-        let want = self.fills[cls] as usize;
-        self.fills[cls] = (self.fills[cls] * 2).min((self.maxes[cls] / 2).max(1));
+        let b = &mut self.bins[cls];
+        let want = b.fill as usize;
+        b.fill = (b.fill * 2).min((b.max / 2).max(1));
         let nb = CLASS_CHUNK_SIZE[cls];
+        let room = b.max as usize - self.count(cls);
         // SAFETY: the arena pointer is valid for the heap's life.
         let own = unsafe { &*self.arena };
         let mut g = heap.lock_some_arena(own);
         let sh = heap.shared();
         let mut first: *mut u8 = ptr::null_mut();
-        let n = self.counts[cls].load(Ordering::Relaxed);
-        let mut added = 0u16;
-        let heads = &mut self.heads[cls];
-        // SAFETY: lock held; each chunk handed to the sink is in use and ours.
+        let start = self.bins[cls].top.load(Ordering::Relaxed);
+        let mut t = start;
+        // SAFETY: lock held; each chunk handed to the sink is in use and ours; at most `want`
+        // chunks come, and one of them is returned, so the stack gets at most `want - 1 < room`.
         unsafe {
-            g.malloc_batch(sh, nb, want, |c: Chunk| {
+            g.malloc_batch(sh, nb, want.min(room + 1), |c: Chunk| {
                 let p = c.payload();
                 if first.is_null() {
-                    // Memory fresh from the arena may hold a stale cache key at payload+8;
+                    // Memory fresh from the arena may hold a stale freed mark at payload+8;
                     // clear it so that freeing this block is not taken for a double free.
                     link::clear_key(p);
                     first = p;
                 } else {
-                    link::set(p, *heads);
-                    link::set_key(p);
-                    *heads = p;
-                    added += 1;
+                    link::put_cached(p);
+                    t.write(p);
+                    t = t.add(1);
                 }
             });
         }
         drop(g);
-        self.counts[cls].store(n + added, Ordering::Relaxed);
+        // The batch came in address order; reverse it so that pops hand out ascending addresses.
+        // SAFETY: [start, t) are the slots just filled.
+        unsafe {
+            let n = t.offset_from(start) as usize;
+            core::slice::from_raw_parts_mut(start, n).reverse();
+        }
+        self.bins[cls].top.store(t, Ordering::Relaxed);
         first
     }
 
@@ -216,31 +295,21 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     pub unsafe fn flush(&mut self, heap: &Heap, cls: usize, keep: usize, may_defer: bool) {
-        let n = self.counts[cls].load(Ordering::Relaxed) as usize;
+        let n = self.count(cls);
         if n <= keep {
             return;
         }
-        let chain;
-        // SAFETY: T1: the list has n members; we cut it after `keep`.
+        let base = self.bases[cls];
+        let out = n - keep;
+        // SAFETY: T1: slots [0, n) are filled; the oldest `out` leave, the newest `keep` move down.
         unsafe {
-            if keep == 0 {
-                chain = self.heads[cls];
-                self.heads[cls] = ptr::null_mut();
-            } else {
-                let mut p = self.heads[cls];
-                for _ in 1..keep {
-                    p = link::get(p);
-                }
-                chain = link::get(p);
-                link::set(p, ptr::null_mut());
-            }
+            heap.release_slice(core::slice::from_raw_parts_mut(base, out), may_defer);
+            ptr::copy(base.add(out), base, keep);
+            self.bins[cls].top.store(base.add(keep), Ordering::Relaxed);
         }
-        self.counts[cls].store(keep as u16, Ordering::Relaxed);
-        // SAFETY: the chain's chunks are in use and now ours alone.
-        unsafe { heap.release_chain(chain, may_defer) };
     }
 
-    /// Empties every list (thread exit, cache teardown).
+    /// Empties every stack (thread exit, cache teardown).
     ///
     /// # Safety
     /// Owning thread, or the cache's owner no longer exists.
@@ -255,21 +324,12 @@ impl ThreadCache {
         }
     }
 
-    /// Walks list `cls` looking for `p` (double-free diagnosis).
+    /// Whether `p` is in stack `cls` (double-free diagnosis).
     ///
     /// # Safety
     /// Owning thread.
     pub unsafe fn contains(&self, cls: usize, p: *mut u8) -> bool {
-        let mut q = self.heads[cls];
-        let mut n = self.count(cls);
-        while !q.is_null() && n > 0 {
-            if q == p {
-                return true;
-            }
-            // SAFETY: T1/T2: list members.
-            q = unsafe { link::get(q) };
-            n -= 1;
-        }
-        false
+        // SAFETY: forwarded.
+        unsafe { self.cached(cls).contains(&p) }
     }
 }

@@ -1,4 +1,4 @@
-//! Remote frees: a thread frees chunks of an arena it does not own (`Heap::release_chain` with
+//! Remote frees: a thread frees chunks of an arena it does not own (`Heap::release_slice` with
 //! `may_defer`, the path of every thread-cache flush): when the arena's lock is busy the chain
 //! goes on the arena's lock-free remote list (`Arena::push_remote`), racing the owner's own
 //! allocation (`lock_some_arena`, `malloc_chunk`) and its drain of the list on every lock.
@@ -7,7 +7,6 @@
 //! drainer's read of a link is reported as a causality violation through `sync::shadow`).
 
 use super::{check_quiescent, heap, model, thread, Ptr};
-use crate::tcache::link;
 
 /// Two chunks of the main arena, allocated before the threads start.
 fn two_blocks(h: &crate::heap::PrivateHeap) -> (Ptr<u8>, Ptr<u8>) {
@@ -15,7 +14,7 @@ fn two_blocks(h: &crate::heap::PrivateHeap) -> (Ptr<u8>, Ptr<u8>) {
     unsafe { (Ptr(h.malloc(null, 48)), Ptr(h.malloc(null, 200))) }
 }
 
-/// The owner allocates and frees on the main arena while another thread releases a chain of two
+/// The owner allocates and frees on the main arena while another thread releases two
 /// of its chunks.
 pub(crate) fn remote_free_races_owner() {
     model("remote_free_races_owner", || {
@@ -24,9 +23,7 @@ pub(crate) fn remote_free_races_owner() {
         let freer = {
             let h = h.clone();
             thread::spawn(move || unsafe {
-                link::set(p.0, q.0);
-                link::set(q.0, core::ptr::null_mut());
-                h.release_chain(p.0, true);
+                h.release_slice(&mut [p.0, q.0], true);
             })
         };
         // The owner: an allocation (locks the arena, drains), then its free.
@@ -46,7 +43,7 @@ fn loom_remote_free_races_owner() {
     remote_free_races_owner();
 }
 
-/// Two threads push remote chains onto the same arena while a third holds and releases its lock:
+/// Two threads push remote frees onto the same arena while a third holds and releases its lock:
 /// concurrent pushers must not lose each other's chains.
 #[test]
 fn loom_remote_free_two_pushers() {
@@ -58,8 +55,7 @@ fn loom_remote_free_two_pushers() {
             .map(|c| {
                 let h = h.clone();
                 thread::spawn(move || unsafe {
-                    link::set(c.0, core::ptr::null_mut());
-                    h.release_chain(c.0, true);
+                    h.release_slice(&mut [c.0], true);
                 })
             })
             .collect();
@@ -88,8 +84,7 @@ fn loom_remote_free_two_freers_vs_cache_owner() {
             .map(|c| {
                 let h = h.clone();
                 thread::spawn(move || unsafe {
-                    link::set(c.0, core::ptr::null_mut());
-                    h.release_chain(c.0, true);
+                    h.release_slice(&mut [c.0], true);
                 })
             })
             .collect();

@@ -9,7 +9,6 @@
 
 use super::{check_quiescent, heap, model, thread, Ptr};
 use crate::stats::Stats;
-use crate::tcache::link;
 
 /// Bounds that hold at any moment: `pushable` is the most bytes that can ever be pending on
 /// remote lists at once, `cached_bytes` the most the caches can hold.
@@ -45,8 +44,7 @@ pub(crate) fn stats_while_counters_change() {
                 let p = h.malloc(owner.0, 24); // refill: count changes
                 h.free(owner.0, p); // push: count changes
                 (*owner.0).flush(&h, crate::size_class::request_class(24).0, 0, true);
-                link::set(b.0, core::ptr::null_mut());
-                h.release_chain(b.0, true); // remote free or locked free
+                h.release_slice(&mut [b.0], true); // remote free or locked free
             })
         };
         // Two reads while the worker runs: the second one's lock drains whatever the worker
@@ -81,8 +79,7 @@ pub(crate) fn remote_pending_never_wraps() {
         let freer = {
             let h = h.clone();
             thread::spawn(move || unsafe {
-                link::set(b.0, core::ptr::null_mut());
-                h.release_chain(b.0, true);
+                h.release_slice(&mut [b.0], true);
             })
         };
         for _ in 0..2 {

@@ -3,7 +3,7 @@
 //!
 //! The owner's cache is attached to the main arena; it misses (refill under
 //! `lock_some_arena`, which tries the lock first) and then flushes its class back (`flush` →
-//! `release_chain` with `may_defer`: `try_lock`, else the remote list). Meanwhile another thread,
+//! `release_slice` with `may_defer`: `try_lock`, else the remote list). Meanwhile another thread,
 //! whose cache holds chunks of the main arena, flushes them back into it the same way.
 //!
 //! Catches `lock_acquire_relaxed` (the lock's `try_lock` fast path stops acquiring: the refill
