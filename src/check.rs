@@ -10,7 +10,7 @@ use crate::arena::{Arena, ArenaState, TOP_MIN};
 use crate::bins::{bin_index, BinIdx, FIRST_LARGE, NBINS, UNSORTED};
 use crate::chunk::{Chunk, ALIGN, FENCE, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE};
 use crate::heap::Heap;
-use crate::size_class::{CLASS_CHUNK_SIZE, NCLASSES};
+use crate::size_class::CLASS_CHUNK_SIZE;
 use crate::tcache::{link, ThreadCache};
 
 /// Result of a check: `Err` names the broken invariant.
@@ -226,7 +226,7 @@ fn mix(a: usize) -> u64 {
 /// # Safety
 /// The cache is not in use by another thread.
 pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
-    for cls in 0..NCLASSES {
+    for (cls, &class_size) in CLASS_CHUNK_SIZE.iter().enumerate() {
         let n = tc.count(cls);
         if n > tc.max(cls) {
             return Err("T1: stack above the class bound");
@@ -242,7 +242,7 @@ pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
                 if c.flags() & IS_MMAPPED != 0 {
                     return Err("T2: cached chunk flagged IS_MMAPPED");
                 }
-                if !c.tag_ok() || c.size() < CLASS_CHUNK_SIZE[cls] {
+                if !c.tag_ok() || c.size() < class_size {
                     return Err("T2: cached chunk of the wrong size or bad tag");
                 }
                 if !c.plus(c.size()).prev_inuse() {

@@ -118,12 +118,15 @@ pub fn init_secrets() {
     }
 }
 
-/// The keyed hash behind a tag: its top 16 bits, with bit 48 forced on, are the tag.
+/// The keyed hash behind a tag, of a chunk address and a head word (whose tag bits it ignores):
+/// its top 16 bits, with bit 48 forced on, are the tag. The head's low 48 bits move up by 16
+/// (the tag bits fall out) so that they do not overlap the address's low bits; the odd
+/// multiplier carries every input bit into the top 16 bits.
 #[inline(always)]
-fn tag_hash(addr: usize, low: usize) -> usize {
+fn tag_hash(addr: usize, head: usize) -> usize {
     let s = SECRET.load(Ordering::Relaxed);
     // Bit 48 is always set: a zero word (untouched reserved memory) never passes for a head.
-    (addr.rotate_left(29) ^ low ^ s).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 48
+    ((head << 16) ^ addr ^ s).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 48
 }
 
 #[inline(always)]
@@ -257,7 +260,7 @@ impl Chunk {
     #[inline(always)]
     pub fn tag_matches(self, head: usize) -> bool {
         // The tags agree exactly when the top 16 bits of hash ^ head are zero.
-        (tag_hash(self.addr(), head & LOW_MASK) ^ head) <= LOW_MASK
+        (tag_hash(self.addr(), head) ^ head) <= LOW_MASK
     }
 
     /// Whether the header's tag is right (I4).

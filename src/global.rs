@@ -23,7 +23,6 @@ use core::ptr;
 
 use crate::config::Tunables;
 use crate::heap::Heap;
-use crate::size_class::{request_class, MAX_CLASS_REQUEST};
 use crate::sync::process::{AtomicU32, AtomicUsize, Ordering};
 use crate::tcache::ThreadCache;
 
@@ -136,9 +135,9 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
 #[inline(always)]
 pub unsafe fn malloc(n: usize) -> *mut u8 {
     let tc = slot();
-    if tc as usize > 1 && n <= MAX_CLASS_REQUEST {
+    if tc as usize > 1 {
         // SAFETY: our own cache.
-        let p = unsafe { (*tc).pop(request_class(n).0) };
+        let p = unsafe { (*tc).pop_request(n) };
         if !p.is_null() {
             // SAFETY: a block we just took from our cache (feature `asan`; empty otherwise).
             unsafe { HEAP.asan_alloc(p, n) };
@@ -165,8 +164,8 @@ unsafe fn malloc_slow(n: usize) -> *mut u8 {
 pub unsafe fn free(p: *mut u8) {
     let tc = slot();
     if tc as usize > 1 {
-        // SAFETY: a thread with a cache implies an initialised heap.
-        unsafe { HEAP.free(tc, p) }
+        // SAFETY: a thread with a cache implies an initialised heap; tc is that cache.
+        unsafe { HEAP.free_with_cache(tc, p) }
     } else {
         // SAFETY: forwarded.
         unsafe { free_slow(p) }

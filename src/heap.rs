@@ -19,8 +19,7 @@ use crate::chunk::{Chunk, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
-    chunk_class, request_class, request_to_chunk, ClassIdx, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST,
-    SMALL_MAX_REQUEST,
+    chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST,
 };
 use crate::stats::Stats;
 use crate::sync::process::{AtomicBool as PAtomicBool, AtomicUsize as PAtomicUsize};
@@ -774,13 +773,14 @@ impl Heap {
     /// The heap is initialised.
     #[inline(always)]
     pub unsafe fn check_ptr(&self, p: *mut u8, op: Op) -> Chunk {
-        if p as usize & 15 != 0 {
-            fatal(op.msg(Problem::Misaligned));
-        }
+        // One test for "16-aligned and below the region map's limit" (a power of two), on the
+        // chunk address `a` (a null `p` wraps high and fails it).
+        const ODD: usize = !(region::MAP_LIMIT - 1) | 15;
         let a = (p as usize).wrapping_sub(HEADER);
-        if !(region::contains(a) || self.shared.main_segs.contains(a)) {
+        // SAFETY: a < MAP_LIMIT when the first test passes.
+        if a & ODD != 0 || !unsafe { region::contains_below_limit(a) } {
             // SAFETY: forwarded.
-            unsafe { self.check_foreign(p, op) };
+            unsafe { self.check_unusual(p, op) };
         }
         // SAFETY: the header is readable (checked above).
         let c = unsafe { Chunk::from_payload(p) };
@@ -789,6 +789,24 @@ impl Heap {
             fatal(op.msg(Problem::BadHeader));
         }
         c
+    }
+
+    /// The rest of [`Heap::check_ptr`] for a pointer that is misaligned, high, or outside the
+    /// reservations the region map knows (the break, other mappings, huge blocks).
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_unusual(&self, p: *mut u8, op: Op) {
+        if p as usize & 15 != 0 {
+            fatal(op.msg(Problem::Misaligned));
+        }
+        if !self
+            .shared
+            .main_segs
+            .contains((p as usize).wrapping_sub(HEADER))
+        {
+            // SAFETY: forwarded.
+            unsafe { self.check_foreign(p, op) };
+        }
     }
 
     #[cold]
@@ -826,6 +844,23 @@ impl Heap {
     /// heap not freed since (violations abort with a message).
     #[inline(always)]
     pub unsafe fn free(&self, tc: *mut ThreadCache, p: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe { self.free_inner::<false>(tc, p) }
+    }
+
+    /// [`Heap::free`] for a caller that has already checked that `tc` is a cache (not null
+    /// nor `DEAD`).
+    ///
+    /// # Safety
+    /// As for [`Heap::free`], and `tc` is this thread's cache of this heap.
+    #[inline(always)]
+    pub unsafe fn free_with_cache(&self, tc: *mut ThreadCache, p: *mut u8) {
+        // SAFETY: forwarded.
+        unsafe { self.free_inner::<true>(tc, p) }
+    }
+
+    #[inline(always)]
+    unsafe fn free_inner<const CACHED: bool>(&self, tc: *mut ThreadCache, p: *mut u8) {
         if p.is_null() {
             return;
         }
@@ -834,11 +869,11 @@ impl Heap {
             unsafe { self.asan_free(p) };
         }
         // SAFETY: forwarded.
-        unsafe { self.free_raw(tc, p) }
+        unsafe { self.free_raw::<CACHED>(tc, p) }
     }
 
     #[inline(always)]
-    unsafe fn free_raw(&self, tc: *mut ThreadCache, p: *mut u8) {
+    unsafe fn free_raw<const CACHED: bool>(&self, tc: *mut ThreadCache, p: *mut u8) {
         // SAFETY: check_ptr validates the pointer before anything is trusted.
         unsafe {
             let c = self.check_ptr(p, Op::Free);
@@ -850,15 +885,23 @@ impl Heap {
             if link::has_key(p) {
                 self.double_free_cached(tc, p, size);
             }
-            if has_cache(tc) {
-                // The small classes inline (16-byte steps), the others through the table.
-                let small = size.wrapping_sub(MIN_CHUNK);
-                let cls = if small <= SMALL_MAX_REQUEST + HEADER - MIN_CHUNK {
-                    Some(ClassIdx(small >> 4))
-                } else {
-                    chunk_class(size)
-                };
-                if let Some(cls) = cls {
+            // The small classes inline; the others, a full stack, or no cache: out of line.
+            if (CACHED || has_cache(tc)) && (*tc).push_small(size, p) {
+                return;
+            }
+            self.free_uncached(tc, c, size)
+        }
+    }
+
+    /// `free` of a checked, in-use chunk that the small-class fast path did not take.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_uncached(&self, tc: *mut ThreadCache, c: Chunk, size: usize) {
+        let p = c.payload();
+        if has_cache(tc) {
+            if let Some(cls) = chunk_class(size) {
+                // SAFETY: our cache; p is a checked in-use chunk of class cls.
+                unsafe {
                     let t = &mut *tc;
                     if t.push(cls.0, p) {
                         return;
@@ -868,8 +911,9 @@ impl Heap {
                     }
                 }
             }
-            self.free_to_arena(c)
         }
+        // SAFETY: caller: checked in-use chunk of ours.
+        unsafe { self.free_to_arena(c) }
     }
 
     #[cold]

@@ -18,7 +18,9 @@
 
 /// Real atomics for process-wide statics, never swapped for loom's.
 pub mod process {
-    pub use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub use core::sync::atomic::{
+        AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
 }
 
 #[cfg(not(all(test, loom)))]

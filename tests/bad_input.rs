@@ -63,8 +63,8 @@ fn misuse(case: &str) {
                 let q = GLOBAL.alloc(l);
                 GLOBAL.dealloc(q, l);
                 GLOBAL.dealloc(p, l);
-                // corrupt the cache link stored in the freed block
-                *(p as *mut usize) ^= 0x1234_5677;
+                // corrupt the freed mark stored in the freed block (word 1)
+                *(p as *mut usize).add(1) ^= 0x1234_5677;
                 let _ = GLOBAL.alloc(l);
                 let _ = GLOBAL.alloc(l);
             }

@@ -352,10 +352,10 @@ fn write_after_free_cached_link() {
             let b = m(48);
             f(a);
             f(b);
-            // A use after free that writes the first word of `b` (its cache link), with a value
-            // whose low bits survive the alignment check half of the time.
-            core::ptr::write_bytes(b, 0x40, 8);
-            let _ = m(48); // hands out b, reads its link: caught here
+            // A use after free that writes the first 16 bytes of `b` (the cache keeps its
+            // address out of band; word 1 holds the freed mark).
+            core::ptr::write_bytes(b, 0x40, 16);
+            let _ = m(48); // hands out b, checks its mark: caught here
             let _ = m(48);
         },
     );
@@ -371,8 +371,9 @@ fn write_after_free_cached_one_byte() {
             let b = m(48);
             f(a);
             f(b);
-            // A one-byte write after free, into the high byte of the link.
-            *b.add(7) ^= 0x10;
+            // A one-bit write after free, into the freed mark (word 1). Word 0 is checked too
+            // with the `expensive-checks` feature (a canary), see src/tcache/link.rs.
+            *b.add(15) ^= 0x10;
             let _ = m(48);
             let _ = m(48);
         },

@@ -31,7 +31,7 @@
 use crate::arena::Arena;
 use crate::config::{REGION_SHIFT, REGION_SIZE};
 use crate::os;
-use crate::sync::process::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::process::{AtomicU8, AtomicUsize, Ordering};
 
 /// Header at the base of every region.
 #[repr(C, align(64))]
@@ -48,28 +48,32 @@ pub struct RegionHeader {
 pub const FIRST_CHUNK_OFFSET: usize = core::mem::size_of::<RegionHeader>();
 const _: () = assert!(FIRST_CHUNK_OFFSET % 16 == 0);
 
-const MAP_WORDS: usize = 1 << (47 - REGION_SHIFT - 6);
-static REGION_MAP: [AtomicU64; MAP_WORDS] = [const { AtomicU64::new(0) }; MAP_WORDS];
-
-#[inline(always)]
-fn slot(addr: usize) -> Option<(usize, u64)> {
-    let i = addr >> REGION_SHIFT;
-    if i >= MAP_WORDS * 64 {
-        None
-    } else {
-        Some((i >> 6, 1u64 << (i & 63)))
-    }
-}
+/// Addresses the map covers: the 47-bit user address space of x86-64 and AArch64 (48-bit VA).
+pub const MAP_LIMIT: usize = 1 << 47;
+const MAP_LEN: usize = MAP_LIMIT >> REGION_SHIFT;
+/// One byte per granule (2 MiB of zero-initialised static memory, of which only the pages
+/// holding marked granules are ever touched): a byte test is one instruction shorter than a bit
+/// test on the `free` path.
+static REGION_MAP: [AtomicU8; MAP_LEN] = [const { AtomicU8::new(0) }; MAP_LEN];
 
 /// Whether `addr` lies in a live heap reservation (a region or the main reservation): R1, so
 /// reading there does not fault.
 #[inline(always)]
 pub fn contains(addr: usize) -> bool {
-    let Some((w, bit)) = slot(addr) else {
-        return false;
-    };
+    // SAFETY: checked just before.
+    addr < MAP_LIMIT && unsafe { contains_below_limit(addr) }
+}
+
+/// [`contains`] for an address the caller has already compared with [`MAP_LIMIT`].
+///
+/// # Safety
+/// `addr < MAP_LIMIT`.
+#[inline(always)]
+pub unsafe fn contains_below_limit(addr: usize) -> bool {
+    // SAFETY: caller: the index is in bounds.
+    let b = unsafe { REGION_MAP.get_unchecked(addr >> REGION_SHIFT) };
     // Acquire: pairs with the Release in `register`, publishing a region's header.
-    REGION_MAP[w].load(Ordering::Acquire) & bit != 0
+    b.load(Ordering::Acquire) != 0
 }
 
 /// Marks (or, with `on` false, unmarks) every whole granule of the reservation
@@ -79,15 +83,9 @@ pub fn contains(addr: usize) -> bool {
 /// R1: marking, the reservation is mapped, readable and ours until it is unmarked.
 pub unsafe fn register(base: usize, len: usize, on: bool) {
     let mut g = base;
-    while g + REGION_SIZE <= base + len {
-        if let Some((w, bit)) = slot(g) {
-            if on {
-                // Release: pairs with the Acquire in `contains`.
-                REGION_MAP[w].fetch_or(bit, Ordering::Release);
-            } else {
-                REGION_MAP[w].fetch_and(!bit, Ordering::Release);
-            }
-        }
+    while g + REGION_SIZE <= base + len && g + REGION_SIZE <= MAP_LIMIT {
+        // Release: pairs with the Acquire in `contains`.
+        REGION_MAP[g >> REGION_SHIFT].store(on as u8, Ordering::Release);
         g += REGION_SIZE;
     }
 }

@@ -8,14 +8,18 @@
 //! program clears word 1, so a stale mark in reused memory is never mistaken for a freed chunk.
 //!
 //! Word 0 depends on where the chunk is held:
-//! - thread cache (an out-of-band pointer array, see `tcache`): a canary, `p ^ LINK_KEY`;
+//! - thread cache (an out-of-band pointer array, see `tcache`): nothing — the program's own
+//!   bytes stay there — or, with the `expensive-checks` feature, a canary `p ^ LINK_KEY` (it
+//!   costs about 8% of a malloc/free pair);
 //! - quick and remote lists: the link to the next chunk, stored like glibc's safe-linking,
 //!   XORed with its own slot address (shifted right by 12) and `LINK_KEY`.
 //!
-//! Both words are checked when the chunk is taken back ([`take_cached`], [`get`]): a write
+//! The words are checked when the chunk is taken back ([`take_cached`], [`get`]): a write
 //! after free into word 1 is caught with certainty (up to a 2^-64 guess of the key), into a
-//! cache canary with certainty, into a list link unless the damaged link still demangles to a
-//! 16-aligned user-space address (one write in 2^11).
+//! list link unless the damaged link still demangles to a 16-aligned user-space address (one
+//! write in 2^11), into word 0 of a cached chunk only with `expensive-checks` — without it
+//! such a write goes unnoticed but cannot steer the allocator: a cache holds its chunks'
+//! addresses in its own memory, never in theirs.
 
 use crate::os::fatal;
 use crate::sync::process::{AtomicUsize, Ordering};
@@ -74,7 +78,8 @@ pub unsafe fn get(p: *mut u8) -> *mut u8 {
     core::ptr::with_exposed_provenance_mut(v)
 }
 
-/// Writes the canary and the freed mark of a chunk entering a thread cache.
+/// Writes the freed mark of a chunk entering a thread cache (and, with the `expensive-checks`
+/// feature, the canary in word 0).
 ///
 /// # Safety
 /// As for [`set`].
@@ -83,14 +88,17 @@ pub unsafe fn put_cached(p: *mut u8) {
     crate::asan::unpoison(p, 16);
     // SAFETY: caller: writable, at least 16 bytes.
     unsafe {
-        p.cast::<usize>()
-            .write(p as usize ^ LINK_KEY.load(Ordering::Relaxed));
+        if cfg!(feature = "expensive-checks") {
+            p.cast::<usize>()
+                .write(p as usize ^ LINK_KEY.load(Ordering::Relaxed));
+        }
         p.cast::<usize>().add(1).write(mark(p));
     }
 }
 
-/// Checks the canary and the freed mark of a chunk leaving a thread cache for the program, and
-/// clears the mark; aborts when either word was overwritten.
+/// Checks the freed mark (and, with `expensive-checks`, the canary) of a chunk leaving a
+/// thread cache for the program, and clears the mark; aborts when a checked word was
+/// overwritten.
 ///
 /// # Safety
 /// `p` was prepared by [`put_cached`] and is owned by the caller.
@@ -98,8 +106,10 @@ pub unsafe fn put_cached(p: *mut u8) {
 pub unsafe fn take_cached(p: *mut u8) {
     // SAFETY: caller: readable and writable, at least 16 bytes.
     unsafe {
-        let (w0, w1) = (p.cast::<usize>().read(), p.cast::<usize>().add(1).read());
-        if w0 != p as usize ^ LINK_KEY.load(Ordering::Relaxed) || w1 != mark(p) {
+        let w1 = p.cast::<usize>().add(1).read();
+        let canary_ok = !cfg!(feature = "expensive-checks")
+            || p.cast::<usize>().read() == p as usize ^ LINK_KEY.load(Ordering::Relaxed);
+        if w1 != mark(p) || !canary_ok {
             fatal("malloc(): a freed chunk in a thread cache was overwritten (write after free?)");
         }
         p.cast::<usize>().add(1).write(0);

@@ -38,9 +38,11 @@ pub mod link;
 use core::ptr;
 
 use crate::arena::Arena;
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, HEADER, MIN_CHUNK};
 use crate::heap::Heap;
-use crate::size_class::{CLASS_CHUNK_SIZE, NCLASSES};
+use crate::size_class::{
+    request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
+};
 use crate::sync::Ordering;
 
 /// A stack's top: the owner writes it with a plain store, any thread may read it (statistics),
@@ -75,7 +77,9 @@ struct Bin {
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct ThreadCache {
-    bins: [Bin; NCLASSES],
+    /// `bins[c + 1]` is class `c`'s stack; `bins[0]` is always empty, so that a small request
+    /// `n` (0 included) finds its stack at index `(n + 15) / 16` with no other arithmetic.
+    bins: [Bin; NCLASSES + 1],
     bases: [*mut *mut u8; NCLASSES],
     /// The arena this thread allocates from.
     pub arena: *const Arena,
@@ -142,12 +146,22 @@ impl ThreadCache {
         // SAFETY: caller: writable and unused.
         unsafe {
             at.write(ThreadCache {
-                bins: core::array::from_fn(|c| Bin {
-                    top: Top::new(bases[c]),
-                    empty: low16(bases[c]),
-                    full: low16(bases[c].wrapping_add(maxes[c] as usize)),
-                    fill: (maxes[c] / 2).clamp(1, FIRST_FILL),
-                    max: maxes[c],
+                bins: core::array::from_fn(|i| match i.checked_sub(1) {
+                    // The always-empty stack: its top's low bits equal `empty`, and it is full.
+                    None => Bin {
+                        top: Top::new(ptr::null_mut()),
+                        empty: 0,
+                        full: 0,
+                        fill: 0,
+                        max: 0,
+                    },
+                    Some(c) => Bin {
+                        top: Top::new(bases[c]),
+                        empty: low16(bases[c]),
+                        full: low16(bases[c].wrapping_add(maxes[c] as usize)),
+                        fill: (maxes[c] / 2).clamp(1, FIRST_FILL),
+                        max: maxes[c],
+                    },
                 }),
                 bases,
                 arena,
@@ -163,13 +177,57 @@ impl ThreadCache {
         self.capacity
     }
 
+    /// Takes a cached chunk for a request of `n` bytes (payload pointer), or null (also when
+    /// `n` has no cached class).
+    ///
+    /// # Safety
+    /// Called by the owning thread.
+    #[inline(always)]
+    pub unsafe fn pop_request(&mut self, n: usize) -> *mut u8 {
+        if n <= SMALL_MAX_REQUEST && core::mem::size_of::<Bin>() == 16 {
+            // Stack (n + 15) / 16, at byte offset (n + 15) & !15: one instruction fewer.
+            // SAFETY: the offset is at most 16 * (SMALL_MAX_REQUEST + 15) / 16, inside `bins`.
+            let b = unsafe { &*self.bins.as_ptr().byte_add((n + 15) & !15) };
+            // SAFETY: forwarded.
+            return unsafe { Self::pop_from(b) };
+        }
+        let i = if n <= SMALL_MAX_REQUEST {
+            (n + 15) >> 4
+        } else if n <= MAX_CLASS_REQUEST {
+            request_class(n).0 + 1
+        } else {
+            return ptr::null_mut();
+        };
+        // SAFETY: forwarded; `i` is at most NCLASSES.
+        unsafe { self.pop_bin(i) }
+    }
+
     /// Takes a cached chunk of class `cls` (payload pointer), or null.
     ///
     /// # Safety
     /// Called by the owning thread; `cls < NCLASSES`.
     #[inline(always)]
     pub unsafe fn pop(&mut self, cls: usize) -> *mut u8 {
-        let b = &self.bins[cls];
+        // SAFETY: forwarded.
+        unsafe { self.pop_bin(cls + 1) }
+    }
+
+    /// Takes a chunk from stack `i` (class `i - 1`), or null.
+    ///
+    /// # Safety
+    /// Owning thread; `i <= NCLASSES`.
+    #[inline(always)]
+    unsafe fn pop_bin(&mut self, i: usize) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe { Self::pop_from(&self.bins[i]) }
+    }
+
+    /// Takes a chunk from stack `b`, or null.
+    ///
+    /// # Safety
+    /// Owning thread; `b` is one of its stacks.
+    #[inline(always)]
+    unsafe fn pop_from(b: &Bin) -> *mut u8 {
         let t = b.top.load(Ordering::Relaxed);
         if low16(t) == b.empty {
             return ptr::null_mut();
@@ -190,7 +248,37 @@ impl ThreadCache {
     /// Owning thread; `p` is an in-use chunk's payload of exactly class `cls`, owned by the caller.
     #[inline(always)]
     pub unsafe fn push(&mut self, cls: usize, p: *mut u8) -> bool {
-        let b = &self.bins[cls];
+        // SAFETY: forwarded.
+        unsafe { Self::push_to(&self.bins[cls + 1], p) }
+    }
+
+    /// Caches payload `p` of a chunk of `size` bytes when its class is one of the small ones
+    /// (16-byte steps up to `SMALL_MAX_REQUEST`) and its stack has room; false otherwise.
+    ///
+    /// # Safety
+    /// Owning thread; `p` is an in-use chunk's payload of `size` bytes, owned by the caller.
+    #[inline(always)]
+    pub unsafe fn push_small(&mut self, size: usize, p: *mut u8) -> bool {
+        if size.wrapping_sub(MIN_CHUNK) > SMALL_MAX_REQUEST + HEADER - MIN_CHUNK {
+            return false;
+        }
+        let b = if core::mem::size_of::<Bin>() == 16 {
+            // Class (size - 32) / 16 is stack (size - 16) / 16, at byte offset size - 16.
+            // SAFETY: size - 16 <= SMALL_MAX_REQUEST, inside `bins`.
+            unsafe { &*self.bins.as_ptr().byte_add(size - 16) }
+        } else {
+            &self.bins[(size - 16) >> 4]
+        };
+        // SAFETY: forwarded.
+        unsafe { Self::push_to(b, p) }
+    }
+
+    /// Pushes `p` on stack `b`; false when it is full.
+    ///
+    /// # Safety
+    /// As for [`ThreadCache::push`], `b` being the stack of `p`'s class.
+    #[inline(always)]
+    unsafe fn push_to(b: &Bin, p: *mut u8) -> bool {
         let t = b.top.load(Ordering::Relaxed);
         if low16(t) == b.full {
             return false;
@@ -207,12 +295,12 @@ impl ThreadCache {
     /// Whether class `cls` is cached at all.
     #[inline]
     pub fn caches(&self, cls: usize) -> bool {
-        self.bins[cls].max > 0
+        self.bins[cls + 1].max > 0
     }
 
     /// Cached chunks in class `cls` (any thread: a snapshot).
     pub fn count(&self, cls: usize) -> usize {
-        let t = self.bins[cls].top.load(Ordering::Relaxed);
+        let t = self.bins[cls + 1].top.load(Ordering::Relaxed);
         (t as usize).wrapping_sub(self.bases[cls] as usize) / 8
     }
 
@@ -227,7 +315,7 @@ impl ThreadCache {
 
     /// Bound of class `cls`.
     pub fn max(&self, cls: usize) -> usize {
-        self.bins[cls].max as usize
+        self.bins[cls + 1].max as usize
     }
 
     /// Bytes of chunks held (read by any thread; a snapshot).
@@ -248,7 +336,7 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     pub unsafe fn refill(&mut self, heap: &Heap, cls: usize) -> *mut u8 {
-        let b = &mut self.bins[cls];
+        let b = &mut self.bins[cls + 1];
         let want = b.fill as usize;
         b.fill = (b.fill * 2).min((b.max / 2).max(1));
         let nb = CLASS_CHUNK_SIZE[cls];
@@ -258,7 +346,7 @@ impl ThreadCache {
         let mut g = heap.lock_some_arena(own);
         let sh = heap.shared();
         let mut first: *mut u8 = ptr::null_mut();
-        let start = self.bins[cls].top.load(Ordering::Relaxed);
+        let start = self.bins[cls + 1].top.load(Ordering::Relaxed);
         let mut t = start;
         // SAFETY: lock held; each chunk handed to the sink is in use and ours; at most `want`
         // chunks come, and one of them is returned, so the stack gets at most `want - 1 < room`.
@@ -284,7 +372,7 @@ impl ThreadCache {
             let n = t.offset_from(start) as usize;
             core::slice::from_raw_parts_mut(start, n).reverse();
         }
-        self.bins[cls].top.store(t, Ordering::Relaxed);
+        self.bins[cls + 1].top.store(t, Ordering::Relaxed);
         first
     }
 
@@ -305,7 +393,9 @@ impl ThreadCache {
         unsafe {
             heap.release_slice(core::slice::from_raw_parts_mut(base, out), may_defer);
             ptr::copy(base.add(out), base, keep);
-            self.bins[cls].top.store(base.add(keep), Ordering::Relaxed);
+            self.bins[cls + 1]
+                .top
+                .store(base.add(keep), Ordering::Relaxed);
         }
     }
 

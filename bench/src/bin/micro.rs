@@ -27,7 +27,9 @@ use arena_bench::sysinfo::SysInfo;
 
 const USAGE: &str = "\
 usage: cargo run --release -p arena-bench --bin micro -- [--quick | --full] [--reps N] [--scale X]
+                                                       [--only TEXT]
   --quick   scale 0.2, 3 repetitions;  default: scale 1, 5 repetitions;  --full: scale 4, 7
+  --only    run only the patterns whose label contains TEXT (e.g. --only pair)
 ";
 
 const ALLOCATORS: [&str; 4] = ["arena", "glibc", "mimalloc", "jemalloc"];
@@ -291,17 +293,22 @@ fn main() -> ExitCode {
         reps = r;
     }
     let work = ((1_000_000.0 * scale) as usize).max(10_000);
+    let only = option_value(&args, "--only");
+    let patterns: Vec<Pattern> = PATTERNS
+        .into_iter()
+        .filter(|p| only.is_none_or(|t| p.label().contains(t)))
+        .collect();
 
     eprintln!("micro: warming up");
-    for p in PATTERNS {
+    for &p in &patterns {
         for i in 0..ALLOCATORS.len() {
             measure_by_index(i, p, work / 20);
         }
     }
-    let mut samples = vec![vec![Vec::new(); ALLOCATORS.len()]; PATTERNS.len()];
+    let mut samples = vec![vec![Vec::new(); ALLOCATORS.len()]; patterns.len()];
     let started = Instant::now();
     for rep in 0..reps {
-        for (pi, &p) in PATTERNS.iter().enumerate() {
+        for (pi, &p) in patterns.iter().enumerate() {
             for k in 0..ALLOCATORS.len() {
                 let ai = (rep + pi + k) % ALLOCATORS.len();
                 samples[pi][ai].push(measure_by_index(ai, p, work));
@@ -314,7 +321,7 @@ fn main() -> ExitCode {
         );
     }
 
-    let rows = PATTERNS
+    let rows = patterns
         .iter()
         .zip(&samples)
         .map(|(p, per_alloc)| Row {
