@@ -184,8 +184,10 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         }
         // Quick lists: whole in-use chunks of their class, carrying the cache key.
         let mut quick = 0usize;
+        let mut per_class = [0usize; crate::size_class::NSMALL_CLASSES];
         let mut bad = None;
         st.for_each_quick(|cls, p| {
+            per_class[cls] += 1;
             let c = Chunk::from_payload(p);
             if bad.is_none()
                 && (!c.tag_ok()
@@ -204,6 +206,13 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         }
         if quick != st.quick_bytes {
             return Err("quick_bytes does not match the quick lists");
+        }
+        if per_class
+            .iter()
+            .enumerate()
+            .any(|(cls, &n)| n != st.quick_count(cls))
+        {
+            return Err("A5: a quick list's count does not match its chunks");
         }
         if st.nsegs < crate::arena::MAX_SEGS
             && st.committed != st.overhead + chunk_bytes + top.size()

@@ -42,6 +42,11 @@ pub const PURGE_DEBT: usize = 16 << 20;
 /// Free chunks smaller than this are never purged (bytes).
 pub const PURGE_MIN_CHUNK: usize = 64 << 10;
 
+/// Default most bytes one arena keeps in its quick lists (small chunks given back by thread
+/// caches, kept whole for reuse) before it merges them all into its bins. The aging rule
+/// (`arena::ArenaState::quick_review`) normally merges unused ones long before.
+pub const QUICK_MAX_DEFAULT: usize = 64 << 20;
+
 /// Most arenas a heap ever makes (the fixed size of its arena table).
 pub const MAX_ARENAS: usize = 256;
 /// Default arena cap, per CPU the process may run on.
@@ -77,6 +82,8 @@ pub struct Tunables {
     pub use_brk: bool,
     /// Address space the main arena reserves when it does not use the break (bytes).
     pub main_reserve: usize,
+    /// Most bytes one arena keeps in its quick lists (bytes).
+    pub quick_max: usize,
 }
 
 impl Tunables {
@@ -99,6 +106,7 @@ impl Tunables {
             tcache_max_size: TCACHE_MAX_SIZE_DEFAULT,
             use_brk: false,
             main_reserve: MAIN_RESERVE,
+            quick_max: QUICK_MAX_DEFAULT,
         }
     }
 
@@ -121,6 +129,9 @@ impl Tunables {
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_COUNT") {
             t.tcache_count = v.min(u16::MAX as usize / 2);
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_QUICK_MAX") {
+            t.quick_max = v;
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_MAX_SIZE") {
             t.tcache_max_size = v.min(crate::size_class::MAX_CLASS_REQUEST);

@@ -100,6 +100,8 @@ pub struct Shared {
     pub trim_threshold: PAtomicUsize,
     /// Top kept on trim, added on growth.
     pub top_pad: usize,
+    /// Most bytes one arena keeps in its quick lists.
+    pub quick_max: usize,
     /// Main arena segments.
     pub main_segs: MainSegs,
     /// Live huge blocks.
@@ -168,6 +170,7 @@ impl Heap {
                     mmap_dynamic: PAtomicBool::new(true),
                     trim_threshold: PAtomicUsize::new(crate::config::TRIM_THRESHOLD_DEFAULT),
                     top_pad: crate::config::TOP_PAD_DEFAULT,
+                    quick_max: crate::config::QUICK_MAX_DEFAULT,
                     main_segs: MainSegs::new(),
                     huge_count: PAtomicUsize::new(0),
                     huge_bytes: PAtomicUsize::new(0),
@@ -206,6 +209,8 @@ impl Heap {
         sh.trim_threshold.store(t.trim_threshold, Ordering::Relaxed);
         // SAFETY: init runs before the heap is shared; top_pad is otherwise read-only.
         unsafe { ptr::addr_of!(sh.top_pad).cast_mut().write(t.top_pad) };
+        // SAFETY: as above; quick_max is otherwise read-only.
+        unsafe { ptr::addr_of!(sh.quick_max).cast_mut().write(t.quick_max) };
         self.arena_max
             .store(t.arena_max.clamp(1, MAX_ARENAS), Ordering::Relaxed);
         self.tcache_count.store(t.tcache_count, Ordering::Relaxed);

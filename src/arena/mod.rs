@@ -11,6 +11,15 @@
 //! chunk of the next non-empty bin (bitmap) → top → grow (brk, commit more of a reservation,
 //! or a new region).
 //!
+//! Small chunks returned by thread caches wait whole on per-class *quick lists* (bundles of
+//! chunk addresses, see `ArenaState::push_class`) and are handed back first by refills. Policy
+//! (docs/design.md, "Quick lists"): they grow with demand; an aging clock counts the arena's
+//! traffic outside the quick lists, and once per epoch (`max(QUICK_EPOCH, 2 × quick_bytes)`)
+//! each class gives up as many chunks as stayed untouched through the epoch (its low-water
+//! mark) to `free_chunk`; everything is merged before the arena grows, on trim, and above the
+//! `quick_max` tunable (64 MiB). Bound: at most `quick_max` bytes per arena, chunks the program
+//! had in use, unused ones merged after two epochs of other work.
+//!
 //! # Invariants
 //! - A1: `top` is the last chunk of the current segment and ends at `seg_end`; its size is at
 //!   least [`TOP_MIN`]; its `PREV_INUSE` bit is set (a free chunk below would have merged).
@@ -18,6 +27,8 @@
 //! - A3: memory of the current segment at or above `top_fresh` has never been written since
 //!   it was committed (reads as zero).
 //! - A4: chunks pushed on `remote` are in use from the arena's view (their frees are pending).
+//! - A5: `quick_count[c]` is the number of chunks on quick list `c`, `quick_low[c] ≤
+//!   quick_count[c]`, and `quick_bytes` is the sum of their sizes.
 
 pub mod region;
 
@@ -108,16 +119,45 @@ pub struct ArenaState {
     /// Regions this arena mapped (newest first, linked through their headers).
     pub regions: *mut RegionHeader,
     /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
-    /// coalescing), linked through their payloads like cache lists and still carrying the cache
-    /// key; handed out first by refills, merged into the bins (`consolidate`) before the arena
-    /// grows, on trim, or when they hold more than [`QUICK_MAX_BYTES`].
+    /// coalescing), each carrying the cache key; handed out first by refills. Each class is a
+    /// stack of *bundles* (see [`QUICK_CAP`]): the head chunk of a bundle holds the link to the
+    /// next bundle, a count and the addresses of up to `QUICK_CAP[cls]` other chunks of the
+    /// class, so that a refill reads a few adjacent words instead of following one link per
+    /// chunk through cold memory. Merged into the bins (`consolidate`) before the arena grows,
+    /// on trim, above the `quick_max` tunable, and by the aging rule (`quick_review`).
     quick: [*mut u8; NSMALL_CLASSES],
+    /// Chunks in each quick list.
+    quick_count: [u32; NSMALL_CLASSES],
+    /// Low-water mark of `quick_count` since the last review: chunks that nobody took in that
+    /// time.
+    quick_low: [u32; NSMALL_CLASSES],
     /// Bytes in the quick lists.
     pub quick_bytes: usize,
+    /// The aging clock: bytes the arena served or took back *outside* the quick lists since
+    /// the last review (bins, top, chunks too large for a quick list).
+    quick_clock: usize,
 }
 
-/// Most bytes an arena keeps in its quick lists before it consolidates them.
-pub const QUICK_MAX_BYTES: usize = 512 << 10;
+/// The quick lists are reviewed (`quick_review`) when the aging clock reaches this or twice
+/// the bytes they hold, whichever is more (bytes).
+pub const QUICK_EPOCH: usize = PURGE_DEBT;
+
+/// Payload words of a bundle head before its member slots: link (2 words, as in cache lists)
+/// and count.
+const QUICK_HEAD_WORDS: usize = 3;
+
+/// Members a bundle head of each class holds: its payload words less the head words (0 for
+/// class 0, whose 16-byte payload has room for the link only: a plain list).
+pub const QUICK_CAP: [usize; NSMALL_CLASSES] = {
+    let mut t = [0usize; NSMALL_CLASSES];
+    let mut i = 0;
+    while i < NSMALL_CLASSES {
+        let words = (i + 1) * 16 / 8;
+        t[i] = words.saturating_sub(QUICK_HEAD_WORDS);
+        i += 1;
+    }
+    t
+};
 
 // SAFETY: only reached through the arena lock.
 unsafe impl Send for ArenaState {}
@@ -164,7 +204,10 @@ impl Arena {
             nsegs: 0,
             regions: ptr::null_mut(),
             quick: [ptr::null_mut(); NSMALL_CLASSES],
+            quick_count: [0; NSMALL_CLASSES],
+            quick_low: [0; NSMALL_CLASSES],
             quick_bytes: 0,
+            quick_clock: 0,
         };
         // SAFETY: caller: `at` is writable and aligned.
         unsafe {
@@ -646,6 +689,7 @@ impl ArenaState {
                     zeroed: false,
                 });
             }
+            self.quick_tick(sh, nb);
             if nb < SMALL_LIMIT {
                 if let Some(c) = self.bins.last(bin_index(nb)) {
                     self.bins.unlink(c, nb);
@@ -713,16 +757,76 @@ impl ArenaState {
             return None;
         }
         let cls = chunk_class(nb)?.0;
-        let p = self.quick[cls];
+        // SAFETY: forwarded.
+        let p = unsafe { self.pop_class(cls) };
         if p.is_null() {
-            return None;
+            None
+        } else {
+            // SAFETY: quick-list members are in-use chunks of this arena.
+            Some(unsafe { Chunk::from_payload(p) })
         }
-        // SAFETY: quick-list members are in-use chunks of this arena, linked by `release`.
+    }
+
+    /// Pops one payload of class `cls` (null when the list is empty): the newest member of
+    /// the head bundle, or the head itself once it holds none.
+    #[inline]
+    unsafe fn pop_class(&mut self, cls: usize) -> *mut u8 {
+        let h = self.quick[cls];
+        if h.is_null() {
+            return ptr::null_mut();
+        }
+        let cap = QUICK_CAP[cls];
+        // SAFETY: `h` is a bundle head written by `push_class`: its payload holds the link,
+        // and (when `cap > 0`) the count and `cap` slots.
+        let p = unsafe {
+            let n = if cap > 0 { quick_count_of(h) } else { 0 };
+            if n > cap {
+                fatal("malloc(): corrupted quick list (write after free?)");
+            }
+            if n > 0 {
+                let m = quick_slot_get(h, n - 1);
+                quick_set_count(h, n - 1);
+                m
+            } else {
+                self.quick[cls] = link::get(h);
+                h
+            }
+        };
+        let c = self.quick_count[cls] - 1;
+        self.quick_count[cls] = c;
+        self.quick_low[cls] = self.quick_low[cls].min(c);
+        self.quick_bytes -= crate::size_class::CLASS_CHUNK_SIZE[cls];
+        p
+    }
+
+    /// Pushes payload `p` (an in-use chunk of class `cls`, ours) on its quick list: into the
+    /// head bundle while it has room, else as the head of a new bundle.
+    #[inline]
+    unsafe fn push_class(&mut self, cls: usize, p: *mut u8) {
+        let h = self.quick[cls];
+        let cap = QUICK_CAP[cls];
+        // SAFETY: caller: `p` is ours; `h` is null or a bundle head of this class.
         unsafe {
-            self.quick[cls] = link::get(p);
-            self.quick_bytes -= nb;
-            Some(Chunk::from_payload(p))
+            let n = if cap > 0 && !h.is_null() {
+                quick_count_of(h)
+            } else {
+                cap
+            };
+            if n < cap {
+                quick_slot_set(h, n, p);
+                quick_set_count(h, n + 1);
+                // The member is marked freed like any cached chunk (a second free aborts).
+                link::set(p, ptr::null_mut());
+            } else {
+                link::set(p, h);
+                if cap > 0 {
+                    quick_set_count(p, 0);
+                }
+                self.quick[cls] = p;
+            }
         }
+        self.quick_count[cls] += 1;
+        self.quick_bytes += crate::size_class::CLASS_CHUNK_SIZE[cls];
     }
 
     /// Takes back an in-use chunk from a thread cache (or a remote list): small chunks go to
@@ -737,49 +841,104 @@ impl ArenaState {
             let size = c.size();
             if size <= SMALL_MAX_REQUEST + HEADER {
                 if let Some(cls) = chunk_class(size) {
-                    if c.is_free() || !c.plus(size).prev_inuse() {
+                    // The chunk's own FREE bit is set in every state where it is not in use (in
+                    // a bin, merged into a neighbour or top: `free_chunk` leaves FREE in the
+                    // stale header). The next chunk's PREV_INUSE bit is not read here: it lies
+                    // on another cache line, a miss per chunk; `free_chunk` checks it when the
+                    // chunk is consolidated.
+                    if c.is_free() {
                         fatal("free(): double free (chunk is already free)");
                     }
-                    let p = c.payload();
-                    link::set(p, self.quick[cls.0]);
-                    self.quick[cls.0] = p;
-                    self.quick_bytes += size;
-                    if self.quick_bytes > QUICK_MAX_BYTES {
+                    self.push_class(cls.0, c.payload());
+                    if self.quick_bytes > sh.quick_max {
                         self.consolidate(sh);
                     }
                     return;
                 }
             }
             self.free_chunk(sh, c);
+            self.quick_tick(sh, size);
+        }
+    }
+
+    /// Advances the aging clock by `bytes` of traffic outside the quick lists; reviews them
+    /// once per epoch.
+    #[inline]
+    fn quick_tick(&mut self, sh: &Shared, bytes: usize) {
+        self.quick_clock += bytes;
+        if self.quick_clock >= QUICK_EPOCH.max(self.quick_bytes.saturating_mul(2)) {
+            self.quick_review(sh);
+        }
+    }
+
+    /// The aging rule: every chunk count that stayed in a quick list through a whole epoch
+    /// (its class's low-water mark) was not needed in that time; that many chunks of the class
+    /// are merged into the bins, where they coalesce and become trimmable and purgeable. Lists
+    /// that were drained at some point of the epoch are kept whole.
+    #[cold]
+    fn quick_review(&mut self, sh: &Shared) {
+        self.quick_clock = 0;
+        for cls in 0..NSMALL_CLASSES {
+            for _ in 0..self.quick_low[cls] {
+                // SAFETY: the list holds at least `quick_low[cls]` chunks (the low-water mark
+                // never exceeds the count); members are in-use chunks of this arena.
+                unsafe {
+                    let p = self.pop_class(cls);
+                    if p.is_null() {
+                        break;
+                    }
+                    self.free_chunk(sh, Chunk::from_payload(p));
+                }
+            }
+            self.quick_low[cls] = self.quick_count[cls];
         }
     }
 
     /// Frees every quick-list chunk into the bins (coalescing).
     pub fn consolidate(&mut self, sh: &Shared) {
+        if self.quick_bytes == 0 {
+            return;
+        }
         for cls in 0..NSMALL_CLASSES {
-            let mut p = core::mem::replace(&mut self.quick[cls], ptr::null_mut());
-            while !p.is_null() {
+            loop {
                 // SAFETY: quick-list members are in-use chunks of this arena.
                 unsafe {
-                    let next = link::get(p);
+                    let p = self.pop_class(cls);
+                    if p.is_null() {
+                        break;
+                    }
                     self.free_chunk(sh, Chunk::from_payload(p));
-                    p = next;
                 }
             }
+            self.quick_low[cls] = 0;
         }
-        self.quick_bytes = 0;
     }
 
     /// Calls `f` on every quick-list payload (checkers).
     pub fn for_each_quick(&self, mut f: impl FnMut(usize, *mut u8)) {
-        for cls in 0..NSMALL_CLASSES {
-            let mut p = self.quick[cls];
-            while !p.is_null() {
-                f(cls, p);
-                // SAFETY: quick-list members carry links written by `release`.
-                p = unsafe { link::get(p) };
+        for (cls, &cap) in QUICK_CAP.iter().enumerate() {
+            let mut h = self.quick[cls];
+            while !h.is_null() {
+                f(cls, h);
+                // SAFETY: bundle heads and their slots were written by `push_class`.
+                unsafe {
+                    let n = if cap > 0 {
+                        quick_count_of(h).min(cap)
+                    } else {
+                        0
+                    };
+                    for i in 0..n {
+                        f(cls, quick_slot_get(h, i));
+                    }
+                    h = link::get(h);
+                }
             }
         }
+    }
+
+    /// Chunks in quick list `cls` (checkers).
+    pub fn quick_count(&self, cls: usize) -> usize {
+        self.quick_count[cls] as usize
     }
 
     unsafe fn take_top(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
@@ -816,11 +975,22 @@ impl ArenaState {
         let mut k = 0;
         // SAFETY: as in `malloc_chunk`.
         unsafe {
-            while k < n {
-                let Some(c) = self.pop_quick(nb) else { break };
-                sink(c);
-                k += 1;
+            if self.quick_bytes > 0 && nb <= SMALL_MAX_REQUEST + HEADER {
+                if let Some(cls) = chunk_class(nb) {
+                    while k < n {
+                        let p = self.pop_class(cls.0);
+                        if p.is_null() {
+                            break;
+                        }
+                        sink(Chunk::from_payload(p));
+                        k += 1;
+                    }
+                }
             }
+            if k == n {
+                return k;
+            }
+            self.quick_tick(sh, nb * (n - k));
             if nb < SMALL_LIMIT {
                 let i = bin_index(nb);
                 while k < n {
@@ -1159,6 +1329,67 @@ impl ArenaState {
         }
         released
     }
+}
+
+// --- quick-list bundles ---
+//
+// A bundle head's payload: words 0–1 the link to the next bundle (`tcache::link`, which also
+// marks the head as freed), word 2 the member count, words 3.. the members' payload addresses,
+// each stored XORed with its slot address (>> 12) and the process's link key, like links.
+
+/// The member count of bundle head `h`.
+///
+/// # Safety
+/// `h` is a bundle head of a class with `QUICK_CAP > 0`.
+#[inline(always)]
+unsafe fn quick_count_of(h: *mut u8) -> usize {
+    // SAFETY: caller: word 2 lies in the payload.
+    unsafe { h.cast::<usize>().add(2).read() }
+}
+
+/// Sets the member count of bundle head `h`.
+///
+/// # Safety
+/// As for [`quick_count_of`]; `h` is ours.
+#[inline(always)]
+unsafe fn quick_set_count(h: *mut u8, n: usize) {
+    // SAFETY: caller: word 2 lies in the payload.
+    unsafe { h.cast::<usize>().add(2).write(n) }
+}
+
+#[inline(always)]
+fn quick_mangle(slot: *mut usize, v: usize) -> usize {
+    v ^ (slot as usize >> 12) ^ crate::chunk::KEYS.link.load(Ordering::Relaxed)
+}
+
+/// Stores member `p` in slot `i` of bundle head `h`.
+///
+/// # Safety
+/// `i < QUICK_CAP` of `h`'s class; `h` is ours.
+#[inline(always)]
+unsafe fn quick_slot_set(h: *mut u8, i: usize, p: *mut u8) {
+    // SAFETY: caller: the slot lies in the payload.
+    unsafe {
+        let slot = h.cast::<usize>().add(QUICK_HEAD_WORDS + i);
+        slot.write(quick_mangle(slot, p.expose_provenance()));
+    }
+}
+
+/// Member in slot `i` of bundle head `h`; aborts when the slot was overwritten.
+///
+/// # Safety
+/// Slot `i` of `h` was written by [`quick_slot_set`].
+#[inline(always)]
+unsafe fn quick_slot_get(h: *mut u8, i: usize) -> *mut u8 {
+    // SAFETY: caller: the slot lies in the payload.
+    let v = unsafe {
+        let slot = h.cast::<usize>().add(QUICK_HEAD_WORDS + i);
+        quick_mangle(slot, slot.read())
+    };
+    if v & 15 != 0 || v == 0 {
+        fatal("malloc(): corrupted quick list (write after free?)");
+    }
+    ptr::with_exposed_provenance_mut(v)
 }
 
 #[cfg(test)]

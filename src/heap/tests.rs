@@ -325,3 +325,113 @@ fn stale_cache_keys_inside_coalesced_chunks() {
         h.drop_cache(tc);
     }
 }
+
+// --- quick-list policy ---
+
+fn quick_bytes(h: &Heap) -> usize {
+    (0..h.arena_count())
+        .map(|i| h.arena(i).lock().quick_bytes)
+        .sum()
+}
+
+/// Allocates a block of each size in `sizes` through `tc`, writes it, then frees them all in
+/// `order`.
+///
+/// # Safety
+/// `tc` is a cache of `h` owned by this thread.
+unsafe fn mix_round(h: &Heap, tc: *mut ThreadCache, sizes: &[usize], order: &[usize]) {
+    let mut ptrs = vec![ptr::null_mut::<u8>(); sizes.len()];
+    for (p, &n) in ptrs.iter_mut().zip(sizes) {
+        // SAFETY: caller: our cache; the block is fresh and at least `n` bytes.
+        unsafe {
+            *p = h.malloc(tc, n);
+            assert!(!p.is_null());
+            p.write(1);
+        }
+    }
+    for &i in order {
+        // SAFETY: each block is live and freed once.
+        unsafe { h.free(tc, ptrs[i]) };
+    }
+}
+
+fn shuffled_mix(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = Rng(seed);
+    let sizes: Vec<usize> = (0..n).map(|_| 16 + rng.below(1000) as usize).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    (sizes, order)
+}
+
+/// The quick lists keep as much as the program frees, so that the same mix allocated again is
+/// served from them without committing more memory; once the program does other things for
+/// two aging epochs, the unused chunks are merged into the bins, coalesce and are trimmed.
+#[test]
+fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
+    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let tc = h.new_cache();
+    let (sizes, order) = shuffled_mix(30_000, 7);
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        mix_round(&h, tc, &sizes, &order);
+        let kept = quick_bytes(&h);
+        assert!(
+            kept > 8 << 20,
+            "the quick lists kept only {kept} bytes of a ~15 MB mix"
+        );
+        let committed = h.stats().arena_committed;
+        for _ in 0..3 {
+            mix_round(&h, tc, &sizes, &order);
+            check_heap(&h).unwrap();
+            let now = h.stats().arena_committed;
+            assert!(
+                now <= committed + (1 << 20),
+                "reusing the same mix committed more memory: {committed} -> {now}"
+            );
+        }
+        // Other work: blocks too large for the quick lists (and the thread cache), about
+        // 160 MB of traffic, well over two epochs. (The cache is emptied first, so that every
+        // small block is on a quick list and the whole mix can coalesce.)
+        (*tc).flush_all(&h);
+        for i in 0..2000 {
+            let p = h.malloc(tc, (40 << 10) + (i % 7) * 16);
+            assert!(!p.is_null());
+            p.write(1);
+            h.free(tc, p);
+        }
+        check_heap(&h).unwrap();
+        let left = quick_bytes(&h);
+        assert!(
+            left < 1 << 20,
+            "{left} bytes still in the quick lists after two idle epochs"
+        );
+        let after = h.stats().arena_committed;
+        assert!(
+            after < committed / 2,
+            "aged chunks were not coalesced and trimmed: committed {committed} -> {after}"
+        );
+        assert!(h.stats().free_chunks < 100);
+        h.drop_cache(tc);
+    }
+}
+
+/// `quick_max` bounds the quick lists whatever the demand.
+#[test]
+fn quick_lists_respect_quick_max() {
+    let mut t = tunables();
+    t.quick_max = 1 << 20;
+    let h = PrivateHeap::new(&t).expect("private heap");
+    let tc = h.new_cache();
+    let (sizes, order) = shuffled_mix(10_000, 11);
+    // SAFETY: as above.
+    unsafe {
+        for _ in 0..2 {
+            mix_round(&h, tc, &sizes, &order);
+            assert!(quick_bytes(&h) <= 1 << 20);
+            check_heap(&h).unwrap();
+        }
+        h.drop_cache(tc);
+    }
+}

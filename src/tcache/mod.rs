@@ -388,14 +388,19 @@ impl ThreadCache {
             return;
         }
         let base = self.bases[cls];
-        let out = n - keep;
-        // SAFETY: T1: slots [0, n) are filled; the oldest `out` leave, the newest `keep` move down.
+        // SAFETY: T1: slots [0, n) are filled. The newest `keep` rotate down to the bottom and
+        // the stack is cut to them *before* the others are released: a `fork` while the release
+        // runs (another thread's prepare handler waits on an arena lock this one takes next)
+        // leaves the child a cache that no longer holds the released chunks, so the child's
+        // flush of this vanished thread's cache does not release them a second time
+        // (tests/fork.rs found it). The slots above the top are scratch space.
         unsafe {
-            heap.release_slice(core::slice::from_raw_parts_mut(base, out), may_defer);
-            ptr::copy(base.add(out), base, keep);
+            let all = core::slice::from_raw_parts_mut(base, n);
+            all.rotate_left(n - keep);
             self.bins[cls + 1]
                 .top
                 .store(base.add(keep), Ordering::Relaxed);
+            heap.release_slice(&mut all[keep..], may_defer);
         }
     }
 
