@@ -15,7 +15,7 @@ use core::ptr;
 
 use crate::arena::region::{self, RegionHeader};
 use crate::arena::{Arena, ArenaGuard, Growth};
-use crate::chunk::{Chunk, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
+use crate::chunk::{Chunk, ALIGN, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
@@ -556,6 +556,34 @@ impl Heap {
 
 /// Whether `tc` names a usable cache (null and the `DEAD` marker 1 do not).
 #[inline(always)]
+/// The chunk size given to a block of `size` bytes that must grow to `nb > size` bytes
+/// (`realloc` headroom): up to `size + size / 4` when that is more than `nb`, so that a run of
+/// small growth steps (`+16 B`, `Vec::reserve_exact`) needs the lock and a copy only once per
+/// ~25 % of growth. Within the class range the result is rounded down to a class size (never
+/// below `nb`), so the block can still go to a thread cache.
+///
+/// Bound: the result is at most `max(nb, 1.25 × size)` < 1.25 × `nb`, so a grown block's chunk
+/// exceeds its request's chunk size by less than a quarter; `realloc` keeps slack only within
+/// that same bound when a block shrinks.
+fn grow_target(size: usize, nb: usize) -> usize {
+    let room = (size + size / 4) & !(ALIGN - 1);
+    if room <= nb {
+        return nb;
+    }
+    if room <= MAX_CLASS_REQUEST + HEADER {
+        // The smallest class that holds `room`, or the one below it when that is too big.
+        let c = request_class(room - HEADER).0;
+        let cs = CLASS_CHUNK_SIZE[c];
+        let at_most = if cs > room {
+            CLASS_CHUNK_SIZE[c.saturating_sub(1)]
+        } else {
+            cs
+        };
+        return at_most.max(nb);
+    }
+    room
+}
+
 fn has_cache(tc: *mut ThreadCache) -> bool {
     tc as usize > 1
 }
@@ -938,6 +966,8 @@ impl Heap {
         q
     }
 
+    /// `realloc` proper. A block that must grow gets headroom (see [`grow_target`]), so that
+    /// a run of small growth steps mostly returns early, without the lock or a copy.
     unsafe fn realloc_raw(&self, tc: *mut ThreadCache, p: *mut u8, n: usize) -> *mut u8 {
         // SAFETY: validated before use, as in `free`.
         unsafe {
@@ -946,6 +976,7 @@ impl Heap {
                 return ptr::null_mut();
             };
             let old_usable;
+            let mut move_n = n;
             if c.head() & IS_MMAPPED != 0 {
                 crate::huge::check(c);
                 old_usable = crate::huge::usable(c);
@@ -965,20 +996,23 @@ impl Heap {
                 }
                 old_usable = size - HEADER;
                 if nb <= size {
-                    if size - nb >= MIN_CHUNK && size > 1024 + HEADER + 16 {
+                    // Slack within the headroom bound stays (a grown block keeps its room).
+                    if size - nb > nb / 4 && size - nb >= MIN_CHUNK && size > 1024 + HEADER + 16 {
                         let mut g = self.arena_of(c).lock();
                         g.shrink_chunk(&self.shared, c, nb);
                     }
                     return p;
                 }
+                let want = grow_target(size, nb);
                 if nb <= MMAP_THRESHOLD_MAX {
                     let mut g = self.arena_of(c).lock();
-                    if g.grow_chunk(&self.shared, c, nb) {
+                    if g.grow_chunk(&self.shared, c, nb, want) {
                         return p;
                     }
                 }
+                move_n = want - HEADER;
             }
-            let q = self.malloc(tc, n);
+            let q = self.malloc(tc, move_n);
             if q.is_null() {
                 return q;
             }
