@@ -1009,6 +1009,20 @@ impl Heap {
                     if g.grow_chunk(&self.shared, c, nb, want) {
                         return p;
                     }
+                    // A large block that must move goes to the start of top when top has the
+                    // room: its later growth is then in place (no copy), where a best fit would
+                    // leave it hemmed in. Class-sized blocks move through the thread cache.
+                    if want > MAX_CLASS_REQUEST + HEADER
+                        && want < self.shared.mmap_threshold.load(Ordering::Relaxed)
+                    {
+                        if let Some(got) = g.take_top_if_room(&self.shared, want) {
+                            drop(g);
+                            let q = Self::hand_out(got.chunk);
+                            ptr::copy_nonoverlapping(p, q, old_usable);
+                            self.free(tc, p);
+                            return q;
+                        }
+                    }
                 }
                 move_n = want - HEADER;
             }

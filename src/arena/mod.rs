@@ -1039,6 +1039,21 @@ impl ArenaState {
         }
     }
 
+    /// Carves `nb` bytes from the start of top when top already holds them (it does not grow
+    /// for them): the new home of a large block that `realloc` must move, where its later
+    /// growth is in place. Its memory counts as used already, so the footprint does not grow.
+    ///
+    /// # Safety
+    /// Lock held (guaranteed by `&mut`); `nb` is a normalised chunk size.
+    pub unsafe fn take_top_if_room(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
+        // SAFETY: top valid (A1).
+        if unsafe { self.top.size() } < nb + TOP_MIN {
+            return None;
+        }
+        // SAFETY: top holds `nb + TOP_MIN` bytes, so `take_top` does not grow it.
+        unsafe { self.take_top(sh, nb) }
+    }
+
     fn maybe_trim(&mut self, sh: &Shared) {
         // SAFETY: top valid.
         let ts = unsafe { self.top.size() };
