@@ -19,7 +19,7 @@ use crate::chunk::{Chunk, ALIGN, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK}
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
-    chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST,
+    chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, MAX_REQUEST,
 };
 use crate::stats::Stats;
 use crate::sync::process::{AtomicBool as PAtomicBool, AtomicUsize as PAtomicUsize};
@@ -981,10 +981,20 @@ impl Heap {
                 crate::huge::check(c);
                 old_usable = crate::huge::usable(c);
                 if nb >= self.shared.mmap_threshold.load(Ordering::Relaxed) / 2 || n > old_usable {
-                    if n <= old_usable && old_usable - n < os::page_size() * 4 {
+                    // Slack within four pages or the headroom bound (a quarter) stays.
+                    if n <= old_usable && old_usable - n < (os::page_size() * 4).max(n / 4) {
                         return p;
                     }
-                    let q = crate::huge::realloc(&self.shared, c, n);
+                    // Growth gets headroom as in the arenas: up to a quarter more.
+                    let to = if n > old_usable {
+                        n.max((old_usable + old_usable / 4).min(MAX_REQUEST))
+                    } else {
+                        n
+                    };
+                    let mut q = crate::huge::realloc(&self.shared, c, to);
+                    if q.is_null() && to != n {
+                        q = crate::huge::realloc(&self.shared, c, n);
+                    }
                     if !q.is_null() {
                         return q;
                     }
@@ -1026,7 +1036,10 @@ impl Heap {
                 }
                 move_n = want - HEADER;
             }
-            let q = self.malloc(tc, move_n);
+            let mut q = self.malloc(tc, move_n);
+            if q.is_null() && move_n != n {
+                q = self.malloc(tc, n);
+            }
             if q.is_null() {
                 return q;
             }
