@@ -15,11 +15,11 @@ use core::ptr;
 
 use crate::arena::region::{self, RegionHeader};
 use crate::arena::{Arena, ArenaGuard, Growth};
-use crate::chunk::{Chunk, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
+use crate::chunk::{Chunk, ALIGN, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
 use crate::size_class::{
-    chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST,
+    chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, MAX_REQUEST,
 };
 use crate::stats::Stats;
 use crate::sync::process::{AtomicBool as PAtomicBool, AtomicUsize as PAtomicUsize};
@@ -558,6 +558,34 @@ impl Heap {
 
 /// Whether `tc` names a usable cache (null and the `DEAD` marker 1 do not).
 #[inline(always)]
+/// The chunk size given to a block of `size` bytes that must grow to `nb > size` bytes
+/// (`realloc` headroom): up to `size + size / 4` when that is more than `nb`, so that a run of
+/// small growth steps (`+16 B`, `Vec::reserve_exact`) needs the lock and a copy only once per
+/// ~25 % of growth. Within the class range the result is rounded down to a class size (never
+/// below `nb`), so the block can still go to a thread cache.
+///
+/// Bound: the result is at most `max(nb, 1.25 × size)` < 1.25 × `nb`, so a grown block's chunk
+/// exceeds its request's chunk size by less than a quarter; `realloc` keeps slack only within
+/// that same bound when a block shrinks.
+fn grow_target(size: usize, nb: usize) -> usize {
+    let room = (size + size / 4) & !(ALIGN - 1);
+    if room <= nb {
+        return nb;
+    }
+    if room <= MAX_CLASS_REQUEST + HEADER {
+        // The smallest class that holds `room`, or the one below it when that is too big.
+        let c = request_class(room - HEADER).0;
+        let cs = CLASS_CHUNK_SIZE[c];
+        let at_most = if cs > room {
+            CLASS_CHUNK_SIZE[c.saturating_sub(1)]
+        } else {
+            cs
+        };
+        return at_most.max(nb);
+    }
+    room
+}
+
 fn has_cache(tc: *mut ThreadCache) -> bool {
     tc as usize > 1
 }
@@ -993,6 +1021,8 @@ impl Heap {
         q
     }
 
+    /// `realloc` proper. A block that must grow gets headroom (see [`grow_target`]), so that
+    /// a run of small growth steps mostly returns early, without the lock or a copy.
     unsafe fn realloc_raw(&self, tc: *mut ThreadCache, p: *mut u8, n: usize) -> *mut u8 {
         // SAFETY: validated before use, as in `free`.
         unsafe {
@@ -1001,14 +1031,25 @@ impl Heap {
                 return ptr::null_mut();
             };
             let old_usable;
+            let mut move_n = n;
             if c.head() & IS_MMAPPED != 0 {
                 crate::huge::check(c);
                 old_usable = crate::huge::usable(c);
                 if nb >= self.shared.mmap_threshold.load(Ordering::Relaxed) / 2 || n > old_usable {
-                    if n <= old_usable && old_usable - n < os::page_size() * 4 {
+                    // Slack within four pages or the headroom bound (a quarter) stays.
+                    if n <= old_usable && old_usable - n < (os::page_size() * 4).max(n / 4) {
                         return p;
                     }
-                    let q = crate::huge::realloc(&self.shared, c, n);
+                    // Growth gets headroom as in the arenas: up to a quarter more.
+                    let to = if n > old_usable {
+                        n.max((old_usable + old_usable / 4).min(MAX_REQUEST))
+                    } else {
+                        n
+                    };
+                    let mut q = crate::huge::realloc(&self.shared, c, to);
+                    if q.is_null() && to != n {
+                        q = crate::huge::realloc(&self.shared, c, n);
+                    }
                     if !q.is_null() {
                         return q;
                     }
@@ -1020,20 +1061,40 @@ impl Heap {
                 }
                 old_usable = size - HEADER;
                 if nb <= size {
-                    if size - nb >= MIN_CHUNK && size > 1024 + HEADER + 16 {
+                    // Slack within the headroom bound stays (a grown block keeps its room).
+                    if size - nb > nb / 4 && size - nb >= MIN_CHUNK && size > 1024 + HEADER + 16 {
                         let mut g = self.arena_of(c).lock();
                         g.shrink_chunk(&self.shared, c, nb);
                     }
                     return p;
                 }
+                let want = grow_target(size, nb);
                 if nb <= MMAP_THRESHOLD_MAX {
                     let mut g = self.arena_of(c).lock();
-                    if g.grow_chunk(&self.shared, c, nb) {
+                    if g.grow_chunk(&self.shared, c, nb, want) {
                         return p;
                     }
+                    // A large block that must move goes to the start of top when top has the
+                    // room: its later growth is then in place (no copy), where a best fit would
+                    // leave it hemmed in. Class-sized blocks move through the thread cache.
+                    if want > MAX_CLASS_REQUEST + HEADER
+                        && want < self.shared.mmap_threshold.load(Ordering::Relaxed)
+                    {
+                        if let Some(got) = g.take_top_if_room(&self.shared, want) {
+                            drop(g);
+                            let q = Self::hand_out(got.chunk);
+                            ptr::copy_nonoverlapping(p, q, old_usable);
+                            self.free(tc, p);
+                            return q;
+                        }
+                    }
                 }
+                move_n = want - HEADER;
             }
-            let q = self.malloc(tc, n);
+            let mut q = self.malloc(tc, move_n);
+            if q.is_null() && move_n != n {
+                q = self.malloc(tc, n);
+            }
             if q.is_null() {
                 return q;
             }

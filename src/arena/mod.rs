@@ -1164,27 +1164,32 @@ impl ArenaState {
         }
     }
 
-    /// Grows an in-use chunk in place to at least `nb` bytes, from top or a free neighbour.
+    /// Grows an in-use chunk in place from top or a free neighbour: to `want` bytes when there
+    /// is room for them (top grows for them if it must), else to at least `nb`.
     ///
     /// # Safety
-    /// `c` is in use in this arena; `nb > c.size()`, normalised.
-    pub unsafe fn grow_chunk(&mut self, sh: &Shared, c: Chunk, nb: usize) -> bool {
+    /// `c` is in use in this arena; `c.size() < nb ≤ want`, both normalised.
+    pub unsafe fn grow_chunk(&mut self, sh: &Shared, c: Chunk, nb: usize, want: usize) -> bool {
         // SAFETY: neighbours of c are chunks of this arena.
         unsafe {
             let size = c.size();
             let f = c.flags() & (PREV_INUSE | IN_REGION);
             let next = c.plus(size);
             if next == self.top {
-                let extra = nb - size;
-                if self.top.size() < extra + TOP_MIN && !self.grow(sh, extra) {
-                    return false;
+                let mut target = want;
+                if self.top.size() < want - size + TOP_MIN && !self.grow(sh, want - size) {
+                    target = nb;
+                    if self.top.size() < nb - size + TOP_MIN && !self.grow(sh, nb - size) {
+                        return false;
+                    }
                 }
                 if self.top != next {
                     return false; // growth moved top to a new segment
                 }
+                let extra = target - size;
                 let ts = next.size();
-                c.set_head(nb, f);
-                let nt = c.plus(nb);
+                c.set_head(target, f);
+                let nt = c.plus(target);
                 nt.set_head(ts - extra, PREV_INUSE | (f & IN_REGION) | FREE);
                 self.top = nt;
                 self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
@@ -1196,11 +1201,26 @@ impl ArenaState {
                 let total = size + nsize;
                 c.set_head(total, f);
                 c.plus(total).set_prev_inuse(true);
-                self.shrink_chunk(sh, c, nb);
+                self.shrink_chunk(sh, c, want.min(total));
                 return true;
             }
             false
         }
+    }
+
+    /// Carves `nb` bytes from the start of top when top already holds them (it does not grow
+    /// for them): the new home of a large block that `realloc` must move, where its later
+    /// growth is in place. Its memory counts as used already, so the footprint does not grow.
+    ///
+    /// # Safety
+    /// Lock held (guaranteed by `&mut`); `nb` is a normalised chunk size.
+    pub unsafe fn take_top_if_room(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
+        // SAFETY: top valid (A1).
+        if unsafe { self.top.size() } < nb + TOP_MIN {
+            return None;
+        }
+        // SAFETY: top holds `nb + TOP_MIN` bytes, so `take_top` does not grow it.
+        unsafe { self.take_top(sh, nb) }
     }
 
     fn maybe_trim(&mut self, sh: &Shared) {

@@ -127,6 +127,7 @@ fn run_model(seed: u64, ops: usize, ncaches: usize) {
                     let n = size_for(&mut rng).max(1);
                     let q = heap.realloc(tc, k as *mut u8, n);
                     assert!(!q.is_null());
+                    assert!(heap.usable_size(q) >= n);
                     verify(q, l.len.min(n), l.seed);
                     assert_no_overlap(&live, q as usize, n);
                     fill(q, n, l.seed);
@@ -253,6 +254,158 @@ fn remote_list_is_drained_by_the_next_lock_holder() {
         check_heap(&heap).unwrap();
     }
     assert_eq!(heap.stats().in_use, 0);
+}
+
+/// The most a block returned by `realloc(p, n)` may hold: the headroom bound (chunk at most a
+/// quarter above the request's chunk; small chunks are never shrunk; a huge block's usable size
+/// at most a quarter above `n`, or four pages, plus page rounding).
+fn realloc_usable_bound(n: usize, huge: bool) -> usize {
+    if huge {
+        let ps = os::page_size();
+        n + (n / 4).max(4 * ps) + ps
+    } else {
+        let nb = request_to_chunk(n).unwrap();
+        (nb + nb / 4).max(1024 + HEADER + 16) - HEADER
+    }
+}
+
+/// Grows (then shrinks) one block through `steps` on a fragmented private heap, checking
+/// contents, `usable_size ≥ n` and the headroom bound after each call; returns how many calls
+/// had to grow the block (`n` above its usable size).
+fn realloc_walk(heap: &PrivateHeap, tc: *mut ThreadCache, steps: &[usize]) -> usize {
+    let mut growths = 0;
+    // SAFETY: private heap driven from this thread; `p` is live throughout.
+    unsafe {
+        let mut p = heap.malloc(tc, steps[0]);
+        let mut len = steps[0];
+        fill(p, len, 7);
+        for (i, &n) in steps.iter().enumerate().skip(1) {
+            growths += usize::from(n > heap.usable_size(p));
+            let q = heap.realloc(tc, p, n);
+            assert!(!q.is_null());
+            verify(q, len.min(n), 7);
+            let u = heap.usable_size(q);
+            let huge = Chunk::from_payload(q).head() & IS_MMAPPED != 0;
+            assert!(u >= n, "usable {u} < {n}");
+            assert!(
+                u <= realloc_usable_bound(n, huge),
+                "usable {u} for {n} (huge {huge})"
+            );
+            fill(q, n, 7);
+            p = q;
+            len = n;
+            if i % 256 == 0 {
+                check_heap(heap).unwrap();
+            }
+        }
+        check_heap(heap).unwrap();
+        heap.free(tc, p);
+    }
+    growths
+}
+
+#[test]
+fn realloc_headroom_keeps_contents_and_bound() {
+    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let tc = heap.new_cache();
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        // Fragment the arena: every other block stays live, so no block can grow in place for
+        // long.
+        let ps: Vec<*mut u8> = (0..4000).map(|i| heap.malloc(tc, 16 + i % 700)).collect();
+        for &p in ps.iter().step_by(2) {
+            heap.free(tc, p);
+        }
+        let step16: Vec<usize> = (1..=4096).map(|i| i * 16).collect();
+        let growths = realloc_walk(&heap, tc, &step16);
+        // +16 B steps to 64 KiB: without headroom every step past 32 KiB (and most below)
+        // would have to grow the block under the lock; with it, one in ~25% of growth does.
+        assert!(growths < 120, "{growths} growths over 4096 steps");
+        let mut x15 = vec![16];
+        while *x15.last().unwrap() < 600 << 10 {
+            x15.push((x15.last().unwrap() * 3 / 2 + 15) & !15);
+        }
+        realloc_walk(&heap, tc, &x15);
+        // Past the mmap threshold and back down, by small and large steps.
+        let mut mixed: Vec<usize> = (0..300).map(|i| (120 << 10) + i * 1000).collect();
+        mixed.extend((0..300).map(|i| (420 << 10) - i * 1000));
+        mixed.extend([
+            100_000, 40_000, 33_000, 32_768, 5000, 1000, 200, 16, 1, 70_000,
+        ]);
+        realloc_walk(&heap, tc, &mixed);
+        let rev: Vec<usize> = step16.iter().rev().copied().collect();
+        realloc_walk(&heap, tc, &rev);
+        for &p in ps.iter().skip(1).step_by(2) {
+            heap.free(tc, p);
+        }
+        heap.drop_cache(tc);
+        check_heap(&heap).unwrap();
+    }
+    let s = heap.stats();
+    assert_eq!(s.in_use, 0, "{s}");
+    assert_eq!(s.huge_blocks, 0);
+}
+
+/// A large block that `realloc` must move goes to top (when top has the room), not into a
+/// best-fit hole, so that its later growth is in place.
+#[test]
+fn realloc_moves_large_blocks_to_top() {
+    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let tc = ptr::null_mut();
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        let hole = heap.malloc(tc, 70_000);
+        let g1 = heap.malloc(tc, 100);
+        let p = heap.malloc(tc, 40_000);
+        let g2 = heap.malloc(tc, 100);
+        let big = heap.malloc(tc, 300_000); // top room without growth, freed into top below
+        heap.free(tc, big);
+        heap.free(tc, hole); // a 70 KB hole: a best fit for 50 KB, hemmed in by `g1`
+        fill(p, 40_000, 3);
+        let q = heap.realloc(tc, p, 50_000);
+        assert_ne!(q, p, "premise: `g2` blocks in-place growth");
+        verify(q, 40_000, 3);
+        fill(q, 50_000, 3);
+        for n in [60_000, 90_000, 120_000] {
+            let r = heap.realloc(tc, q, n);
+            assert_eq!(r, q, "growth to {n} is in place");
+            verify(r, 50_000, 3);
+        }
+        check_heap(&heap).unwrap();
+        for b in [q, g1, g2] {
+            heap.free(tc, b);
+        }
+        check_heap(&heap).unwrap();
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+#[test]
+fn grow_target_bound_and_classes() {
+    let mut size = MIN_CHUNK;
+    while size < 300 << 10 {
+        for nb in [
+            size + 16,
+            size + 32,
+            size + size / 8,
+            size + size / 2,
+            2 * size,
+        ] {
+            let Some(nb) = request_to_chunk(nb - HEADER) else {
+                continue;
+            };
+            let t = grow_target(size, nb);
+            assert!(t >= nb && t % ALIGN == 0, "size {size} nb {nb} -> {t}");
+            assert!(t <= (nb + nb / 4).max(nb), "size {size} nb {nb} -> {t}");
+            if nb <= MAX_CLASS_REQUEST + HEADER && t <= MAX_CLASS_REQUEST + HEADER {
+                assert!(
+                    chunk_class(t).is_some(),
+                    "size {size} nb {nb} -> {t} not a class"
+                );
+            }
+        }
+        size += 16 + size / 16 / 16 * 16;
+    }
 }
 
 // --- regressions found by the fuzz campaigns ---
