@@ -251,7 +251,7 @@ pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
                 if c.flags() & IS_MMAPPED != 0 {
                     return Err("T2: cached chunk flagged IS_MMAPPED");
                 }
-                if !c.tag_ok() || c.size() < class_size {
+                if !c.tag_ok() || c.size() != class_size {
                     return Err("T2: cached chunk of the wrong size or bad tag");
                 }
                 if !c.plus(c.size()).prev_inuse() {

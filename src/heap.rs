@@ -240,7 +240,7 @@ impl Heap {
                 _ => match os::map_aligned(t.main_reserve, crate::config::REGION_SIZE, false) {
                     Some(base) if os::commit(base, COMMIT_STEP) => {
                         // R1: the whole reservation is readable and ours until `Drop`.
-                        region::register(base as usize, t.main_reserve, true);
+                        region::register(base as usize, t.main_reserve, region::MAIN_RESERVE);
                         self.main_reserve.store(base as usize, Ordering::Relaxed);
                         self.main_reserve_len
                             .store(t.main_reserve, Ordering::Relaxed);
@@ -502,20 +502,36 @@ impl Heap {
         }
     }
 
+    /// The arena owning the chunk whose payload is `p`, found from the region map and not from
+    /// the chunk's header (which a caller may know not to need).
+    ///
+    /// # Safety
+    /// `p` is the payload of a live chunk of this heap's arenas (not a huge block).
+    #[inline]
+    pub unsafe fn arena_of_payload(&self, p: *mut u8) -> &Arena {
+        if region::kind(p as usize) == region::REGION {
+            // SAFETY: caller: a region chunk; its header holds its arena.
+            unsafe { &*region::arena_of(p) }
+        } else {
+            self.main_arena()
+        }
+    }
+
     /// Gives chunks back to their arenas: one lock hold per arena, or — with `may_defer`, when
     /// an arena's lock is busy — onto that arena's lock-free remote list in one push. The slice
-    /// is scratch space (its order is changed).
+    /// is scratch space (its order is changed). `size` is the chunks' common size when the
+    /// caller knows it (a cache flush: then no header is read), or 0.
     ///
     /// # Safety
     /// Every pointer is the payload of a checked, in-use chunk of this heap that the caller owns
-    /// and gives up.
-    pub unsafe fn release_slice(&self, ps: &mut [*mut u8], may_defer: bool) {
+    /// and gives up, of `size` bytes when `size` is not 0.
+    pub unsafe fn release_slice(&self, ps: &mut [*mut u8], size: usize, may_defer: bool) {
         let sh = &self.shared;
         let mut n = ps.len();
         while n > 0 {
             // SAFETY: caller: members are checked, in-use chunks of ours.
             unsafe {
-                let a: &Arena = self.arena_of(Chunk::from_payload(ps[0]));
+                let a: &Arena = self.arena_of_payload(ps[0]);
                 let mut guard = if may_defer {
                     a.try_lock()
                 } else {
@@ -530,18 +546,22 @@ impl Heap {
                 for i in 0..n {
                     let p = ps[i];
                     let c = Chunk::from_payload(p);
-                    if !ptr::eq(self.arena_of(c), a) {
+                    if !ptr::eq(self.arena_of_payload(p), a) {
                         ps[rest] = p;
                         rest += 1;
                     } else if let Some(g) = guard.as_mut() {
-                        g.release(sh, c);
+                        if size == 0 {
+                            g.release(sh, c);
+                        } else {
+                            g.release_sized(sh, c, size);
+                        }
                     } else {
                         link::set(p, mine);
                         if mine_tail.is_null() {
                             mine_tail = p;
                         }
                         mine = p;
-                        bytes += c.size();
+                        bytes += if size == 0 { c.size() } else { size };
                     }
                 }
                 drop(guard);
@@ -1263,7 +1283,11 @@ impl Heap {
             }
             let base = self.main_reserve.load(Ordering::Relaxed);
             if base != 0 {
-                region::register(base, self.main_reserve_len.load(Ordering::Relaxed), false);
+                region::register(
+                    base,
+                    self.main_reserve_len.load(Ordering::Relaxed),
+                    region::NOT_OURS,
+                );
                 os::unmap(
                     ptr::with_exposed_provenance_mut(base),
                     self.main_reserve_len.load(Ordering::Relaxed),

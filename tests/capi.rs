@@ -235,8 +235,10 @@ fn mallinfo2_is_consistent() {
         let huge = malloc(8 << 20);
         let mid = mallinfo2();
         assert!(mid.arena > 0);
-        assert!(mid.hblks > before.hblks, "{mid:?}");
-        assert!(mid.hblkhd >= before.hblkhd + (8 << 20), "{mid:?}");
+        // (Other tests of this binary run meanwhile and map and unmap huge blocks of their own,
+        // so only what this one holds is certain.)
+        assert!(mid.hblks >= 1, "{before:?} {mid:?}");
+        assert!(mid.hblkhd >= 8 << 20, "{before:?} {mid:?}");
         assert!(mid.uordblks >= 100_000, "{mid:?}");
         assert!(mid.keepcost <= mid.fordblks);
         // In use + free + cached never exceeds what the arenas hold plus the huge blocks.

@@ -838,17 +838,30 @@ impl ArenaState {
     pub unsafe fn release(&mut self, sh: &Shared, c: Chunk) {
         // SAFETY: caller: in-use chunk of ours.
         unsafe {
-            let size = c.size();
+            // The chunk's own FREE bit is set in every state where it is not in use (in a bin,
+            // merged into a neighbour or top: `free_chunk` leaves FREE in the stale header). The
+            // next chunk's PREV_INUSE bit is not read here: it lies on another cache line, a miss
+            // per chunk; `free_chunk` checks it when the chunk is consolidated.
+            if c.is_free() {
+                fatal("free(): double free (chunk is already free)");
+            }
+            self.release_sized(sh, c, c.size());
+        }
+    }
+
+    /// [`ArenaState::release`] of a chunk whose size the caller knows (a thread cache's stack
+    /// holds chunks of exactly its class, checked when they were freed): a small chunk goes
+    /// to its quick list without its header being read — for a cache flush, whose chunks are
+    /// often no longer in the CPU cache, that read was a miss per chunk.
+    ///
+    /// # Safety
+    /// As for [`ArenaState::release`]; `size` is the chunk's size.
+    #[inline]
+    pub unsafe fn release_sized(&mut self, sh: &Shared, c: Chunk, size: usize) {
+        // SAFETY: caller: in-use chunk of ours of `size` bytes.
+        unsafe {
             if size <= SMALL_MAX_REQUEST + HEADER {
                 if let Some(cls) = chunk_class(size) {
-                    // The chunk's own FREE bit is set in every state where it is not in use (in
-                    // a bin, merged into a neighbour or top: `free_chunk` leaves FREE in the
-                    // stale header). The next chunk's PREV_INUSE bit is not read here: it lies
-                    // on another cache line, a miss per chunk; `free_chunk` checks it when the
-                    // chunk is consolidated.
-                    if c.is_free() {
-                        fatal("free(): double free (chunk is already free)");
-                    }
                     self.push_class(cls.0, c.payload());
                     if self.quick_bytes > sh.quick_max {
                         self.consolidate(sh);

@@ -76,16 +76,33 @@ pub unsafe fn contains_below_limit(addr: usize) -> bool {
     b.load(Ordering::Acquire) != 0
 }
 
-/// Marks (or, with `on` false, unmarks) every whole granule of the reservation
+/// Map value of a granule that is not ours.
+pub const NOT_OURS: u8 = 0;
+/// Map value of a granule of the main arena's reservation (no region header).
+pub const MAIN_RESERVE: u8 = 1;
+/// Map value of a region granule (its header gives the arena).
+pub const REGION: u8 = 2;
+
+/// What the map says of the granule holding `addr`.
+#[inline(always)]
+pub fn kind(addr: usize) -> u8 {
+    if addr >= MAP_LIMIT {
+        return NOT_OURS;
+    }
+    // Acquire: pairs with the Release in `register`, publishing a region's header.
+    REGION_MAP[addr >> REGION_SHIFT].load(Ordering::Acquire)
+}
+
+/// Sets the map value `kind` (or [`NOT_OURS`]) for every whole granule of the reservation
 /// `[base, base+len)` (`base` a multiple of `REGION_SIZE`; a partial last granule stays unmarked).
 ///
 /// # Safety
 /// R1: marking, the reservation is mapped, readable and ours until it is unmarked.
-pub unsafe fn register(base: usize, len: usize, on: bool) {
+pub unsafe fn register(base: usize, len: usize, kind: u8) {
     let mut g = base;
     while g + REGION_SIZE <= base + len && g + REGION_SIZE <= MAP_LIMIT {
         // Release: pairs with the Acquire in `contains`.
-        REGION_MAP[g >> REGION_SHIFT].store(on as u8, Ordering::Release);
+        REGION_MAP[g >> REGION_SHIFT].store(kind, Ordering::Release);
         g += REGION_SIZE;
     }
 }
@@ -125,7 +142,7 @@ impl RegionHeader {
         };
         // SAFETY: R1: the region is mapped, readable (committed or reserved read-only) and ours;
         // the Release inside publishes the header.
-        unsafe { register(base as usize, REGION_SIZE, true) };
+        unsafe { register(base as usize, REGION_SIZE, REGION) };
         Some(r)
     }
 
@@ -154,7 +171,7 @@ impl RegionHeader {
     /// Nothing refers to the region's memory any more.
     pub unsafe fn unmap(r: *mut RegionHeader) {
         // SAFETY: unmarked before the unmapping (R1); caller: no users.
-        unsafe { register(r as usize, REGION_SIZE, false) };
+        unsafe { register(r as usize, REGION_SIZE, NOT_OURS) };
         // SAFETY: caller: no users.
         unsafe { os::unmap(r.cast(), REGION_SIZE) };
     }

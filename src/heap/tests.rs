@@ -236,7 +236,7 @@ fn remote_list_is_drained_by_the_next_lock_holder() {
         let bytes: usize = ps.iter().map(|&p| Chunk::from_payload(p).size()).sum();
         // hold the lock so the release must go through the remote list
         let g = arena.lock();
-        heap.release_slice(&mut ps, true);
+        heap.release_slice(&mut ps, 0, true);
         for &p in &ps {
             assert!(
                 link::has_key(p),

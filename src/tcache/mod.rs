@@ -27,7 +27,7 @@
 //!
 //! # Invariants
 //! - T1: `bases[c] <= top(c) <= bases[c] + max(c)`; the stack holds `top - base` chunks.
-//! - T2: every chunk in stack `c` has chunk size at least `CLASS_CHUNK_SIZE[c]`, is in use from its
+//! - T2: every chunk in stack `c` has chunk size exactly `CLASS_CHUNK_SIZE[c]`, is in use from its
 //!   arena's view, and carries the canary and the freed mark.
 //! - T3: only the owning thread touches the stacks and writes `top` (a thread's exit, or a
 //!   `fork` child for the threads it lost, hands the cache over first).
@@ -346,10 +346,15 @@ impl ThreadCache {
         let mut g = heap.lock_some_arena(own);
         let sh = heap.shared();
         let mut first: *mut u8 = ptr::null_mut();
+        // Pieces of the wrong size wait at the far end of the stack's free slots: the batch has
+        // at most `room` chunks besides `first`, so they never meet the good ones.
+        let end = self.bases[cls].wrapping_add(self.bins[cls + 1].max as usize);
+        let mut odd = end;
         let start = self.bins[cls + 1].top.load(Ordering::Relaxed);
         let mut t = start;
         // SAFETY: lock held; each chunk handed to the sink is in use and ours; at most `want`
-        // chunks come, and one of them is returned, so the stack gets at most `want - 1 < room`.
+        // chunks come, and one of them is returned, so the stack's free slots [t, end) take the
+        // other `want - 1 <= room` (good ones from the bottom, odd ones from the top).
         unsafe {
             g.malloc_batch(sh, nb, want.min(room + 1), |c: Chunk| {
                 let p = c.payload();
@@ -358,12 +363,22 @@ impl ThreadCache {
                     // clear it so that freeing this block is not taken for a double free.
                     link::clear_key(p);
                     first = p;
-                } else {
+                } else if c.size() == nb {
                     link::put_cached(p);
                     t.write(p);
                     t = t.add(1);
+                } else {
+                    // A piece that absorbed a remainder too small to split: a stack holds
+                    // chunks of exactly its class (T2; flushes rely on it), so this one goes
+                    // back at once, after the batch (the arena is borrowed meanwhile).
+                    odd = odd.sub(1);
+                    odd.write(p);
                 }
             });
+            while odd < end {
+                g.release(sh, Chunk::from_payload(odd.read()));
+                odd = odd.add(1);
+            }
         }
         drop(g);
         // The batch came in address order; reverse it so that pops hand out ascending addresses.
@@ -400,7 +415,7 @@ impl ThreadCache {
             self.bins[cls + 1]
                 .top
                 .store(base.add(keep), Ordering::Relaxed);
-            heap.release_slice(&mut all[keep..], may_defer);
+            heap.release_slice(&mut all[keep..], CLASS_CHUNK_SIZE[cls], may_defer);
         }
     }
 

@@ -23,7 +23,7 @@ pub(crate) fn remote_free_races_owner() {
         let freer = {
             let h = h.clone();
             thread::spawn(move || unsafe {
-                h.release_slice(&mut [p.0, q.0], true);
+                h.release_slice(&mut [p.0, q.0], 0, true);
             })
         };
         // The owner: an allocation (locks the arena, drains), then its free.
@@ -55,7 +55,7 @@ fn loom_remote_free_two_pushers() {
             .map(|c| {
                 let h = h.clone();
                 thread::spawn(move || unsafe {
-                    h.release_slice(&mut [c.0], true);
+                    h.release_slice(&mut [c.0], 0, true);
                 })
             })
             .collect();
@@ -84,7 +84,7 @@ fn loom_remote_free_two_freers_vs_cache_owner() {
             .map(|c| {
                 let h = h.clone();
                 thread::spawn(move || unsafe {
-                    h.release_slice(&mut [c.0], true);
+                    h.release_slice(&mut [c.0], 0, true);
                 })
             })
             .collect();
