@@ -1035,18 +1035,32 @@ impl ArenaState {
                         let piece = c.plus(off);
                         let sz = if i + 1 == rest { total - off } else { nb };
                         piece.set_head(sz, if i == 0 { f } else { PREV_INUSE | rf });
-                        sink(piece);
+                        if sz == nb {
+                            sink(piece);
+                            k += 1;
+                        } else {
+                            // The last piece absorbed a remainder too small to split off.
+                            self.release_sized(sh, piece, sz);
+                        }
                         off += sz;
                     }
-                    k += rest;
                 }
                 None => {
-                    while k < n {
+                    // One at a time (memory is short); a chunk that absorbed a remainder goes
+                    // back, and the tries are bounded.
+                    let mut tries = 2 * (n - k);
+                    while k < n && tries > 0 {
+                        tries -= 1;
                         let Some(g) = self.malloc_chunk(sh, nb) else {
                             break;
                         };
-                        sink(g.chunk);
-                        k += 1;
+                        let sz = g.chunk.size();
+                        if sz == nb {
+                            sink(g.chunk);
+                            k += 1;
+                        } else {
+                            self.release_sized(sh, g.chunk, sz);
+                        }
                     }
                 }
             }

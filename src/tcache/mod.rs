@@ -346,15 +346,10 @@ impl ThreadCache {
         let mut g = heap.lock_some_arena(own);
         let sh = heap.shared();
         let mut first: *mut u8 = ptr::null_mut();
-        // Pieces of the wrong size wait at the far end of the stack's free slots: the batch has
-        // at most `room` chunks besides `first`, so they never meet the good ones.
-        let end = self.bases[cls].wrapping_add(self.bins[cls + 1].max as usize);
-        let mut odd = end;
         let start = self.bins[cls + 1].top.load(Ordering::Relaxed);
         let mut t = start;
         // SAFETY: lock held; each chunk handed to the sink is in use and ours; at most `want`
-        // chunks come, and one of them is returned, so the stack's free slots [t, end) take the
-        // other `want - 1 <= room` (good ones from the bottom, odd ones from the top).
+        // chunks come, and one of them is returned, so the stack gets at most `want - 1 <= room`.
         unsafe {
             g.malloc_batch(sh, nb, want.min(room + 1), |c: Chunk| {
                 let p = c.payload();
@@ -363,22 +358,13 @@ impl ThreadCache {
                     // clear it so that freeing this block is not taken for a double free.
                     link::clear_key(p);
                     first = p;
-                } else if c.size() == nb {
+                } else {
+                    // `malloc_batch` gives chunks of exactly `nb` bytes (T2).
                     link::put_cached(p);
                     t.write(p);
                     t = t.add(1);
-                } else {
-                    // A piece that absorbed a remainder too small to split: a stack holds
-                    // chunks of exactly its class (T2; flushes rely on it), so this one goes
-                    // back at once, after the batch (the arena is borrowed meanwhile).
-                    odd = odd.sub(1);
-                    odd.write(p);
                 }
             });
-            while odd < end {
-                g.release(sh, Chunk::from_payload(odd.read()));
-                odd = odd.add(1);
-            }
         }
         drop(g);
         // The batch came in address order; reverse it so that pops hand out ascending addresses.
