@@ -29,11 +29,36 @@ use crate::tcache::ThreadCache;
 /// The process's heap.
 pub static HEAP: Heap = Heap::new();
 
-/// Slot value of a thread whose cache was torn down.
+/// What the heap's slow paths are given for a thread whose cache was torn down.
 pub const DEAD: *mut ThreadCache = core::ptr::dangling_mut::<u8>() as *mut ThreadCache;
 
+/// A placeholder cache (never written: its pops miss, its pushes find no room) shared by every
+/// thread's slot.
+struct Placeholder(ThreadCache);
+// SAFETY: a placeholder is never written (see `ThreadCache::placeholder`); its only interior
+// mutability is atomics.
+unsafe impl Sync for Placeholder {}
+
+/// The slot of a thread that has not made its cache yet.
+static NO_CACHE_YET: Placeholder = Placeholder(ThreadCache::placeholder());
+/// The slot of a thread whose cache was torn down.
+static CACHE_GONE: Placeholder = Placeholder(ThreadCache::placeholder());
+
+#[inline(always)]
+fn no_cache_yet() -> *mut ThreadCache {
+    (&raw const NO_CACHE_YET.0).cast_mut()
+}
+
+#[inline(always)]
+fn cache_gone() -> *mut ThreadCache {
+    (&raw const CACHE_GONE.0).cast_mut()
+}
+
 crate::sync::thread_local! {
-    static SLOT: Cell<*mut ThreadCache> = const { Cell::new(ptr::null_mut()) };
+    /// This thread's cache, or one of the two placeholders: never null, so the fast paths use
+    /// it without a test (a placeholder's pop misses and its push fails, which leads to the
+    /// slow paths, which tell the placeholders apart).
+    static SLOT: Cell<*mut ThreadCache> = const { Cell::new((&raw const NO_CACHE_YET.0).cast_mut()) };
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -43,9 +68,23 @@ const READY: u32 = 2;
 static INIT: AtomicU32 = AtomicU32::new(UNINIT);
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// The slot as it is: a cache or a placeholder.
+#[inline(always)]
+fn slot_raw() -> *mut ThreadCache {
+    SLOT.with(Cell::get)
+}
+
+/// The slot as the heap's slow paths take it: a cache, null (none yet) or [`DEAD`].
 #[inline(always)]
 fn slot() -> *mut ThreadCache {
-    SLOT.with(Cell::get)
+    let tc = slot_raw();
+    if tc == no_cache_yet() {
+        ptr::null_mut()
+    } else if tc == cache_gone() {
+        DEAD
+    } else {
+        tc
+    }
 }
 
 /// This thread's cache pointer as it stands (null, [`DEAD`], or a cache).
@@ -121,7 +160,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if tc.is_null() {
         return;
     }
-    SLOT.with(|s| s.set(DEAD));
+    SLOT.with(|s| s.set(cache_gone()));
     // SAFETY: the thread is exiting; nothing else uses its cache.
     unsafe { HEAP.drop_cache(tc) };
 }
@@ -134,15 +173,12 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
 /// None beyond the C contract; callable from any thread at any time.
 #[inline(always)]
 pub unsafe fn malloc(n: usize) -> *mut u8 {
-    let tc = slot();
-    if tc as usize > 1 {
-        // SAFETY: our own cache.
-        let p = unsafe { (*tc).pop_request(n) };
-        if !p.is_null() {
-            // SAFETY: a block we just took from our cache (feature `asan`; empty otherwise).
-            unsafe { HEAP.asan_alloc(p, n) };
-            return p;
-        }
+    // SAFETY: our own cache or a placeholder (whose pop misses).
+    let p = unsafe { (*slot_raw()).pop_request(n) };
+    if !p.is_null() {
+        // SAFETY: a block we just took from our cache (feature `asan`; empty otherwise).
+        unsafe { HEAP.asan_alloc(p, n) };
+        return p;
     }
     // SAFETY: forwarded.
     unsafe { malloc_slow(n) }
@@ -162,11 +198,9 @@ unsafe fn malloc_slow(n: usize) -> *mut u8 {
 /// `p` is null or a live block from this allocator (violations abort with a message).
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    let tc = slot();
-    if tc as usize > 1 {
-        // SAFETY: a thread with a cache implies an initialised heap; tc is that cache.
-        unsafe { HEAP.free_with_cache(tc, p) }
-    } else {
+    // SAFETY: our own cache or a placeholder (whose push fails); before the heap's
+    // initialisation no pointer is ours, and the checks abort for it as they should.
+    if !unsafe { HEAP.free_fast(slot_raw(), p) } {
         // SAFETY: forwarded.
         unsafe { free_slow(p) }
     }

@@ -897,23 +897,6 @@ impl Heap {
     /// heap not freed since (violations abort with a message).
     #[inline(always)]
     pub unsafe fn free(&self, tc: *mut ThreadCache, p: *mut u8) {
-        // SAFETY: forwarded.
-        unsafe { self.free_inner::<false>(tc, p) }
-    }
-
-    /// [`Heap::free`] for a caller that has already checked that `tc` is a cache (not null
-    /// nor `DEAD`).
-    ///
-    /// # Safety
-    /// As for [`Heap::free`], and `tc` is this thread's cache of this heap.
-    #[inline(always)]
-    pub unsafe fn free_with_cache(&self, tc: *mut ThreadCache, p: *mut u8) {
-        // SAFETY: forwarded.
-        unsafe { self.free_inner::<true>(tc, p) }
-    }
-
-    #[inline(always)]
-    unsafe fn free_inner<const CACHED: bool>(&self, tc: *mut ThreadCache, p: *mut u8) {
         if p.is_null() {
             return;
         }
@@ -922,11 +905,51 @@ impl Heap {
             unsafe { self.asan_free(p) };
         }
         // SAFETY: forwarded.
-        unsafe { self.free_raw::<CACHED>(tc, p) }
+        unsafe { self.free_raw(tc, p) }
+    }
+
+    /// The fast half of `free` for a front whose thread slot always holds a cache, real or a
+    /// placeholder ([`ThreadCache::placeholder`]): validates `p` (aborting on a bad pointer, as
+    /// `free` does) and pushes it on its stack. Returns false, having changed nothing, when it
+    /// did not: a huge block, a double free (diagnosed by `free`), a chunk with no cached class,
+    /// a full stack or a placeholder; the caller then calls [`Heap::free`].
+    ///
+    /// # Safety
+    /// The heap is initialised or `p` is not ours (then this aborts); `tc` is this thread's
+    /// cache of this heap or a placeholder; `p` as for [`Heap::free`].
+    #[inline(always)]
+    pub unsafe fn free_fast(&self, tc: *const ThreadCache, p: *mut u8) -> bool {
+        if p.is_null() {
+            return true;
+        }
+        if cfg!(feature = "asan") {
+            return false;
+        }
+        // SAFETY: check_ptr validates the pointer before anything is trusted.
+        unsafe {
+            let c = self.check_ptr(p, Op::Free);
+            let h = c.head();
+            if h & (IS_MMAPPED | FREE) != 0 || link::has_key(p) {
+                return false;
+            }
+            let size = c.size();
+            (*tc).push_small(size, p) || Self::push_medium(tc, size, p)
+        }
+    }
+
+    /// [`Heap::free_fast`] for the classes above the small ones.
+    #[cold]
+    #[inline(never)]
+    unsafe fn push_medium(tc: *const ThreadCache, size: usize, p: *mut u8) -> bool {
+        match chunk_class(size) {
+            // SAFETY: caller: a checked in-use chunk of exactly class `cls`.
+            Some(cls) => unsafe { (*tc).push(cls.0, p) },
+            None => false,
+        }
     }
 
     #[inline(always)]
-    unsafe fn free_raw<const CACHED: bool>(&self, tc: *mut ThreadCache, p: *mut u8) {
+    unsafe fn free_raw(&self, tc: *mut ThreadCache, p: *mut u8) {
         // SAFETY: check_ptr validates the pointer before anything is trusted.
         unsafe {
             let c = self.check_ptr(p, Op::Free);
@@ -939,7 +962,7 @@ impl Heap {
                 self.double_free_cached(tc, p, size);
             }
             // The small classes inline; the others, a full stack, or no cache: out of line.
-            if (CACHED || has_cache(tc)) && (*tc).push_small(size, p) {
+            if has_cache(tc) && (*tc).push_small(size, p) {
                 return;
             }
             self.free_uncached(tc, c, size)

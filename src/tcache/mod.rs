@@ -172,6 +172,29 @@ impl ThreadCache {
         };
     }
 
+    /// A placeholder cache with no stacks: every pop misses and every push finds its stack
+    /// full, without writing anything, so one static instance can stand for "no cache" in
+    /// every thread's slot and the fast paths need no test of their own (`global`).
+    #[cfg(not(all(test, loom)))]
+    pub const fn placeholder() -> ThreadCache {
+        ThreadCache {
+            bins: [const {
+                Bin {
+                    top: Top::new(ptr::null_mut()),
+                    empty: 0,
+                    full: 0,
+                    fill: 0,
+                    max: 0,
+                }
+            }; NCLASSES + 1],
+            bases: [ptr::null_mut(); NCLASSES],
+            arena: ptr::null(),
+            next_live: ptr::null_mut(),
+            prev_live: ptr::null_mut(),
+            capacity: 0,
+        }
+    }
+
     /// Slots this cache's stacks area holds.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -183,7 +206,7 @@ impl ThreadCache {
     /// # Safety
     /// Called by the owning thread.
     #[inline(always)]
-    pub unsafe fn pop_request(&mut self, n: usize) -> *mut u8 {
+    pub unsafe fn pop_request(&self, n: usize) -> *mut u8 {
         if n <= SMALL_MAX_REQUEST && core::mem::size_of::<Bin>() == 16 {
             // Stack (n + 15) / 16, at byte offset (n + 15) & !15: one instruction fewer.
             // SAFETY: the offset is at most 16 * (SMALL_MAX_REQUEST + 15) / 16, inside `bins`.
@@ -207,7 +230,7 @@ impl ThreadCache {
     /// # Safety
     /// Called by the owning thread; `cls < NCLASSES`.
     #[inline(always)]
-    pub unsafe fn pop(&mut self, cls: usize) -> *mut u8 {
+    pub unsafe fn pop(&self, cls: usize) -> *mut u8 {
         // SAFETY: forwarded.
         unsafe { self.pop_bin(cls + 1) }
     }
@@ -217,7 +240,7 @@ impl ThreadCache {
     /// # Safety
     /// Owning thread; `i <= NCLASSES`.
     #[inline(always)]
-    unsafe fn pop_bin(&mut self, i: usize) -> *mut u8 {
+    unsafe fn pop_bin(&self, i: usize) -> *mut u8 {
         // SAFETY: forwarded.
         unsafe { Self::pop_from(&self.bins[i]) }
     }
@@ -247,7 +270,7 @@ impl ThreadCache {
     /// # Safety
     /// Owning thread; `p` is an in-use chunk's payload of exactly class `cls`, owned by the caller.
     #[inline(always)]
-    pub unsafe fn push(&mut self, cls: usize, p: *mut u8) -> bool {
+    pub unsafe fn push(&self, cls: usize, p: *mut u8) -> bool {
         // SAFETY: forwarded.
         unsafe { Self::push_to(&self.bins[cls + 1], p) }
     }
@@ -258,7 +281,7 @@ impl ThreadCache {
     /// # Safety
     /// Owning thread; `p` is an in-use chunk's payload of `size` bytes, owned by the caller.
     #[inline(always)]
-    pub unsafe fn push_small(&mut self, size: usize, p: *mut u8) -> bool {
+    pub unsafe fn push_small(&self, size: usize, p: *mut u8) -> bool {
         if size.wrapping_sub(MIN_CHUNK) > SMALL_MAX_REQUEST + HEADER - MIN_CHUNK {
             return false;
         }
