@@ -2,16 +2,19 @@
 //! lazy initialisation, the thread-exit flush and the `fork` handlers.
 //!
 //! # The thread's slot
-//! `SLOT` is a const-initialised, destructor-free thread-local pointer: null before the
-//! thread's first slow-path call, then its [`ThreadCache`] (carved from metadata mappings, never
-//! from the heap), and [`DEAD`] once the thread-exit flush ran. Reading it never allocates and
-//! never panics, even during thread teardown. A `DEAD` or null slot sends calls to the locked
-//! arena path.
+//! `SLOT` is a const-initialised, destructor-free thread-local pointer that is never null: a
+//! static placeholder cache (`NO_CACHE_YET`) before the thread's first slow-path call, then its
+//! [`ThreadCache`] (carved from metadata mappings, never from the heap), and a second placeholder
+//! (`CACHE_GONE`) once the thread-exit flush ran. A placeholder is never written: its pops miss
+//! and its pushes find no room, so `malloc` and `free` use the slot without testing it and reach
+//! the slow paths, which tell the placeholders apart (the heap's slow paths see null and
+//! [`DEAD`] for them). Reading the slot never allocates and never panics, even during thread
+//! teardown; a thread whose cache is gone uses the locked arena path.
 //!
 //! # Thread exit
 //! The cache is registered with `pthread_setspecific` under a key made at initialisation; its
 //! destructor flushes the cache to the arenas, detaches the arena (so a later thread reuses it)
-//! and marks the slot `DEAD`. Destructors that run later and allocate use the arena path.
+//! and sets the slot to `CACHE_GONE`. Destructors that run later and allocate use the arena path.
 //!
 //! # Re-entrancy
 //! `BUSY` is set while we call foreign code that may allocate (`pthread_setspecific`,
