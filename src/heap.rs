@@ -1126,6 +1126,9 @@ impl Heap {
                         if let Some(got) = g.take_top_if_room(&self.shared, want) {
                             drop(g);
                             let q = Self::hand_out(got.chunk);
+                            // Memory from top may be poisoned (feature `asan`); `realloc`
+                            // poisons the slack past `n` again afterwards.
+                            crate::asan::unpoison(q, want - HEADER);
                             ptr::copy_nonoverlapping(p, q, old_usable);
                             self.free(tc, p);
                             return q;

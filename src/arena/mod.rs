@@ -1400,6 +1400,9 @@ unsafe fn quick_count_of(h: *mut u8) -> usize {
 /// As for [`quick_count_of`]; `h` is ours.
 #[inline(always)]
 unsafe fn quick_set_count(h: *mut u8, n: usize) {
+    // A freed payload is poisoned past its first 16 bytes (feature `asan`): the count's word
+    // becomes addressable.
+    crate::asan::unpoison(h.wrapping_add(16), 8);
     // SAFETY: caller: word 2 lies in the payload.
     unsafe { h.cast::<usize>().add(2).write(n) }
 }
@@ -1418,6 +1421,8 @@ unsafe fn quick_slot_set(h: *mut u8, i: usize, p: *mut u8) {
     // SAFETY: caller: the slot lies in the payload.
     unsafe {
         let slot = h.cast::<usize>().add(QUICK_HEAD_WORDS + i);
+        // As in `quick_set_count` (feature `asan`).
+        crate::asan::unpoison(slot.cast(), 8);
         slot.write(quick_mangle(slot, p.expose_provenance()));
     }
 }
