@@ -519,12 +519,13 @@ impl Heap {
 
     /// Gives chunks back to their arenas: one lock hold per arena, or — with `may_defer`, when
     /// an arena's lock is busy — onto that arena's lock-free remote list in one push. The slice
-    /// is scratch space (its order is changed). `size` is the chunks' common size when the
-    /// caller knows it (a cache flush: then no header is read), or 0.
+    /// is scratch space (its order is changed). `size` is the chunks' common size when they come
+    /// from a thread cache's stack (then no header is read, and their freed marks stay as they
+    /// are), or 0.
     ///
     /// # Safety
     /// Every pointer is the payload of a checked, in-use chunk of this heap that the caller owns
-    /// and gives up, of `size` bytes when `size` is not 0.
+    /// and gives up; when `size` is not 0, of `size` bytes and carrying the freed mark.
     pub unsafe fn release_slice(&self, ps: &mut [*mut u8], size: usize, may_defer: bool) {
         let sh = &self.shared;
         let mut n = ps.len();
@@ -553,7 +554,7 @@ impl Heap {
                         if size == 0 {
                             g.release(sh, c);
                         } else {
-                            g.release_sized(sh, c, size);
+                            g.release_sized(sh, c, size, true);
                         }
                     } else {
                         link::set(p, mine);

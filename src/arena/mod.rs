@@ -802,7 +802,7 @@ impl ArenaState {
     /// Pushes payload `p` (an in-use chunk of class `cls`, ours) on its quick list: into the
     /// head bundle while it has room, else as the head of a new bundle.
     #[inline]
-    unsafe fn push_class(&mut self, cls: usize, p: *mut u8) {
+    unsafe fn push_class(&mut self, cls: usize, p: *mut u8, marked: bool) {
         let h = self.quick[cls];
         let cap = QUICK_CAP[cls];
         // SAFETY: caller: `p` is ours; `h` is null or a bundle head of this class.
@@ -815,8 +815,12 @@ impl ArenaState {
             if n < cap {
                 quick_slot_set(h, n, p);
                 quick_set_count(h, n + 1);
-                // The member is marked freed like any cached chunk (a second free aborts).
-                link::set(p, ptr::null_mut());
+                // The member is marked freed like any cached chunk (a second free aborts); a
+                // chunk from a thread cache carries the mark already, and writing it again
+                // would be a store to a line that is often no longer in the CPU cache.
+                if !marked {
+                    link::set(p, ptr::null_mut());
+                }
             } else {
                 link::set(p, h);
                 if cap > 0 {
@@ -845,7 +849,7 @@ impl ArenaState {
             if c.is_free() {
                 fatal("free(): double free (chunk is already free)");
             }
-            self.release_sized(sh, c, c.size());
+            self.release_sized(sh, c, c.size(), false);
         }
     }
 
@@ -855,14 +859,15 @@ impl ArenaState {
     /// often no longer in the CPU cache, that read was a miss per chunk.
     ///
     /// # Safety
-    /// As for [`ArenaState::release`]; `size` is the chunk's size.
+    /// As for [`ArenaState::release`]; `size` is the chunk's size; `marked`: its payload carries
+    /// the freed mark already (a thread cache's chunk: see `tcache::link`).
     #[inline]
-    pub unsafe fn release_sized(&mut self, sh: &Shared, c: Chunk, size: usize) {
+    pub unsafe fn release_sized(&mut self, sh: &Shared, c: Chunk, size: usize, marked: bool) {
         // SAFETY: caller: in-use chunk of ours of `size` bytes.
         unsafe {
             if size <= SMALL_MAX_REQUEST + HEADER {
                 if let Some(cls) = chunk_class(size) {
-                    self.push_class(cls.0, c.payload());
+                    self.push_class(cls.0, c.payload(), marked);
                     if self.quick_bytes > sh.quick_max {
                         self.consolidate(sh);
                     }
@@ -974,7 +979,8 @@ impl ArenaState {
     }
 
     /// Allocates up to `n` chunks of exactly `nb` bytes under one lock hold, handing each to
-    /// `sink`; returns how many it gave.
+    /// `sink` with whether its payload carries the freed mark already (a quick-list chunk);
+    /// returns how many it gave.
     ///
     /// # Safety
     /// As for [`ArenaState::malloc_chunk`].
@@ -983,7 +989,7 @@ impl ArenaState {
         sh: &Shared,
         nb: usize,
         n: usize,
-        mut sink: impl FnMut(Chunk),
+        mut sink: impl FnMut(Chunk, bool),
     ) -> usize {
         let mut k = 0;
         // SAFETY: as in `malloc_chunk`.
@@ -995,7 +1001,7 @@ impl ArenaState {
                         if p.is_null() {
                             break;
                         }
-                        sink(Chunk::from_payload(p));
+                        sink(Chunk::from_payload(p), true);
                         k += 1;
                     }
                 }
@@ -1010,7 +1016,7 @@ impl ArenaState {
                     let Some(c) = self.bins.last(i) else { break };
                     self.bins.unlink(c, nb);
                     self.take_whole(c, nb);
-                    sink(c);
+                    sink(c, false);
                     k += 1;
                 }
             }
@@ -1036,11 +1042,11 @@ impl ArenaState {
                         let sz = if i + 1 == rest { total - off } else { nb };
                         piece.set_head(sz, if i == 0 { f } else { PREV_INUSE | rf });
                         if sz == nb {
-                            sink(piece);
+                            sink(piece, false);
                             k += 1;
                         } else {
                             // The last piece absorbed a remainder too small to split off.
-                            self.release_sized(sh, piece, sz);
+                            self.release_sized(sh, piece, sz, false);
                         }
                         off += sz;
                     }
@@ -1056,10 +1062,10 @@ impl ArenaState {
                         };
                         let sz = g.chunk.size();
                         if sz == nb {
-                            sink(g.chunk);
+                            sink(g.chunk, false);
                             k += 1;
                         } else {
-                            self.release_sized(sh, g.chunk, sz);
+                            self.release_sized(sh, g.chunk, sz, false);
                         }
                     }
                 }

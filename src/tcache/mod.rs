@@ -374,7 +374,7 @@ impl ThreadCache {
         // SAFETY: lock held; each chunk handed to the sink is in use and ours; at most `want`
         // chunks come, and one of them is returned, so the stack gets at most `want - 1 <= room`.
         unsafe {
-            g.malloc_batch(sh, nb, want.min(room + 1), |c: Chunk| {
+            g.malloc_batch(sh, nb, want.min(room + 1), |c: Chunk, marked: bool| {
                 let p = c.payload();
                 if first.is_null() {
                     // Memory fresh from the arena may hold a stale freed mark at payload+8;
@@ -382,8 +382,12 @@ impl ThreadCache {
                     link::clear_key(p);
                     first = p;
                 } else {
-                    // `malloc_batch` gives chunks of exactly `nb` bytes (T2).
-                    link::put_cached(p);
+                    // `malloc_batch` gives chunks of exactly `nb` bytes (T2); a quick-list chunk
+                    // is marked already (and may well be out of the CPU cache: no store; the
+                    // `expensive-checks` canary in word 0 must be written though).
+                    if !marked || cfg!(feature = "expensive-checks") {
+                        link::put_cached(p);
+                    }
                     t.write(p);
                     t = t.add(1);
                 }
