@@ -65,6 +65,53 @@ fn main() {
                 black_box(&v);
             }
         }
+        "pc" => {
+            // Producer/consumer through a ring, as in `micro`: every free is remote.
+            use std::sync::atomic::{AtomicPtr, Ordering};
+            const RING: usize = 1024;
+            let ring: Vec<AtomicPtr<u8>> =
+                (0..RING).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect();
+            let n = iters * 1_000_000;
+            std::thread::scope(|s| {
+                let ring = &ring;
+                s.spawn(move || {
+                    let mut x = 77u64;
+                    for i in 0..n {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let b: Box<[u8]> = vec![1u8; 16 + (x % 240) as usize].into_boxed_slice();
+                        let p = Box::into_raw(b) as *mut u8;
+                        let slot = &ring[i % RING];
+                        while !slot.load(Ordering::Acquire).is_null() {
+                            std::thread::yield_now();
+                        }
+                        slot.store(p, Ordering::Release);
+                    }
+                });
+                s.spawn(move || {
+                    let mut x = 77u64;
+                    for i in 0..n {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let len = 16 + (x % 240) as usize;
+                        let slot = &ring[i % RING];
+                        let p = loop {
+                            let p = slot.load(Ordering::Acquire);
+                            if !p.is_null() {
+                                break p;
+                            }
+                            std::thread::yield_now();
+                        };
+                        slot.store(std::ptr::null_mut(), Ordering::Release);
+                        // SAFETY: the producer made this box with this length.
+                        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) });
+                    }
+                });
+            });
+            ops = n;
+        }
         _ => panic!("unknown pattern"),
     }
     let ns = t.elapsed().as_nanos() as f64 / ops as f64;
