@@ -19,11 +19,17 @@ fn a_thread_that_only_frees_caches_its_frees() {
             drop(unsafe { Box::from_raw(b as *mut [u8; 48]) });
         }
         let s = arena_malloc::stats();
-        (s.threads, s.tcache_bytes as isize - before.tcache_bytes as isize)
+        (
+            s.threads,
+            s.tcache_bytes as isize - before.tcache_bytes as isize,
+        )
     })
     .join()
     .unwrap();
-    assert!(threads >= 2, "the freeing thread has a cache: {threads} threads");
+    assert!(
+        threads >= 2,
+        "the freeing thread has a cache: {threads} threads"
+    );
     // 200 chunks of 64 bytes went through a stack bounded at 64 that sends its older half back
     // when full: at least 32 of them are still cached (the main thread is blocked in `join`
     // meanwhile, so its own cache did not change).

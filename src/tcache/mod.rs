@@ -90,6 +90,18 @@ pub struct ThreadCache {
     capacity: usize,
 }
 
+/// A hint to load the cache line at `p` (never faults; nothing on targets without one).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[inline(always)]
 fn low16(t: *mut *mut u8) -> u16 {
     t as usize as u16
@@ -255,11 +267,16 @@ impl ThreadCache {
         if low16(t) == b.empty {
             return ptr::null_mut();
         }
-        // SAFETY: T1/T4: the stack is not empty, so `t - 1` is a filled slot; T2.
+        // SAFETY: T1/T4: the stack is not empty, so `t - 1` is a filled slot; T2. The slot
+        // below it is readable memory of this cache (another slot, or the cache's last field).
         unsafe {
             let t = t.sub(1);
             let p = t.read();
             b.top.store(t, Ordering::Relaxed);
+            // The next pop of this class will most likely take the chunk below: start loading
+            // its line now (its mark and, three times in four, its header), so that a cold chunk
+            // costs less than a full miss then. A prefetch of a stale slot is harmless.
+            prefetch(t.sub(1).read().wrapping_add(8));
             link::take_cached(p);
             p
         }

@@ -69,8 +69,9 @@ fn main() {
             // Producer/consumer through a ring, as in `micro`: every free is remote.
             use std::sync::atomic::{AtomicPtr, Ordering};
             const RING: usize = 1024;
-            let ring: Vec<AtomicPtr<u8>> =
-                (0..RING).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect();
+            let ring: Vec<AtomicPtr<u8>> = (0..RING)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect();
             let n = iters * 1_000_000;
             std::thread::scope(|s| {
                 let ring = &ring;
