@@ -203,12 +203,21 @@ impl Bins {
                     Self::link(s, c, first);
                 } else if size >= last.size() {
                     Self::link(last, c, s);
-                } else {
+                } else if size - first.size() <= last.size() - size {
+                    // Nearer the small end: walk up from the first.
                     let mut after = first.fd();
                     while after != s && after.size() < size {
                         after = after.fd();
                     }
                     Self::link(after.bk(), c, after);
+                } else {
+                    // Nearer the large end: walk down from the last, and insert after the last
+                    // chunk smaller than `size` (before the first chunk at least as large).
+                    let mut before = last.bk();
+                    while before != s && before.size() >= size {
+                        before = before.bk();
+                    }
+                    Self::link(before, c, before.fd());
                 }
             }
         }
@@ -350,6 +359,41 @@ mod tests {
             prev = i;
             s += 16 + s / 64;
             s &= !15;
+        }
+    }
+
+    #[test]
+    fn large_bin_stays_sorted_whichever_end_the_walk_starts_from() {
+        // 200 chunks with sizes spread over one large bin, pushed in a scrambled order: some
+        // insertions walk up from the smallest, others down from the largest.
+        let sizes: Vec<usize> = (0..200usize).map(|i| 4096 + ((i * 37) % 64) * 16).collect();
+        let total: usize = sizes.iter().sum();
+        let mut buf = vec![0u128; total / 16];
+        let base = buf.as_mut_ptr().cast::<u8>();
+        let mut bins = Box::new(Bins::new());
+        // SAFETY: bins is boxed (stable address); chunks are disjoint parts of `buf`.
+        unsafe {
+            bins.init();
+            let mut off = 0;
+            let mut chunks = Vec::new();
+            for &sz in &sizes {
+                let c = Chunk::at(base.add(off));
+                c.set_head(sz, crate::chunk::PREV_INUSE);
+                off += sz;
+                bins.push_sorted(c, sz);
+                chunks.push((c, sz));
+            }
+            let i = bin_index(4096);
+            assert_eq!(bin_index(4096 + 63 * 16), i, "one bin");
+            let mut seen = Vec::new();
+            bins.for_each(i, |c| seen.push(c.size()));
+            let mut want = sizes.clone();
+            want.sort_unstable();
+            assert_eq!(seen, want);
+            for (c, sz) in chunks {
+                bins.unlink(c, sz);
+            }
+            assert!(bins.is_empty(i));
         }
     }
 
