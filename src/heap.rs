@@ -14,7 +14,7 @@
 use core::ptr;
 
 use crate::arena::region::{self, RegionHeader};
-use crate::arena::{Arena, ArenaGuard, Growth};
+use crate::arena::{self, remote_cap, Arena, ArenaGuard, Growth};
 use crate::chunk::{Chunk, ALIGN, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
@@ -541,8 +541,14 @@ impl Heap {
                 let (mut mine, mut mine_tail) = (ptr::null_mut::<u8>(), ptr::null_mut::<u8>());
                 let mut bytes = 0;
                 let mut rest = 0;
+                // The remote bundle being filled (its head, member count and capacity).
+                let (mut head, mut members, cap) = (
+                    ptr::null_mut::<u8>(),
+                    0usize,
+                    if size == 0 { 0 } else { remote_cap(size) },
+                );
                 // One pass: this arena's chunks are released at once when we hold its lock, or
-                // chained for its remote list when the lock is busy; the others move to the
+                // bundled for its remote list when the lock is busy; the others move to the
                 // front of the slice for a later pass.
                 for i in 0..n {
                     let p = ps[i];
@@ -556,14 +562,33 @@ impl Heap {
                         } else {
                             g.release_sized(sh, c, size, true);
                         }
+                    } else if !head.is_null() && members < cap {
+                        // A member of the current bundle (same size, marked: from a cache).
+                        arena::remote_slot_set(head, members, p);
+                        members += 1;
+                        bytes += size;
                     } else {
+                        // A new bundle head, linked onto the chain; the previous head's count
+                        // is final.
+                        if !head.is_null() && cap > 0 {
+                            arena::remote_set_count(head, members);
+                        }
+                        let sz = if size == 0 { c.size() } else { size };
+                        if size == 0 && arena::remote_cap(sz) > 0 {
+                            arena::remote_set_count(p, 0);
+                        }
                         link::set(p, mine);
                         if mine_tail.is_null() {
                             mine_tail = p;
                         }
                         mine = p;
-                        bytes += if size == 0 { c.size() } else { size };
+                        head = p;
+                        members = 0;
+                        bytes += sz;
                     }
+                }
+                if !head.is_null() && cap > 0 {
+                    arena::remote_set_count(head, members);
                 }
                 drop(guard);
                 if !mine.is_null() {

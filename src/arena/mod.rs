@@ -146,6 +146,38 @@ pub const QUICK_EPOCH: usize = PURGE_DEBT;
 /// and count.
 const QUICK_HEAD_WORDS: usize = 3;
 
+/// Most members a remote-list bundle holds (see [`remote_cap`]).
+const REMOTE_CAP_MAX: usize = 64;
+
+/// Members the head of a remote-list bundle of chunk size `size` holds: as for a quick bundle,
+/// its payload words less the head words, at most [`REMOTE_CAP_MAX`]. A thread cache's flush
+/// that finds the arena's lock busy pushes its chunks as bundles (`Heap::release_slice`): the
+/// drainer then reads one head per bundle and never touches the members — on the remote path
+/// each chunk it reads is a line written by another core.
+pub fn remote_cap(size: usize) -> usize {
+    ((size - HEADER) / 8)
+        .saturating_sub(QUICK_HEAD_WORDS)
+        .min(REMOTE_CAP_MAX)
+}
+
+/// Writes the member count of remote bundle head `h` (its cap is not 0).
+///
+/// # Safety
+/// `h` is the payload of an in-use chunk the caller owns, with `remote_cap(size) > 0`.
+pub unsafe fn remote_set_count(h: *mut u8, n: usize) {
+    // SAFETY: forwarded.
+    unsafe { quick_set_count(h, n) }
+}
+
+/// Stores member `p` in slot `i < remote_cap(size)` of remote bundle head `h`.
+///
+/// # Safety
+/// As for [`remote_set_count`].
+pub unsafe fn remote_slot_set(h: *mut u8, i: usize, p: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe { quick_slot_set(h, i, p) }
+}
+
 /// Members a bundle head of each class holds: its payload words less the head words (0 for
 /// class 0, whose 16-byte payload has room for the link only: a plain list).
 pub const QUICK_CAP: [usize; NSMALL_CLASSES] = {
@@ -336,11 +368,26 @@ impl ArenaGuard<'_> {
         let mut bytes = 0;
         while !p.is_null() {
             // SAFETY: chunks on the remote list are in use, belong to this arena, and are ours
-            // now (A4); the link was written by the pusher before its Release.
+            // now (A4); the link, count and slots were written by the pusher before its
+            // Release. Each entry is a bundle head: its members have its size and carry the
+            // freed mark (they come from a thread cache), so they are released unread.
             unsafe {
                 let next = link::get(p);
                 let c = Chunk::from_payload(p);
-                bytes += c.size();
+                let size = c.size();
+                let n = if remote_cap(size) > 0 {
+                    quick_count_of(p)
+                } else {
+                    0
+                };
+                if n > remote_cap(size) {
+                    fatal("malloc(): corrupted remote-free bundle (write after free?)");
+                }
+                for i in 0..n {
+                    let m = Chunk::from_payload(quick_slot_get(p, i));
+                    self.g.release_sized(sh, m, size, true);
+                }
+                bytes += size * (n + 1);
                 self.g.release(sh, c);
                 p = next;
             }

@@ -226,6 +226,53 @@ fn arena_cap_and_reuse() {
 }
 
 #[test]
+fn a_flush_into_a_busy_arena_goes_remote_as_bundles() {
+    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let tc = heap.new_cache();
+    // SAFETY: one thread drives the cache; blocks are ours.
+    unsafe {
+        for &n in &[24usize, 200, 1000] {
+            let cls = crate::size_class::request_class(n).0;
+            // Fill the stack of this class with 40 chunks of the cache's own arena.
+            let ps: Vec<*mut u8> = (0..40).map(|_| heap.malloc(tc, n)).collect();
+            for &p in &ps {
+                fill(p, n, 7);
+                heap.free(tc, p);
+            }
+            let held = (*tc).count(cls);
+            assert!(held >= 32, "{held} cached");
+            let arena = heap.arena_of(Chunk::from_payload(ps[0]));
+            let bytes = held * CLASS_CHUNK_SIZE[cls];
+            // Hold the lock: the flush must defer everything to the remote list, in bundles.
+            let g = arena.lock();
+            (*tc).flush(&heap, cls, 0, true);
+            assert_eq!((*tc).count(cls), 0);
+            assert!(arena.has_remote());
+            assert_eq!(arena.remote_bytes.load(Ordering::Relaxed), bytes);
+            drop(g);
+            // The next lock holder drains: every chunk lands in a quick list or the bins.
+            let _g = arena.lock();
+            assert!(!arena.has_remote());
+            assert_eq!(arena.remote_bytes.load(Ordering::Relaxed), 0);
+            drop(_g);
+            check_heap(&heap).unwrap();
+            // And they are all usable again, each once.
+            let again: Vec<*mut u8> = (0..40).map(|_| heap.malloc(tc, n)).collect();
+            let mut sorted = again.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), again.len(), "a chunk handed out twice");
+            for &p in &again {
+                heap.free(tc, p);
+            }
+        }
+        heap.drop_cache(tc);
+        check_heap(&heap).unwrap();
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+#[test]
 fn remote_list_is_drained_by_the_next_lock_holder() {
     let heap = PrivateHeap::new(&tunables()).unwrap();
     let tc = heap.new_cache();
