@@ -69,7 +69,8 @@ pub const FREE: usize = 1 << 44;
 pub const AGED: usize = 1 << 45;
 
 const LOW_MASK: usize = (1 << 48) - 1;
-const SIZE_MASK: usize = ((1 << 44) - 1) & !FLAG_MASK;
+/// Bits of a head word that hold the chunk size.
+pub const SIZE_MASK: usize = ((1 << 44) - 1) & !FLAG_MASK;
 /// Largest chunk size the head can describe.
 pub const MAX_CHUNK_SIZE: usize = SIZE_MASK;
 
@@ -124,9 +125,20 @@ pub fn init_secrets() {
 /// multiplier carries every input bit into the top 16 bits.
 #[inline(always)]
 fn tag_hash(addr: usize, head: usize) -> usize {
-    let s = SECRET.load(Ordering::Relaxed);
+    tag_hash_keyed(addr, head, SECRET.load(Ordering::Relaxed))
+}
+
+#[inline(always)]
+fn tag_hash_keyed(addr: usize, head: usize, s: usize) -> usize {
     // Bit 48 is always set: a zero word (untouched reserved memory) never passes for a head.
     ((head << 16) ^ addr ^ s).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 48
+}
+
+/// The key of header tags (for callers that keep a copy, such as thread caches; 0 before
+/// [`init_secrets`]).
+#[inline]
+pub fn tag_key() -> usize {
+    SECRET.load(Ordering::Relaxed)
 }
 
 #[inline(always)]
@@ -261,6 +273,13 @@ impl Chunk {
     pub fn tag_matches(self, head: usize) -> bool {
         // The tags agree exactly when the top 16 bits of hash ^ head are zero.
         (tag_hash(self.addr(), head) ^ head) <= LOW_MASK
+    }
+
+    /// [`Chunk::tag_matches`] with the tag key `key` passed in ([`tag_key`]): no load of the
+    /// process-wide key on a fast path that keeps a copy of it.
+    #[inline(always)]
+    pub fn tag_matches_keyed(self, head: usize, key: usize) -> bool {
+        (tag_hash_keyed(self.addr(), head, key) ^ head) <= LOW_MASK
     }
 
     /// Whether the header's tag is right (I4).

@@ -202,7 +202,7 @@ unsafe fn malloc_slow(n: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: our own cache or a placeholder (whose push fails); before the heap's
-    // initialisation no pointer is ours, and the checks abort for it as they should.
+    // initialisation no pointer is ours, and the slow path's checks abort for it as they should.
     if !unsafe { HEAP.free_fast(slot_raw(), p) } {
         // SAFETY: forwarded.
         unsafe { free_slow(p) }

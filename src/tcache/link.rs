@@ -78,6 +78,12 @@ pub unsafe fn get(p: *mut u8) -> *mut u8 {
     core::ptr::with_exposed_provenance_mut(v)
 }
 
+/// The key of freed marks (for callers that keep a copy, such as thread caches).
+#[inline]
+pub fn cache_key() -> usize {
+    CACHE_KEY.load(Ordering::Relaxed)
+}
+
 /// Writes the freed mark of a chunk entering a thread cache (and, with the `expensive-checks`
 /// feature, the canary in word 0).
 ///
@@ -85,6 +91,16 @@ pub unsafe fn get(p: *mut u8) -> *mut u8 {
 /// As for [`set`].
 #[inline(always)]
 pub unsafe fn put_cached(p: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe { put_cached_keyed(p, cache_key()) }
+}
+
+/// [`put_cached`] with the mark key `key` ([`cache_key`]) passed in.
+///
+/// # Safety
+/// As for [`set`].
+#[inline(always)]
+pub unsafe fn put_cached_keyed(p: *mut u8, key: usize) {
     crate::asan::unpoison(p, 16);
     // SAFETY: caller: writable, at least 16 bytes.
     unsafe {
@@ -92,7 +108,7 @@ pub unsafe fn put_cached(p: *mut u8) {
             p.cast::<usize>()
                 .write(p as usize ^ LINK_KEY.load(Ordering::Relaxed));
         }
-        p.cast::<usize>().add(1).write(mark(p));
+        p.cast::<usize>().add(1).write(p as usize ^ key);
     }
 }
 
@@ -104,16 +120,32 @@ pub unsafe fn put_cached(p: *mut u8) {
 /// `p` was prepared by [`put_cached`] and is owned by the caller.
 #[inline(always)]
 pub unsafe fn take_cached(p: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe { take_cached_keyed(p, cache_key()) }
+}
+
+/// [`take_cached`] with the mark key `key` ([`cache_key`]) passed in.
+///
+/// # Safety
+/// As for [`take_cached`].
+#[inline(always)]
+pub unsafe fn take_cached_keyed(p: *mut u8, key: usize) {
     // SAFETY: caller: readable and writable, at least 16 bytes.
     unsafe {
         let w1 = p.cast::<usize>().add(1).read();
         let canary_ok = !cfg!(feature = "expensive-checks")
             || p.cast::<usize>().read() == p as usize ^ LINK_KEY.load(Ordering::Relaxed);
-        if w1 != mark(p) || !canary_ok {
-            fatal("malloc(): a freed chunk in a thread cache was overwritten (write after free?)");
+        if w1 != p as usize ^ key || !canary_ok {
+            overwritten();
         }
         p.cast::<usize>().add(1).write(0);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn overwritten() -> ! {
+    fatal("malloc(): a freed chunk in a thread cache was overwritten (write after free?)")
 }
 
 /// Clears the freed mark of payload `p`.
@@ -137,6 +169,16 @@ pub unsafe fn clear_key(p: *mut u8) {
 /// `p` is readable for 16 bytes.
 #[inline(always)]
 pub unsafe fn has_key(p: *mut u8) -> bool {
+    // SAFETY: forwarded.
+    unsafe { has_key_keyed(p, cache_key()) }
+}
+
+/// [`has_key`] with the mark key `key` ([`cache_key`]) passed in.
+///
+/// # Safety
+/// As for [`has_key`].
+#[inline(always)]
+pub unsafe fn has_key_keyed(p: *mut u8, key: usize) -> bool {
     // SAFETY: caller: readable.
-    unsafe { p.cast::<usize>().add(1).read() == mark(p) }
+    unsafe { p.cast::<usize>().add(1).read() == p as usize ^ key }
 }

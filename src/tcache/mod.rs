@@ -77,6 +77,12 @@ struct Bin {
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct ThreadCache {
+    /// Copies of the process-wide keys of header tags and freed marks (`chunk::tag_key`,
+    /// `link::cache_key`), on the cache's first line so that the fast paths read them without
+    /// going through the global's address; 0 in the placeholders (whose stacks are never used).
+    pub tag_key: usize,
+    /// See `tag_key`.
+    pub mark_key: usize,
     /// `bins[c + 1]` is class `c`'s stack; `bins[0]` is always empty, so that a small request
     /// `n` (0 included) finds its stack at index `(n + 15) / 16` with no other arithmetic.
     bins: [Bin; NCLASSES + 1],
@@ -158,6 +164,8 @@ impl ThreadCache {
         // SAFETY: caller: writable and unused.
         unsafe {
             at.write(ThreadCache {
+                tag_key: crate::chunk::tag_key(),
+                mark_key: link::cache_key(),
                 bins: core::array::from_fn(|i| match i.checked_sub(1) {
                     // The always-empty stack: its top's low bits equal `empty`, and it is full.
                     None => Bin {
@@ -190,6 +198,8 @@ impl ThreadCache {
     #[cfg(not(all(test, loom)))]
     pub const fn placeholder() -> ThreadCache {
         ThreadCache {
+            tag_key: 0,
+            mark_key: 0,
             bins: [const {
                 Bin {
                     top: Top::new(ptr::null_mut()),
@@ -224,7 +234,7 @@ impl ThreadCache {
             // SAFETY: the offset is at most 16 * (SMALL_MAX_REQUEST + 15) / 16, inside `bins`.
             let b = unsafe { &*self.bins.as_ptr().byte_add((n + 15) & !15) };
             // SAFETY: forwarded.
-            return unsafe { Self::pop_from(b) };
+            return unsafe { self.pop_from(b) };
         }
         let i = if n <= SMALL_MAX_REQUEST {
             (n + 15) >> 4
@@ -254,7 +264,7 @@ impl ThreadCache {
     #[inline(always)]
     unsafe fn pop_bin(&self, i: usize) -> *mut u8 {
         // SAFETY: forwarded.
-        unsafe { Self::pop_from(&self.bins[i]) }
+        unsafe { self.pop_from(&self.bins[i]) }
     }
 
     /// Takes a chunk from stack `b`, or null.
@@ -262,7 +272,7 @@ impl ThreadCache {
     /// # Safety
     /// Owning thread; `b` is one of its stacks.
     #[inline(always)]
-    unsafe fn pop_from(b: &Bin) -> *mut u8 {
+    unsafe fn pop_from(&self, b: &Bin) -> *mut u8 {
         let t = b.top.load(Ordering::Relaxed);
         if low16(t) == b.empty {
             return ptr::null_mut();
@@ -277,7 +287,7 @@ impl ThreadCache {
             // its line now (its mark and, three times in four, its header), so that a cold chunk
             // costs less than a full miss then. A prefetch of a stale slot is harmless.
             prefetch(t.sub(1).read().wrapping_add(8));
-            link::take_cached(p);
+            link::take_cached_keyed(p, self.mark_key);
             p
         }
     }
@@ -289,7 +299,7 @@ impl ThreadCache {
     #[inline(always)]
     pub unsafe fn push(&self, cls: usize, p: *mut u8) -> bool {
         // SAFETY: forwarded.
-        unsafe { Self::push_to(&self.bins[cls + 1], p) }
+        unsafe { self.push_to(&self.bins[cls + 1], p) }
     }
 
     /// Caches payload `p` of a chunk of `size` bytes when its class is one of the small ones
@@ -310,7 +320,7 @@ impl ThreadCache {
             &self.bins[(size - 16) >> 4]
         };
         // SAFETY: forwarded.
-        unsafe { Self::push_to(b, p) }
+        unsafe { self.push_to(b, p) }
     }
 
     /// Pushes `p` on stack `b`; false when it is full.
@@ -318,7 +328,7 @@ impl ThreadCache {
     /// # Safety
     /// As for [`ThreadCache::push`], `b` being the stack of `p`'s class.
     #[inline(always)]
-    unsafe fn push_to(b: &Bin, p: *mut u8) -> bool {
+    unsafe fn push_to(&self, b: &Bin, p: *mut u8) -> bool {
         let t = b.top.load(Ordering::Relaxed);
         if low16(t) == b.full {
             return false;
@@ -327,7 +337,7 @@ impl ThreadCache {
         unsafe {
             t.write(p);
             b.top.store(t.add(1), Ordering::Relaxed);
-            link::put_cached(p);
+            link::put_cached_keyed(p, self.mark_key);
         }
         true
     }
