@@ -138,6 +138,7 @@ pub fn run_matrix(
     let started = Instant::now();
     let mut done = 0usize;
     let mut time_rows = Vec::with_capacity(rows.len());
+    let mut time_paired = Vec::with_capacity(rows.len());
     let mut rss_rows = Vec::with_capacity(rows.len());
     let mut mismatches = Vec::new();
     let mut flags = Vec::new();
@@ -203,6 +204,7 @@ pub fn run_matrix(
             time_cells.push(t);
             rss_cells.push(m);
         }
+        time_paired.push(paired_ratios(&outcomes, 0));
         time_rows.push(Row {
             name: row.name.clone(),
             cells: time_cells,
@@ -218,6 +220,7 @@ pub fn run_matrix(
         rows: time_rows,
         decimals: 3,
         flags: flags.clone(),
+        paired: time_paired,
     };
     let rss = Table {
         quantity: "median peak RSS, MiB".into(),
@@ -225,12 +228,33 @@ pub fn run_matrix(
         rows: rss_rows,
         decimals: 1,
         flags,
+        paired: Vec::new(),
     };
     Results {
         time,
         rss,
         mismatches,
     }
+}
+
+/// For each column, the median over repetitions of its time divided by column `base`'s time
+/// in the same repetition (repetitions where either run failed are left out).
+fn paired_ratios(outcomes: &[Vec<Outcome>], base: usize) -> Vec<Option<f64>> {
+    let time = |o: &Outcome| match o {
+        Outcome::Ok { time_s, .. } if *time_s > 0.0 => Some(*time_s),
+        _ => None,
+    };
+    outcomes
+        .iter()
+        .map(|runs| {
+            let qs: Vec<f64> = runs
+                .iter()
+                .zip(outcomes.get(base).map_or(&[][..], Vec::as_slice))
+                .filter_map(|(o, b)| Some(time(o)? / time(b)?))
+                .collect();
+            median(&qs)
+        })
+        .collect()
 }
 
 /// The first successful run's checksum and the last line it wrote to stderr.

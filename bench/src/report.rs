@@ -51,6 +51,11 @@ pub struct Table {
     pub decimals: usize,
     /// Cells (row, column) whose runs gave a wrong checksum; shown with a trailing `!`.
     pub flags: Vec<(usize, usize)>,
+    /// Paired ratios to the baseline, `paired[row][column]`: the median over repetitions of
+    /// the cell's value divided by the baseline's value *in the same repetition* (runs of one
+    /// repetition are adjacent in time, so the machine's drift cancels out of each quotient).
+    /// Empty (or `None` for a cell) means the ratio of the medians.
+    pub paired: Vec<Vec<Option<f64>>>,
 }
 
 impl Table {
@@ -59,8 +64,14 @@ impl Table {
         self.ratio_to(r, c, 0)
     }
 
-    /// `cell / cell in column base` for row `r`, column `c`, when both have values.
+    /// `cell / cell in column base` for row `r`, column `c`, when both have values (the paired
+    /// ratio when the table has one and `base` is the baseline).
     pub fn ratio_to(&self, r: usize, c: usize, base: usize) -> Option<f64> {
+        if base == 0 {
+            if let Some(q) = self.paired.get(r).and_then(|row| row.get(c)).copied().flatten() {
+                return Some(q);
+            }
+        }
         let row = &self.rows[r];
         let b = row.cells.get(base)?.value()?;
         let v = row.cells.get(c)?.value()?;
@@ -425,7 +436,17 @@ mod tests {
             ],
             decimals: 3,
             flags: vec![(1, 1)],
+            paired: Vec::new(),
         }
+    }
+
+    #[test]
+    fn paired_ratios_override_the_ratio_of_medians() {
+        let mut t = table();
+        t.paired = vec![vec![None, Some(1.5), None], vec![]];
+        assert_eq!(t.ratio(0, 1), Some(1.5));
+        assert_eq!(t.ratio(1, 1), Some(0.5), "no paired value: ratio of the medians");
+        assert!(t.markdown().contains("2.000 (1.50×)"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use arena_bench::sysinfo::SysInfo;
 const USAGE: &str = "\
 usage: cargo run --release -p arena-bench --bin micro -- [--quick | --full] [--reps N] [--scale X]
                                                        [--only TEXT]
-  --quick   scale 0.2, 3 repetitions;  default: scale 1, 5 repetitions;  --full: scale 4, 7
+  --quick   scale 0.2, 3 repetitions;  default: scale 1, 9 repetitions;  --full: scale 4, 15
   --only    run only the patterns whose label contains TEXT (e.g. --only pair)
 ";
 
@@ -282,9 +282,9 @@ fn main() -> ExitCode {
     let (preset, mut scale, mut reps): (&str, f64, usize) = if has("--quick") {
         ("quick", 0.2, 3)
     } else if has("--full") {
-        ("full", 4.0, 7)
+        ("full", 4.0, 15)
     } else {
-        ("default", 1.0, 5)
+        ("default", 1.0, 9)
     };
     if let Some(s) = option_value(&args, "--scale").and_then(|s| s.parse().ok()) {
         scale = s;
@@ -332,12 +332,32 @@ fn main() -> ExitCode {
                 .collect(),
         })
         .collect();
+    // Each repetition runs the four allocators back to back: the quotient of a peer's time and
+    // arena-malloc's in the same repetition is free of the machine's drift between repetitions.
+    let paired = samples
+        .iter()
+        .map(|per_alloc| {
+            per_alloc
+                .iter()
+                .map(|xs| {
+                    let qs: Vec<f64> = xs
+                        .iter()
+                        .zip(&per_alloc[0])
+                        .filter(|(_, &a)| a > 0.0)
+                        .map(|(&x, &a)| x / a)
+                        .collect();
+                    median(&qs)
+                })
+                .collect()
+        })
+        .collect();
     let table = Table {
         quantity: "pattern".into(),
         allocators: ALLOCATORS.iter().map(|s| (*s).to_string()).collect(),
         rows,
         decimals: 1,
         flags: Vec::new(),
+        paired,
     };
     let md = table.markdown();
     println!("\n{md}");
@@ -346,8 +366,9 @@ fn main() -> ExitCode {
     let report = format!(
         "# arena-malloc vs peers: micro-benchmarks\n\n\
          All allocators in one process through the `GlobalAlloc` trait; median ns per operation \
-         of {reps} interleaved repetitions ({preset} scale {scale}). In brackets: the peer's \
-         time divided by arena-malloc's (above 1 = arena-malloc is faster); last row: geometric mean.\n\n\
+         of {reps} interleaved repetitions ({preset} scale {scale}). In brackets: the median over \
+         repetitions of the peer's time divided by arena-malloc's in the same repetition (above 1 = \
+         arena-malloc is faster); last row: geometric mean.\n\n\
          ## Machine\n\n{}\n## Results\n\n{md}\n## Patterns\n\n\
          - alloc+free pair: allocate one block, write a byte, free it; repeated.\n\
          - random sizes, shuffled frees: allocate N blocks of 16–1015 B (seeded), then free them \
