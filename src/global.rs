@@ -27,7 +27,7 @@ use core::ptr;
 use crate::config::Tunables;
 use crate::heap::Heap;
 use crate::sync::process::{AtomicU32, AtomicUsize, Ordering};
-use crate::tcache::ThreadCache;
+use crate::tcache::{RingOut, ThreadCache};
 
 /// The process's heap.
 pub static HEAP: Heap = Heap::new();
@@ -125,6 +125,8 @@ fn init_slow() {
         // SAFETY: the handlers are plain functions that never unwind; registration may
         // allocate, which BUSY routes to the arena path.
         unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+        // SAFETY: as above: a plain function; registration may allocate (BUSY).
+        unsafe { libc::atexit(at_exit) };
         BUSY.with(|b| b.set(false));
     } else {
         while INIT.load(Ordering::Acquire) != READY {
@@ -156,6 +158,16 @@ pub fn cache_slow() -> *mut ThreadCache {
         BUSY.with(|b| b.set(false));
     }
     tc
+}
+
+/// At `exit`: the exiting thread's pipelined frees are done (their checks may abort), since
+/// the main thread runs no thread-exit destructor.
+extern "C" fn at_exit() {
+    let tc = slot();
+    if tc as usize > 1 {
+        // SAFETY: our own cache.
+        unsafe { HEAP.drain_ring(tc) };
+    }
 }
 
 unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
@@ -201,12 +213,49 @@ unsafe fn malloc_slow(n: usize) -> *mut u8 {
 /// `p` is null or a live block from this allocator (violations abort with a message).
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
+    let tc = slot_raw();
+    // While the thread's frees overflow its cache, they run pipelined: this call frees the
+    // pointer given 8 calls earlier, whose header its call started loading. Pointers outside
+    // the heap's reservations (huge blocks: their unmapping should not wait) are not.
+    // SAFETY: our own cache or a placeholder (never pipelined).
+    let p = unsafe {
+        if (*tc).ring_on() {
+            match (*tc).ring_swap(p) {
+                RingOut::Pending => return,
+                RingOut::Free(q) => q,
+                RingOut::Last(q) => return ring_last(tc, q),
+                RingOut::Twice => return freed_twice(),
+                RingOut::Now => p,
+            }
+        } else {
+            p
+        }
+    };
     // SAFETY: our own cache or a placeholder (whose push fails); before the heap's
     // initialisation no pointer is ours, and the slow path's checks abort for it as they should.
-    if !unsafe { HEAP.free_fast(slot_raw(), p) } {
+    if !unsafe { HEAP.free_fast(tc, p) } {
         // SAFETY: forwarded.
         unsafe { free_slow(p) }
     }
+}
+
+/// The pipelined `free` turned itself off: frees `q` and everything still in the ring.
+#[cold]
+#[inline(never)]
+unsafe fn ring_last(tc: *mut ThreadCache, q: *mut u8) {
+    // SAFETY: our own cache (a placeholder is never pipelined); q was freed by this thread.
+    unsafe {
+        if !q.is_null() {
+            free(q);
+        }
+        HEAP.drain_ring(tc);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn freed_twice() {
+    crate::os::fatal("free(): double free detected (the same block freed twice in a row)");
 }
 
 #[cold]
@@ -270,12 +319,16 @@ fn cache_slow_if_needed() -> *mut ThreadCache {
     }
 }
 
-/// Flushes this thread's cache back to the arenas (its lists stay usable).
+/// Flushes this thread's cache back to the arenas (its lists stay usable), after doing the
+/// frees pending in its ring.
 pub fn flush_thread_cache() {
     let tc = slot();
     if tc as usize > 1 {
         // SAFETY: our own cache.
-        unsafe { (*tc).flush_all(&HEAP) };
+        unsafe {
+            HEAP.drain_ring(tc);
+            (*tc).flush_all(&HEAP)
+        };
     }
 }
 

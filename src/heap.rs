@@ -416,9 +416,10 @@ impl Heap {
     pub unsafe fn drop_cache(&self, tc: *mut ThreadCache) {
         // The flush must come before the cache goes back on the free list: a new thread may get
         // the same cache memory as soon as the registry lock is released (loom_thread_exit).
-        // SAFETY: caller: we are its only user.
+        // SAFETY: caller: we are its only user. Frees pending in its ring are done first.
         #[cfg(not(loom_mutation = "exit_recycle_before_flush"))]
         unsafe {
+            self.drain_ring(tc);
             (*tc).flush_all(self)
         };
         let mut reg = self.registry.lock();
@@ -445,6 +446,42 @@ impl Heap {
             drop(reg);
             // SAFETY: none: this is the bug the mutation plants.
             unsafe { (*tc).flush_all(self) };
+        }
+    }
+
+    /// Does the frees pending in a cache's ring (the pipelined `free`, see
+    /// `ThreadCache::ring_swap`), checking each as `free` does.
+    ///
+    /// # Safety
+    /// `tc` is a cache of this heap used by the calling thread only, or whose thread is gone.
+    pub unsafe fn drain_ring(&self, tc: *mut ThreadCache) {
+        loop {
+            // SAFETY: caller.
+            let q = unsafe { (*tc).ring_take() };
+            if q.is_null() {
+                return;
+            }
+            // SAFETY: caller: a pointer freed through this cache's thread.
+            unsafe { self.free(tc, q) };
+        }
+    }
+
+    /// Before an allocation that reaches the arenas: the thread allocates again, so its run of
+    /// overflowing frees is over — the pipelined `free` turns off, and the frees pending in
+    /// its ring are done, so that their memory can serve this request (a pipelined free of a
+    /// large block must not keep it from the next large request).
+    ///
+    /// # Safety
+    /// `tc` is null, 1 (`DEAD`), or the calling thread's cache of this heap.
+    #[inline]
+    unsafe fn settle_pending(&self, tc: *mut ThreadCache) {
+        // SAFETY: caller.
+        if has_cache(tc) && unsafe { (*tc).ring_on() } {
+            // SAFETY: caller: our cache.
+            unsafe {
+                (*tc).ring_disarm();
+                self.drain_ring(tc);
+            }
         }
     }
 
@@ -672,6 +709,8 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn malloc_class_slow(&self, tc: *mut ThreadCache, cls: usize) -> *mut u8 {
+        // SAFETY: caller: our cache, if any.
+        unsafe { self.settle_pending(tc) };
         if has_cache(tc) {
             // SAFETY: caller: our cache.
             let t = unsafe { &mut *tc };
@@ -737,6 +776,8 @@ impl Heap {
         let Some(nb) = request_to_chunk(n) else {
             return ptr::null_mut();
         };
+        // SAFETY: caller: our cache, if any.
+        unsafe { self.settle_pending(tc) };
         if nb >= self.shared.mmap_threshold.load(Ordering::Relaxed) {
             let p = crate::huge::alloc(&self.shared, n, 16);
             if !p.is_null() {
@@ -820,6 +861,8 @@ impl Heap {
             // SAFETY: forwarded.
             return unsafe { self.malloc(tc, n) };
         }
+        // SAFETY: caller: our cache, if any.
+        unsafe { self.settle_pending(tc) };
         if !align.is_power_of_two() || align > (1 << 40) {
             return ptr::null_mut();
         }
@@ -1054,8 +1097,15 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn free_flush(&self, t: &mut ThreadCache, cls: usize, p: *mut u8) {
-        // SAFETY: our cache; keep the newer half.
+        // SAFETY: our cache; keep the newer half. The thread's frees of its own arena's blocks
+        // overflow its cache: they are likely blocks it made a while ago, out of the CPU cache,
+        // and the pipelined `free` (`ThreadCache::ring_swap`) pays from here on. (Blocks of
+        // another arena are most often ones another thread just wrote: still in a CPU cache,
+        // where an early load only makes their lines travel sooner.)
         unsafe {
+            if ptr::eq(self.arena_of_payload(p), t.arena) {
+                t.ring_arm();
+            }
             t.flush(self, cls, t.max(cls) / 2, true);
             if !t.push(cls, p) {
                 self.free_to_arena(Chunk::from_payload(p));
@@ -1110,6 +1160,16 @@ impl Heap {
     /// `realloc` proper. A block that must grow gets headroom (see [`grow_target`]), so that
     /// a run of small growth steps mostly returns early, without the lock or a copy.
     unsafe fn realloc_raw(&self, tc: *mut ThreadCache, p: *mut u8, n: usize) -> *mut u8 {
+        // A block freed by this thread may still be pending in its ring (pipelined `free`);
+        // the others are done before a block grows past the cached classes.
+        // SAFETY: our cache, if any.
+        if has_cache(tc) && unsafe { (*tc).ring_holds(p) } {
+            fatal("realloc(): pointer already freed (use after free)");
+        }
+        if n > MAX_CLASS_REQUEST {
+            // SAFETY: as above.
+            unsafe { self.settle_pending(tc) };
+        }
         // SAFETY: validated before use, as in `free`.
         unsafe {
             let c = self.check_ptr(p, Op::Realloc);
@@ -1273,6 +1333,8 @@ impl Heap {
         self.for_each_cache(|tc| {
             // SAFETY: live cache, registry lock held by for_each_cache.
             s.tcache_bytes += unsafe { (*tc).held_bytes() };
+            // SAFETY: as above.
+            s.frees_pending += unsafe { (*tc).ring_pending() };
             s.threads += 1;
         });
         s.in_use = s.in_use.saturating_sub(s.tcache_bytes + s.remote_pending);

@@ -32,6 +32,9 @@ pub struct Stats {
     pub tcache_bytes: usize,
     /// Bytes whose frees wait on arenas' remote lists.
     pub remote_pending: usize,
+    /// Frees waiting in threads' pipelines (at most 8 per thread, done within 8 more frees;
+    /// their blocks still count in `in_use`).
+    pub frees_pending: usize,
     /// Live huge blocks.
     pub huge_blocks: usize,
     /// Bytes mapped for huge blocks.
@@ -93,8 +96,9 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  remote pending   {:>12}",
-            Bytes(self.remote_pending).to_string_lossless()
+            "  remote pending   {:>12}   (frees pipelined {})",
+            Bytes(self.remote_pending).to_string_lossless(),
+            self.frees_pending
         )?;
         writeln!(
             f,

@@ -19,7 +19,7 @@
 /// Real atomics for process-wide statics, never swapped for loom's.
 pub mod process {
     pub use core::sync::atomic::{
-        AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
 }
 

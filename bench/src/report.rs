@@ -68,7 +68,13 @@ impl Table {
     /// ratio when the table has one and `base` is the baseline).
     pub fn ratio_to(&self, r: usize, c: usize, base: usize) -> Option<f64> {
         if base == 0 {
-            if let Some(q) = self.paired.get(r).and_then(|row| row.get(c)).copied().flatten() {
+            if let Some(q) = self
+                .paired
+                .get(r)
+                .and_then(|row| row.get(c))
+                .copied()
+                .flatten()
+            {
                 return Some(q);
             }
         }
@@ -445,7 +451,11 @@ mod tests {
         let mut t = table();
         t.paired = vec![vec![None, Some(1.5), None], vec![]];
         assert_eq!(t.ratio(0, 1), Some(1.5));
-        assert_eq!(t.ratio(1, 1), Some(0.5), "no paired value: ratio of the medians");
+        assert_eq!(
+            t.ratio(1, 1),
+            Some(0.5),
+            "no paired value: ratio of the medians"
+        );
         assert!(t.markdown().contains("2.000 (1.50×)"));
     }
 

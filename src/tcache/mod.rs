@@ -37,12 +37,13 @@ pub mod link;
 
 use core::ptr;
 
-use crate::arena::Arena;
+use crate::arena::{region, Arena};
 use crate::chunk::{Chunk, HEADER, MIN_CHUNK};
 use crate::heap::Heap;
 use crate::size_class::{
     request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
 };
+use crate::sync::process::AtomicPtr as PAtomicPtr;
 use crate::sync::Ordering;
 
 /// A stack's top: the owner writes it with a plain store, any thread may read it (statistics),
@@ -83,6 +84,13 @@ pub struct ThreadCache {
     pub tag_key: usize,
     /// See `tag_key`.
     pub mark_key: usize,
+    /// Whether `free` runs pipelined ([`FreeRing`]): only while the thread's frees overflow
+    /// its cache; never in a placeholder.
+    ring_on: core::cell::Cell<bool>,
+    /// Frees left before the pipeline turns itself off (each overflow flush re-arms it).
+    ring_left: core::cell::Cell<u32>,
+    /// The pipeline's ring of pending frees.
+    ring: FreeRing,
     /// `bins[c + 1]` is class `c`'s stack; `bins[0]` is always empty, so that a small request
     /// `n` (0 included) finds its stack at index `(n + 15) / 16` with no other arithmetic.
     bins: [Bin; NCLASSES + 1],
@@ -94,6 +102,47 @@ pub struct ThreadCache {
     pub(crate) prev_live: *mut ThreadCache,
     /// Slots in the stacks area that follows the cache.
     capacity: usize,
+}
+
+/// Pending frees of the pipelined `free` (see [`ThreadCache::ring_swap`]).
+pub const RING: usize = 8;
+/// Frees the pipeline stays on for after the last overflow flush.
+pub const RING_BUDGET: u32 = 8192;
+
+/// What a pipelined `free` does next ([`ThreadCache::ring_swap`]).
+#[derive(Debug, Clone, Copy)]
+pub enum RingOut {
+    /// Nothing: the ring was not full yet.
+    Pending,
+    /// Free this pointer (checked as `free` does).
+    Free(*mut u8),
+    /// Free this pointer (it may be null), then the ones still in the ring: the pipeline just
+    /// turned itself off.
+    Last(*mut u8),
+    /// The pointer was the one freed just before: a double free.
+    Twice,
+    /// Free the pointer given now: it lies outside the heap's reservations (a huge block, the
+    /// break, or not ours), and is not pipelined.
+    Now,
+}
+
+/// The ring of a pipelined `free`: the last [`RING`] pointers freed, not yet checked or
+/// cached (null slots are empty). Only the owning thread writes it (plain loads and stores:
+/// the slots are atomics only so that statistics may count them).
+#[repr(C)]
+#[derive(Debug)]
+pub struct FreeRing {
+    next: core::cell::Cell<usize>,
+    slots: [PAtomicPtr<u8>; RING],
+}
+
+impl FreeRing {
+    const fn new() -> FreeRing {
+        FreeRing {
+            next: core::cell::Cell::new(0),
+            slots: [const { PAtomicPtr::new(ptr::null_mut()) }; RING],
+        }
+    }
 }
 
 /// A hint to load the cache line at `p` (never faults; nothing on targets without one).
@@ -166,6 +215,9 @@ impl ThreadCache {
             at.write(ThreadCache {
                 tag_key: crate::chunk::tag_key(),
                 mark_key: link::cache_key(),
+                ring_on: core::cell::Cell::new(false),
+                ring_left: core::cell::Cell::new(0),
+                ring: FreeRing::new(),
                 bins: core::array::from_fn(|i| match i.checked_sub(1) {
                     // The always-empty stack: its top's low bits equal `empty`, and it is full.
                     None => Bin {
@@ -200,6 +252,9 @@ impl ThreadCache {
         ThreadCache {
             tag_key: 0,
             mark_key: 0,
+            ring_on: core::cell::Cell::new(false),
+            ring_left: core::cell::Cell::new(0),
+            ring: FreeRing::new(),
             bins: [const {
                 Bin {
                     top: Top::new(ptr::null_mut()),
@@ -215,6 +270,129 @@ impl ThreadCache {
             prev_live: ptr::null_mut(),
             capacity: 0,
         }
+    }
+
+    /// Whether `free` runs pipelined for this thread now (false for a placeholder).
+    #[inline(always)]
+    pub fn ring_on(&self) -> bool {
+        self.ring_on.get()
+    }
+
+    /// The pipelined `free`: puts `p` in the ring and returns what the caller must do with the
+    /// pointer freed [`RING`] calls earlier ([`RingOut`]), which it checks and caches now. Each
+    /// call starts loading its block's header, so that by the time the block's turn comes its
+    /// header is in the CPU cache: when a program frees many blocks it has not touched for a
+    /// while, the frees' cache misses overlap instead of stalling one after the other. Nothing
+    /// is written to a block before it is checked; a block is reused only after it is; a block
+    /// freed twice while its first free is pending is caught at once, any other misuse at most [`RING`] frees later
+    /// (or when the ring is drained: thread exit, `flush_thread_cache`, `trim`, the pipeline
+    /// turning off). The pipeline turns itself off [`RING_BUDGET`] frees after the last
+    /// overflow flush; the caller then drains it ([`RingOut::Last`]).
+    ///
+    /// It calls nothing, so that the `free` it sits in stays a leaf.
+    ///
+    /// # Safety
+    /// Owning thread; [`ThreadCache::ring_on`] holds.
+    #[inline(always)]
+    pub unsafe fn ring_swap(&self, p: *mut u8) -> RingOut {
+        let r = &self.ring;
+        let i = r.next.get();
+        // SAFETY: the index is masked to RING (a power of two).
+        let slot = unsafe { r.slots.get_unchecked(i & (RING - 1)) };
+        // The same test as `Heap::free_fast`'s first (null wraps high).
+        const ODD: usize = !(region::MAP_LIMIT - 1) | 15;
+        let a = (p as usize).wrapping_sub(HEADER);
+        // SAFETY: a < MAP_LIMIT when the first test passes.
+        if a & ODD != 0 || !unsafe { region::contains_below_limit(a) } {
+            return RingOut::Now;
+        }
+        // A block freed again while its first free is still pending: caught here, at once.
+        // (One freed again after its first free was done is caught when that free's check
+        // finds it cached, or when a pop would hand it out while the second is pending.)
+        if self.ring_holds(p) {
+            return RingOut::Twice;
+        }
+        prefetch(p.wrapping_sub(8));
+        // A load and a store, not a swap: only this thread writes the slot.
+        let q = slot.load(Ordering::Relaxed);
+        slot.store(p, Ordering::Relaxed);
+        r.next.set((i + 1) & (RING - 1));
+        let left = self.ring_left.get().wrapping_sub(1);
+        self.ring_left.set(left);
+        if left == 0 {
+            self.ring_on.set(false);
+            return RingOut::Last(q);
+        }
+        if q.is_null() {
+            RingOut::Pending
+        } else {
+            RingOut::Free(q)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pending_twice() -> ! {
+        crate::os::fatal("free(): double free detected (a cached block was freed again)")
+    }
+
+    /// Turns the pipelined `free` on (or keeps it on) for [`RING_BUDGET`] more frees: the
+    /// thread's frees overflowed a stack.
+    ///
+    /// # Safety
+    /// Owning thread; a real cache (not a placeholder).
+    #[inline]
+    pub unsafe fn ring_arm(&self) {
+        // Feature `asan` poisons a block when it is freed, and `expensive-checks` wants every
+        // misuse caught at the call that makes it: neither pipelines.
+        if cfg!(any(feature = "asan", feature = "expensive-checks")) {
+            return;
+        }
+        self.ring_left.set(RING_BUDGET);
+        self.ring_on.set(true);
+    }
+
+    /// Turns the pipelined `free` off (the caller drains the ring next).
+    ///
+    /// # Safety
+    /// Owning thread.
+    #[inline]
+    pub unsafe fn ring_disarm(&self) {
+        self.ring_on.set(false);
+    }
+
+    /// Takes the next pending pointer out of the ring (null when it is empty), for a drain.
+    ///
+    /// # Safety
+    /// Owning thread, or the cache's owner no longer exists.
+    pub unsafe fn ring_take(&self) -> *mut u8 {
+        for s in &self.ring.slots {
+            let q = s.load(Ordering::Relaxed);
+            if !q.is_null() {
+                s.store(ptr::null_mut(), Ordering::Relaxed);
+                return q;
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// Whether `p` is pending in the ring (a `realloc` of it is a use after free, handing it
+    /// out a double free).
+    #[inline(always)]
+    pub fn ring_holds(&self, p: *mut u8) -> bool {
+        self.ring
+            .slots
+            .iter()
+            .any(|s| s.load(Ordering::Relaxed) == p)
+    }
+
+    /// Frees pending in the ring (any thread: a snapshot).
+    pub fn ring_pending(&self) -> usize {
+        self.ring
+            .slots
+            .iter()
+            .filter(|s| !s.load(Ordering::Relaxed).is_null())
+            .count()
     }
 
     /// Slots this cache's stacks area holds.
@@ -288,6 +466,11 @@ impl ThreadCache {
             // costs less than a full miss then. A prefetch of a stale slot is harmless.
             prefetch(t.sub(1).read().wrapping_add(8));
             link::take_cached_keyed(p, self.mark_key);
+            // A cached block whose free is pending again in the ring was freed twice (the
+            // second time after the first was done): it must not be handed out.
+            if self.ring_on.get() && self.ring_holds(p) {
+                Self::pending_twice();
+            }
             p
         }
     }

@@ -1,0 +1,229 @@
+//! The pipelined `free`: once a thread's frees of its own blocks overflow its cache, each free
+//! starts loading its block's header and completes the free made 8 calls earlier. These tests
+//! check that it keeps every property of `free`: blocks are reused only after their free is
+//! done, nothing is lost (drained at flush, at thread exit, and when the pipeline turns itself
+//! off), and misuse still ends in an abort naming the problem — at once for a block freed twice
+//! in a row, within 8 frees otherwise.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::os::unix::process::ExitStatusExt;
+
+use common::{child_case, run_child, watchdog};
+
+#[global_allocator]
+static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
+
+/// The tests read process-wide figures: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const L48: Layout = match Layout::from_size_align(48, 8) {
+    Ok(l) => l,
+    Err(_) => panic!("layout"),
+};
+
+/// Allocates and frees enough blocks of one class that the frees overflow the thread's cache,
+/// which turns the pipeline on; returns with up to 8 frees pending.
+fn churn() {
+    let ps: Vec<*mut u8> = (0..4096)
+        .map(|i| {
+            // SAFETY: a non-zero layout.
+            let p = unsafe { GLOBAL.alloc(L48) };
+            assert!(!p.is_null());
+            // SAFETY: 48 writable bytes.
+            unsafe { p.write_bytes(i as u8, 48) };
+            p
+        })
+        .collect();
+    for p in ps {
+        // SAFETY: allocated above with L48, freed once.
+        unsafe { GLOBAL.dealloc(p, L48) };
+    }
+}
+
+fn pending() -> usize {
+    arena_malloc::stats().frees_pending
+}
+
+#[test]
+fn overflowing_frees_run_pipelined_and_nothing_is_lost() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(120);
+    let before = arena_malloc::stats();
+    churn();
+    let n = pending();
+    assert!(
+        (1..=8).contains(&n),
+        "after overflowing frees the last ones should be pending, got {n}"
+    );
+    // Every further free completes an earlier one: never more than 8 wait.
+    for _ in 0..1000 {
+        // SAFETY: a non-zero layout; the block is freed at once.
+        unsafe {
+            let p = GLOBAL.alloc(L48);
+            GLOBAL.dealloc(p, L48);
+        }
+        assert!(pending() <= 8);
+    }
+    // Blocks handed out while frees are pending are distinct and keep their contents.
+    let mut live: Vec<(*mut u8, u8)> = Vec::new();
+    for i in 0..2000u32 {
+        // SAFETY: a non-zero layout.
+        let p = unsafe { GLOBAL.alloc(L48) };
+        // SAFETY: 48 writable bytes.
+        unsafe { p.write_bytes(i as u8, 48) };
+        if i % 3 == 0 {
+            // Freed at once, through the pipeline: its block may come back only after.
+            // SAFETY: just allocated, freed once; not kept.
+            unsafe { GLOBAL.dealloc(p, L48) };
+        } else {
+            live.push((p, i as u8));
+        }
+    }
+    let mut addrs: Vec<usize> = live.iter().map(|&(p, _)| p as usize).collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    assert_eq!(addrs.len(), live.len(), "a block was handed out twice");
+    for &(p, v) in &live {
+        // SAFETY: live block of 48 bytes.
+        let s = unsafe { std::slice::from_raw_parts(p, 48) };
+        assert!(
+            s.iter().all(|&b| b == v),
+            "contents changed under pending frees"
+        );
+        // SAFETY: freed once.
+        unsafe { GLOBAL.dealloc(p, L48) };
+    }
+    // A flush completes the pending frees.
+    arena_malloc::flush_thread_cache();
+    assert_eq!(pending(), 0, "flush_thread_cache left frees pending");
+    let after = arena_malloc::stats();
+    assert!(
+        after.in_use <= before.in_use + (64 << 10),
+        "blocks leaked: in use {} -> {}",
+        before.in_use,
+        after.in_use
+    );
+}
+
+#[test]
+fn a_thread_that_exits_leaves_no_pending_free() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(120);
+    arena_malloc::flush_thread_cache();
+    let before = arena_malloc::stats();
+    std::thread::spawn(|| {
+        churn();
+        assert!(pending() > 0);
+    })
+    .join()
+    .unwrap();
+    let after = arena_malloc::stats();
+    assert_eq!(
+        after.frees_pending, 0,
+        "an exited thread left frees pending"
+    );
+    assert!(
+        after.in_use <= before.in_use + (64 << 10),
+        "an exited thread's pending frees were lost: in use {} -> {}",
+        before.in_use,
+        after.in_use
+    );
+}
+
+#[test]
+fn the_pipeline_turns_itself_off_without_overflows() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(120);
+    churn();
+    assert!(pending() > 0);
+    // Frees that never overflow the cache (a block freed right after it was allocated): after
+    // at most 8192 of them the pipeline drains and turns off.
+    for _ in 0..9000 {
+        // SAFETY: a non-zero layout; freed once.
+        unsafe {
+            let p = GLOBAL.alloc(L48);
+            GLOBAL.dealloc(p, L48);
+        }
+    }
+    assert_eq!(pending(), 0, "the pipeline stayed on without overflows");
+}
+
+/// Misuse while the pipeline is on (each case runs in a child process and must abort).
+fn misuse(case: &str) {
+    churn();
+    // SAFETY: none — each case breaks the allocator's contract on purpose.
+    unsafe {
+        match case {
+            "double_free_in_a_row" => {
+                let p = GLOBAL.alloc(L48);
+                GLOBAL.dealloc(p, L48);
+                GLOBAL.dealloc(p, L48);
+            }
+            "double_free_later" => {
+                let p = GLOBAL.alloc(L48);
+                GLOBAL.dealloc(p, L48);
+                let q = GLOBAL.alloc(L48);
+                GLOBAL.dealloc(q, L48);
+                GLOBAL.dealloc(p, L48);
+                // Within 8 more frees the second free of p is checked.
+                for _ in 0..16 {
+                    let r = GLOBAL.alloc(L48);
+                    GLOBAL.dealloc(r, L48);
+                }
+            }
+            "interior_pointer" => {
+                let p = GLOBAL.alloc(Layout::from_size_align(256, 8).unwrap());
+                GLOBAL.dealloc(p.add(64), L48);
+                arena_malloc::flush_thread_cache();
+            }
+            "realloc_pending" => {
+                let p = GLOBAL.alloc(L48);
+                GLOBAL.dealloc(p, L48);
+                let _ = GLOBAL.realloc(p, L48, 96);
+            }
+            _ => unreachable!(),
+        }
+    }
+}
+
+const CASES: &[(&str, &str)] = &[
+    ("double_free_in_a_row", "double free"),
+    ("double_free_later", "double free"),
+    ("interior_pointer", "invalid pointer"),
+    ("realloc_pending", "already freed"),
+];
+
+#[test]
+fn misuse_while_pipelined_aborts_with_a_message() {
+    if let Some(case) = child_case() {
+        misuse(&case);
+        println!("CHILD SURVIVED");
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for (case, want) in CASES {
+        let out = run_child("misuse_while_pipelined_aborts_with_a_message", case);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("arena-malloc:"))
+            .unwrap_or("");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "case {case}: status {:?}, stderr: {err}",
+            out.status
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("CHILD SURVIVED"),
+            "case {case}: the abort came only at thread exit"
+        );
+        assert!(
+            line.contains(want),
+            "case {case}: expected '{want}' in the abort message, got: {err}"
+        );
+        eprintln!("{case:22} -> {line}");
+    }
+}
