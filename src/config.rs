@@ -84,6 +84,9 @@ pub struct Tunables {
     pub main_reserve: usize,
     /// Most bytes one arena keeps in its quick lists (bytes).
     pub quick_max: usize,
+    /// Whether a thread's frees run pipelined while they overflow its cache (`tcache`,
+    /// `ThreadCache::ring_swap`).
+    pub free_pipeline: bool,
 }
 
 impl Tunables {
@@ -107,6 +110,7 @@ impl Tunables {
             use_brk: false,
             main_reserve: MAIN_RESERVE,
             quick_max: QUICK_MAX_DEFAULT,
+            free_pipeline: true,
         }
     }
 
@@ -135,6 +139,9 @@ impl Tunables {
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_MAX_SIZE") {
             t.tcache_max_size = v.min(crate::size_class::MAX_CLASS_REQUEST);
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_FREE_PIPELINE") {
+            t.free_pipeline = v != 0;
         }
         t
     }

@@ -148,6 +148,8 @@ pub struct Heap {
     main_map: PAtomicUsize,
     main_reserve: PAtomicUsize,
     main_reserve_len: PAtomicUsize,
+    /// Tunables::free_pipeline.
+    free_pipeline: PAtomicBool,
 }
 
 // SAFETY: all mutable state is atomic or behind the registry/arena locks.
@@ -193,6 +195,7 @@ impl Heap {
                 main_map: PAtomicUsize::new(0),
                 main_reserve: PAtomicUsize::new(0),
                 main_reserve_len: PAtomicUsize::new(0),
+                free_pipeline: PAtomicBool::new(true),
             }
         }
     }
@@ -215,6 +218,8 @@ impl Heap {
         self.arena_max
             .store(t.arena_max.clamp(1, MAX_ARENAS), Ordering::Relaxed);
         self.tcache_count.store(t.tcache_count, Ordering::Relaxed);
+        self.free_pipeline
+            .store(t.free_pipeline, Ordering::Relaxed);
         self.tcache_max_size
             .store(t.tcache_max_size.min(MAX_CLASS_REQUEST), Ordering::Relaxed);
 
@@ -1103,7 +1108,9 @@ impl Heap {
         // another arena are most often ones another thread just wrote: still in a CPU cache,
         // where an early load only makes their lines travel sooner.)
         unsafe {
-            if ptr::eq(self.arena_of_payload(p), t.arena) {
+            if ptr::eq(self.arena_of_payload(p), t.arena)
+                && self.free_pipeline.load(Ordering::Relaxed)
+            {
                 t.ring_arm();
             }
             t.flush(self, cls, t.max(cls) / 2, true);

@@ -153,6 +153,7 @@ fn the_pipeline_turns_itself_off_without_overflows() {
 /// Misuse while the pipeline is on (each case runs in a child process and must abort).
 fn misuse(case: &str) {
     churn();
+    assert!(pending() > 0, "the pipeline is not on: the case would test the plain free");
     // SAFETY: none — each case breaks the allocator's contract on purpose.
     unsafe {
         match case {
@@ -226,4 +227,26 @@ fn misuse_while_pipelined_aborts_with_a_message() {
         );
         eprintln!("{case:22} -> {line}");
     }
+}
+
+#[test]
+fn the_pipeline_can_be_turned_off() {
+    if std::env::var_os("PIPELINE_OFF_CHILD").is_some() {
+        churn();
+        assert_eq!(pending(), 0, "ARENA_MALLOC_FREE_PIPELINE=0 still pipelined");
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["the_pipeline_can_be_turned_off", "--exact", "--test-threads=1"])
+        .env("PIPELINE_OFF_CHILD", "1")
+        .env("ARENA_MALLOC_FREE_PIPELINE", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
