@@ -25,6 +25,10 @@
 //! older half back to the arenas, one lock hold per arena, or — when the arena's lock is busy —
 //! onto the arena's lock-free remote list, which the arena's next lock holder drains.
 //!
+//! When a stack overflows with the thread's own arena's chunks, the thread's `free` runs
+//! pipelined for a while ([`ThreadCache::ring_swap`]): each call puts its pointer in an 8-slot
+//! ring, prefetches its header, and completes the free made 8 calls earlier.
+//!
 //! # Invariants
 //! - T1: `bases[c] <= top(c) <= bases[c] + max(c)`; the stack holds `top - base` chunks.
 //! - T2: every chunk in stack `c` has chunk size exactly `CLASS_CHUNK_SIZE[c]`, is in use from its
@@ -32,6 +36,8 @@
 //! - T3: only the owning thread touches the stacks and writes `top` (a thread's exit, or a
 //!   `fork` child for the threads it lost, hands the cache over first).
 //! - T4: a stack spans less than 64 KiB, so the low 16 bits of `top` tell its position.
+//! - T5: a chunk whose free is pending in the ring is not handed out (a pop that meets one
+//!   aborts), and its memory is written only when that free is done.
 
 pub mod link;
 
