@@ -14,11 +14,12 @@
 //! Small chunks returned by thread caches wait whole on per-class *quick lists* (bundles of
 //! chunk addresses, see `ArenaState::push_class`) and are handed back first by refills. Policy
 //! (docs/design.md, "Quick lists"): they grow with demand; an aging clock counts the arena's
-//! traffic outside the quick lists, and once per epoch (`max(QUICK_EPOCH, 2 × quick_bytes)`)
-//! each class gives up as many chunks as stayed untouched through the epoch (its low-water
-//! mark) to `free_chunk`; everything is merged before the arena grows, on trim, and above the
-//! `quick_max` tunable (64 MiB). Bound: at most `quick_max` bytes per arena, chunks the program
-//! had in use, unused ones merged after two epochs of other work.
+//! traffic outside the quick lists, and once per epoch (`max(QUICK_EPOCH, 2 × quick_bytes)`
+//! of it, and at least as many operations as the lists hold chunks) each class gives up as
+//! many chunks as stayed untouched through the epoch (its low-water mark) to `free_chunk`;
+//! everything is merged before the arena grows, on trim, and above the `quick_max` tunable
+//! (64 MiB). Bound: at most `quick_max` bytes per arena, chunks the program had in use, unused
+//! ones merged after two epochs of other work.
 //!
 //! # Invariants
 //! - A1: `top` is the last chunk of the current segment and ends at `seg_end`; its size is at
@@ -136,10 +137,16 @@ pub struct ArenaState {
     /// The aging clock: bytes the arena served or took back *outside* the quick lists since
     /// the last review (bins, top, chunks too large for a quick list).
     quick_clock: usize,
+    /// Chunks counted by the aging clock since the last review (its operations).
+    quick_ops: usize,
+    /// Operations the current epoch must reach before its review: the quick lists' chunk count
+    /// when the clock last reached its byte mark (0 before that).
+    quick_ops_due: usize,
 }
 
 /// The quick lists are reviewed (`quick_review`) when the aging clock reaches this or twice
-/// the bytes they hold, whichever is more (bytes).
+/// the bytes they hold, whichever is more (bytes), and the epoch has as many operations as
+/// they hold chunks (`ArenaState::quick_epoch_end`).
 pub const QUICK_EPOCH: usize = PURGE_DEBT;
 
 /// Payload words of a bundle head before its member slots: link (2 words, as in cache lists)
@@ -240,6 +247,8 @@ impl Arena {
             quick_low: [0; NSMALL_CLASSES],
             quick_bytes: 0,
             quick_clock: 0,
+            quick_ops: 0,
+            quick_ops_due: 0,
         };
         // SAFETY: caller: `at` is writable and aligned.
         unsafe {
@@ -736,7 +745,7 @@ impl ArenaState {
                     zeroed: false,
                 });
             }
-            self.quick_tick(sh, nb);
+            self.quick_tick(sh, nb, 1);
             if nb < SMALL_LIMIT {
                 if let Some(c) = self.bins.last(bin_index(nb)) {
                     self.bins.unlink(c, nb);
@@ -922,18 +931,38 @@ impl ArenaState {
                 }
             }
             self.free_chunk(sh, c);
-            self.quick_tick(sh, size);
+            self.quick_tick(sh, size, 1);
         }
     }
 
-    /// Advances the aging clock by `bytes` of traffic outside the quick lists; reviews them
-    /// once per epoch.
+    /// Advances the aging clock by `n` chunks of `size` bytes of traffic outside the quick
+    /// lists; reviews them once per epoch.
     #[inline]
-    fn quick_tick(&mut self, sh: &Shared, bytes: usize) {
-        self.quick_clock += bytes;
-        if self.quick_clock >= QUICK_EPOCH.max(self.quick_bytes.saturating_mul(2)) {
-            self.quick_review(sh);
+    fn quick_tick(&mut self, sh: &Shared, size: usize, n: usize) {
+        self.quick_clock += size * n;
+        self.quick_ops += n;
+        if self.quick_clock >= QUICK_EPOCH.max(self.quick_bytes.saturating_mul(2))
+            && self.quick_ops >= self.quick_ops_due
+        {
+            self.quick_epoch_end(sh);
         }
+    }
+
+    /// The clock reached its byte mark: the epoch ends (`quick_review`) once it also has as
+    /// many operations as the quick lists hold chunks. A review may merge every chunk, each a
+    /// `free_chunk` on cold memory (~70 ns), so this keeps its cost within about one merge per
+    /// operation of the epoch. Bytes alone let a few hundred reallocs of a 256 KiB block
+    /// (~100 MB of clock) end two epochs and merge the 100 000 chunks a batch of small blocks
+    /// had left (~7 ms) inside `micro`'s realloc pattern, where the next batch wanted them back.
+    #[cold]
+    #[inline(never)]
+    fn quick_epoch_end(&mut self, sh: &Shared) {
+        let chunks = self.quick_count.iter().map(|&c| c as usize).sum();
+        if self.quick_ops < chunks {
+            self.quick_ops_due = chunks;
+            return;
+        }
+        self.quick_review(sh);
     }
 
     /// The aging rule: every chunk count that stayed in a quick list through a whole epoch
@@ -943,6 +972,8 @@ impl ArenaState {
     #[cold]
     fn quick_review(&mut self, sh: &Shared) {
         self.quick_clock = 0;
+        self.quick_ops = 0;
+        self.quick_ops_due = 0;
         for cls in 0..NSMALL_CLASSES {
             for _ in 0..self.quick_low[cls] {
                 // SAFETY: the list holds at least `quick_low[cls]` chunks (the low-water mark
@@ -1056,7 +1087,7 @@ impl ArenaState {
             if k == n {
                 return k;
             }
-            self.quick_tick(sh, nb * (n - k));
+            self.quick_tick(sh, nb, n - k);
             if nb < SMALL_LIMIT {
                 let i = bin_index(nb);
                 while k < n {

@@ -534,6 +534,17 @@ fn quick_bytes(h: &Heap) -> usize {
         .sum()
 }
 
+fn quick_chunks(h: &Heap) -> usize {
+    (0..h.arena_count())
+        .map(|i| {
+            let g = h.arena(i).lock();
+            (0..crate::size_class::NSMALL_CLASSES)
+                .map(|c| g.quick_count(c))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
 /// Allocates a block of each size in `sizes` through `tc`, writes it, then frees them all in
 /// `order`.
 ///
@@ -591,16 +602,30 @@ fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
                 "reusing the same mix committed more memory: {committed} -> {now}"
             );
         }
-        // Other work: blocks too large for the quick lists (and the thread cache), about
-        // 160 MB of traffic, well over two epochs. (The cache is emptied first, so that every
-        // small block is on a quick list and the whole mix can coalesce.)
+        // Other work: blocks too large for the quick lists (and the thread cache). 2000 of
+        // them are 160 MB of traffic, five epochs by the bytes alone, but an epoch also needs
+        // as many operations as the lists hold chunks (so that merging them, ~70 ns each, costs
+        // at most about one merge per operation): nothing is merged yet. (The cache is emptied
+        // first, so that every small block is on a quick list and the whole mix can coalesce.)
         (*tc).flush_all(&h);
-        for i in 0..2000 {
-            let p = h.malloc(tc, (40 << 10) + (i % 7) * 16);
-            assert!(!p.is_null());
-            p.write(1);
-            h.free(tc, p);
-        }
+        let kept = quick_bytes(&h);
+        let chunks = quick_chunks(&h);
+        let churn = |from: usize, to: usize| {
+            for i in from..to {
+                let p = h.malloc(tc, (40 << 10) + (i % 7) * 16);
+                assert!(!p.is_null());
+                p.write(1);
+                h.free(tc, p);
+            }
+        };
+        churn(0, 2000);
+        assert_eq!(
+            quick_bytes(&h),
+            kept,
+            "4000 operations aged quick lists of {chunks} chunks"
+        );
+        // Two epochs of operations (each iteration is two: a malloc and a free).
+        churn(2000, 2000 + chunks);
         check_heap(&h).unwrap();
         let left = quick_bytes(&h);
         assert!(
