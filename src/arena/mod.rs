@@ -14,11 +14,14 @@
 //! Small chunks returned by thread caches wait whole on per-class *quick lists* (bundles of
 //! chunk addresses, see `ArenaState::push_class`) and are handed back first by refills. Policy
 //! (docs/design.md, "Quick lists"): they grow with demand; an aging clock counts the arena's
-//! traffic outside the quick lists, and once per epoch (`max(QUICK_EPOCH, 2 × quick_bytes)`)
-//! each class gives up as many chunks as stayed untouched through the epoch (its low-water
-//! mark) to `free_chunk`; everything is merged before the arena grows, on trim, and above the
-//! `quick_max` tunable (64 MiB). Bound: at most `quick_max` bytes per arena, chunks the program
-//! had in use, unused ones merged after two epochs of other work.
+//! traffic outside the quick lists, and once per epoch (`max(QUICK_EPOCH, 2 × quick_bytes)`
+//! of it, and at least as many operations as the lists hold chunks) each class gives up as
+//! many chunks as stayed untouched through the epoch (its low-water mark) to `free_chunk`;
+//! before the arena grows, the idle ones are merged, and the arena grows past a budget (an
+//! eighth of the lists' bytes per epoch, `QUICK_GROW_SHARE`) only after merging them all;
+//! everything is merged on trim, when growth fails, and above the `quick_max` tunable
+//! (64 MiB). Bound: at most `quick_max` bytes per arena, chunks the program had in use, unused
+//! ones merged after two epochs of other work, growth beside them within the budget.
 //!
 //! # Invariants
 //! - A1: `top` is the last chunk of the current segment and ends at `seg_end`; its size is at
@@ -136,11 +139,26 @@ pub struct ArenaState {
     /// The aging clock: bytes the arena served or took back *outside* the quick lists since
     /// the last review (bins, top, chunks too large for a quick list).
     quick_clock: usize,
+    /// Chunks counted by the aging clock since the last review (its operations).
+    quick_ops: usize,
+    /// Operations the current epoch must reach before its review: the quick lists' chunk count
+    /// when the clock last reached its byte mark (0 before that).
+    quick_ops_due: usize,
+    /// Bytes the arena committed while its quick lists held chunks, since the last review or
+    /// consolidation (the growth budget of `quick_before_growth`).
+    quick_grown: usize,
 }
 
 /// The quick lists are reviewed (`quick_review`) when the aging clock reaches this or twice
-/// the bytes they hold, whichever is more (bytes).
+/// the bytes they hold, whichever is more (bytes), and the epoch has as many operations as
+/// they hold chunks (`ArenaState::quick_epoch_end`).
 pub const QUICK_EPOCH: usize = PURGE_DEBT;
+
+/// An arena whose quick lists hold chunks used this epoch grows by at most `quick_bytes /
+/// QUICK_GROW_SHARE` per epoch before it merges them all (`ArenaState::quick_before_growth`):
+/// keeping the lists for their next use costs at most an eighth of their bytes in extra
+/// committed memory, against merging them at once.
+pub const QUICK_GROW_SHARE: usize = 8;
 
 /// Payload words of a bundle head before its member slots: link (2 words, as in cache lists)
 /// and count.
@@ -240,6 +258,9 @@ impl Arena {
             quick_low: [0; NSMALL_CLASSES],
             quick_bytes: 0,
             quick_clock: 0,
+            quick_ops: 0,
+            quick_ops_due: 0,
+            quick_grown: 0,
         };
         // SAFETY: caller: `at` is writable and aligned.
         unsafe {
@@ -490,7 +511,18 @@ impl ArenaState {
     }
 
     /// Makes the top at least `nb + TOP_MIN` bytes. False when the OS has no more memory.
+    /// Callers have applied the quick lists' rule (`quick_before_growth`) first.
     unsafe fn grow(&mut self, sh: &Shared, nb: usize) -> bool {
+        let before = self.committed;
+        // SAFETY: forwarded.
+        let grown = unsafe { self.grow_os(sh, nb) };
+        if self.quick_bytes > 0 {
+            self.quick_grown += self.committed.saturating_sub(before);
+        }
+        grown
+    }
+
+    unsafe fn grow_os(&mut self, sh: &Shared, nb: usize) -> bool {
         // SAFETY: top is valid (A1).
         let top_size = unsafe { self.top.size() };
         let need = nb + TOP_MIN - top_size.min(nb + TOP_MIN);
@@ -728,7 +760,7 @@ impl ArenaState {
     /// # Safety
     /// Lock held (guaranteed by `&mut`); `nb` is a normalised chunk size.
     pub unsafe fn malloc_chunk(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
-        // SAFETY: every chunk reached below is in this arena's bins, quick lists or top.
+        // SAFETY: every chunk reached below is in this arena's quick lists, bins or top.
         unsafe {
             if let Some(c) = self.pop_quick(nb) {
                 return Some(Got {
@@ -736,7 +768,40 @@ impl ArenaState {
                     zeroed: false,
                 });
             }
-            self.quick_tick(sh, nb);
+            self.quick_tick(sh, nb, 1);
+            loop {
+                if let Some(g) = self.malloc_binned(nb) {
+                    return Some(g);
+                }
+                // Top must grow for this request: the quick lists' rule decides first, and
+                // when it merged chunks the bins are searched again.
+                let ts = self.top.size();
+                if self.quick_bytes == 0
+                    || ts >= nb + TOP_MIN
+                    || self.quick_before_growth(sh, nb + TOP_MIN - ts)
+                {
+                    break;
+                }
+            }
+            match self.take_top(sh, nb) {
+                None if self.quick_bytes > 0 => {
+                    // The OS has no more memory: whatever the quick lists hold may serve it.
+                    self.consolidate(sh);
+                    self.malloc_binned(nb).or_else(|| self.take_top(sh, nb))
+                }
+                got => got,
+            }
+        }
+    }
+
+    /// The bins' part of [`ArenaState::malloc_chunk`]: exact small bin, unsorted bin, best fit,
+    /// the next non-empty bin; `None` when only top (or growth) can serve `nb` bytes.
+    ///
+    /// # Safety
+    /// As for [`ArenaState::malloc_chunk`].
+    unsafe fn malloc_binned(&mut self, nb: usize) -> Option<Got> {
+        // SAFETY: every chunk reached below is in this arena's bins.
+        unsafe {
             if nb < SMALL_LIMIT {
                 if let Some(c) = self.bins.last(bin_index(nb)) {
                     self.bins.unlink(c, nb);
@@ -788,12 +853,7 @@ impl ArenaState {
                 };
                 return Some(self.take_split(c, nb));
             }
-            if self.quick_bytes > 0 && self.top.size() < nb + TOP_MIN {
-                // Merge the quick lists into the bins before asking the OS for more.
-                self.consolidate(sh);
-                return self.malloc_chunk(sh, nb);
-            }
-            self.take_top(sh, nb)
+            None
         }
     }
 
@@ -922,18 +982,38 @@ impl ArenaState {
                 }
             }
             self.free_chunk(sh, c);
-            self.quick_tick(sh, size);
+            self.quick_tick(sh, size, 1);
         }
     }
 
-    /// Advances the aging clock by `bytes` of traffic outside the quick lists; reviews them
-    /// once per epoch.
+    /// Advances the aging clock by `n` chunks of `size` bytes of traffic outside the quick
+    /// lists; reviews them once per epoch.
     #[inline]
-    fn quick_tick(&mut self, sh: &Shared, bytes: usize) {
-        self.quick_clock += bytes;
-        if self.quick_clock >= QUICK_EPOCH.max(self.quick_bytes.saturating_mul(2)) {
-            self.quick_review(sh);
+    fn quick_tick(&mut self, sh: &Shared, size: usize, n: usize) {
+        self.quick_clock += size * n;
+        self.quick_ops += n;
+        if self.quick_clock >= QUICK_EPOCH.max(self.quick_bytes.saturating_mul(2))
+            && self.quick_ops >= self.quick_ops_due
+        {
+            self.quick_epoch_end(sh);
         }
+    }
+
+    /// The clock reached its byte mark: the epoch ends (`quick_review`) once it also has as
+    /// many operations as the quick lists hold chunks. A review may merge every chunk, each a
+    /// `free_chunk` on cold memory (~70 ns), so this keeps its cost within about one merge per
+    /// operation of the epoch. Bytes alone let a few hundred reallocs of a 256 KiB block
+    /// (~100 MB of clock) end two epochs and merge the 100 000 chunks a batch of small blocks
+    /// had left (~7 ms) inside `micro`'s realloc pattern, where the next batch wanted them back.
+    #[cold]
+    #[inline(never)]
+    fn quick_epoch_end(&mut self, sh: &Shared) {
+        let chunks = self.quick_count.iter().map(|&c| c as usize).sum();
+        if self.quick_ops < chunks {
+            self.quick_ops_due = chunks;
+            return;
+        }
+        self.quick_review(sh);
     }
 
     /// The aging rule: every chunk count that stayed in a quick list through a whole epoch
@@ -943,6 +1023,16 @@ impl ArenaState {
     #[cold]
     fn quick_review(&mut self, sh: &Shared) {
         self.quick_clock = 0;
+        self.quick_ops = 0;
+        self.quick_ops_due = 0;
+        self.quick_grown = 0;
+        self.merge_idle(sh);
+        self.quick_low = self.quick_count;
+    }
+
+    /// Merges, per class, the chunks that stayed untouched since the last review (its low-water
+    /// mark) into the bins. The marks are left stale; the caller sets them.
+    fn merge_idle(&mut self, sh: &Shared) {
         for cls in 0..NSMALL_CLASSES {
             for _ in 0..self.quick_low[cls] {
                 // SAFETY: the list holds at least `quick_low[cls]` chunks (the low-water mark
@@ -955,8 +1045,34 @@ impl ArenaState {
                     self.free_chunk(sh, Chunk::from_payload(p));
                 }
             }
-            self.quick_low[cls] = self.quick_count[cls];
         }
+    }
+
+    /// The quick lists' rule before the arena grows its top by `need` bytes while they hold
+    /// chunks. Returns true when the growth may go ahead; false when it merged chunks instead,
+    /// after which the caller searches the bins again.
+    ///
+    /// First the idle chunks are merged (what the next review would merge: untouched since the
+    /// last one). When there were none, every chunk left was used this epoch and the program is
+    /// likely to want it back — right after a big batch of small blocks, merging them would cost
+    /// ~70 ns each (cold headers and neighbours) only for the next batch to carve them out of
+    /// the bins again — so the arena grows instead, by at most `1 / QUICK_GROW_SHARE` of the
+    /// bytes they hold per epoch (`quick_grown`, counted by `grow`). Beyond that, everything is
+    /// merged (what every growth did before).
+    #[cold]
+    #[inline(never)]
+    fn quick_before_growth(&mut self, sh: &Shared, need: usize) -> bool {
+        if self.quick_low.iter().any(|&l| l > 0) {
+            self.merge_idle(sh);
+            // The chunks left were all pushed after their list's low point: none is idle.
+            self.quick_low = [0; NSMALL_CLASSES];
+            return false;
+        }
+        if self.quick_grown.saturating_add(need) <= self.quick_bytes / QUICK_GROW_SHARE {
+            return true;
+        }
+        self.consolidate(sh);
+        false
     }
 
     /// Frees every quick-list chunk into the bins (coalescing).
@@ -964,6 +1080,7 @@ impl ArenaState {
         if self.quick_bytes == 0 {
             return;
         }
+        self.quick_grown = 0;
         for cls in 0..NSMALL_CLASSES {
             loop {
                 // SAFETY: quick-list members are in-use chunks of this arena.
@@ -1056,7 +1173,7 @@ impl ArenaState {
             if k == n {
                 return k;
             }
-            self.quick_tick(sh, nb * (n - k));
+            self.quick_tick(sh, nb, n - k);
             if nb < SMALL_LIMIT {
                 let i = bin_index(nb);
                 while k < n {
@@ -1257,10 +1374,20 @@ impl ArenaState {
             let next = c.plus(size);
             if next == self.top {
                 let mut target = want;
-                if self.top.size() < want - size + TOP_MIN && !self.grow(sh, want - size) {
-                    target = nb;
-                    if self.top.size() < nb - size + TOP_MIN && !self.grow(sh, nb - size) {
-                        return false;
+                let ts = next.size();
+                if ts < want - size + TOP_MIN {
+                    // When the quick lists' rule merges chunks instead of letting top grow, none
+                    // of them merges into top (its lower neighbour is this block): the block
+                    // takes what top holds, or moves, and `malloc_chunk` finds them.
+                    let may_grow = self.quick_bytes == 0
+                        || self.quick_before_growth(sh, want - size + TOP_MIN - ts);
+                    if !(may_grow && self.grow(sh, want - size)) {
+                        target = nb;
+                        if self.top.size() < nb - size + TOP_MIN
+                            && !(may_grow && self.grow(sh, nb - size))
+                        {
+                            return false;
+                        }
                     }
                 }
                 if self.top != next {

@@ -534,6 +534,17 @@ fn quick_bytes(h: &Heap) -> usize {
         .sum()
 }
 
+fn quick_chunks(h: &Heap) -> usize {
+    (0..h.arena_count())
+        .map(|i| {
+            let g = h.arena(i).lock();
+            (0..crate::size_class::NSMALL_CLASSES)
+                .map(|c| g.quick_count(c))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
 /// Allocates a block of each size in `sizes` through `tc`, writes it, then frees them all in
 /// `order`.
 ///
@@ -591,16 +602,30 @@ fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
                 "reusing the same mix committed more memory: {committed} -> {now}"
             );
         }
-        // Other work: blocks too large for the quick lists (and the thread cache), about
-        // 160 MB of traffic, well over two epochs. (The cache is emptied first, so that every
-        // small block is on a quick list and the whole mix can coalesce.)
+        // Other work: blocks too large for the quick lists (and the thread cache). 2000 of
+        // them are 160 MB of traffic, five epochs by the bytes alone, but an epoch also needs
+        // as many operations as the lists hold chunks (so that merging them, ~70 ns each, costs
+        // at most about one merge per operation): nothing is merged yet. (The cache is emptied
+        // first, so that every small block is on a quick list and the whole mix can coalesce.)
         (*tc).flush_all(&h);
-        for i in 0..2000 {
-            let p = h.malloc(tc, (40 << 10) + (i % 7) * 16);
-            assert!(!p.is_null());
-            p.write(1);
-            h.free(tc, p);
-        }
+        let kept = quick_bytes(&h);
+        let chunks = quick_chunks(&h);
+        let churn = |from: usize, to: usize| {
+            for i in from..to {
+                let p = h.malloc(tc, (40 << 10) + (i % 7) * 16);
+                assert!(!p.is_null());
+                p.write(1);
+                h.free(tc, p);
+            }
+        };
+        churn(0, 2000);
+        assert_eq!(
+            quick_bytes(&h),
+            kept,
+            "4000 operations aged quick lists of {chunks} chunks"
+        );
+        // Two epochs of operations (each iteration is two: a malloc and a free).
+        churn(2000, 2000 + chunks);
         check_heap(&h).unwrap();
         let left = quick_bytes(&h);
         assert!(
@@ -634,4 +659,73 @@ fn quick_lists_respect_quick_max() {
         }
         h.drop_cache(tc);
     }
+}
+
+/// Right after a big batch of small blocks, whose chunks wait on the quick lists for the next
+/// batch, a block that `realloc` grows out of the class range and on to 1 MiB gets fresh memory
+/// for it, within the growth budget (an eighth of what the lists hold), instead of merging all
+/// the batch's chunks first (~70 ns each); its contents survive every step. A demand beyond the
+/// budget merges the lists, and their memory serves it.
+#[test]
+fn growth_after_a_batch_keeps_the_quick_lists_within_a_budget() {
+    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let tc = h.new_cache();
+    let (sizes, order) = shuffled_mix(30_000, 5);
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        mix_round(&h, tc, &sizes, &order);
+        // Every chunk of the mix on a quick list of the cache's arena, the main one, which the
+        // cacheless calls below use too.
+        (*tc).flush_all(&h);
+        assert!(ptr::eq((*tc).arena, h.main_arena()));
+        let kept = quick_bytes(&h);
+        let committed = h.stats().arena_committed;
+        let budget = kept / crate::arena::QUICK_GROW_SHARE;
+        let mut steps = vec![16];
+        while *steps.last().unwrap() < 1 << 20 {
+            steps.push((steps.last().unwrap() * 3 / 2 + 15) & !15);
+        }
+        // Without a cache, each small step takes at most one chunk from a quick list (and the
+        // old block goes back to one).
+        realloc_walk(&h, ptr::null_mut(), &steps);
+        let left = quick_bytes(&h);
+        assert!(
+            left + steps.len() * (1024 + HEADER) >= kept,
+            "the growth merged the batch's quick lists: {kept} -> {left} bytes"
+        );
+        let grown = h.stats().arena_committed.saturating_sub(committed);
+        assert!(
+            grown <= budget + COMMIT_STEP,
+            "grew {grown} bytes past a budget of {budget}"
+        );
+        // Blocks of 100 KiB (below the mmap threshold), twice the budget in all.
+        let n = 2 * budget / (100 << 10) + 4;
+        let big: Vec<*mut u8> = (0..n)
+            .map(|i| {
+                let p = h.malloc(ptr::null_mut(), 100 << 10);
+                assert!(!p.is_null());
+                p.write(i as u8);
+                p
+            })
+            .collect();
+        assert_eq!(
+            quick_bytes(&h),
+            0,
+            "a demand past the budget kept the lists"
+        );
+        let after = h.stats().arena_committed;
+        assert!(
+            after <= committed + budget + 2 * COMMIT_STEP,
+            "the merged chunks did not serve the demand: committed {committed} -> {after} \
+             ({n} blocks of 100 KiB, budget {budget})"
+        );
+        check_heap(&h).unwrap();
+        for (i, &p) in big.iter().enumerate() {
+            assert_eq!(p.read(), i as u8);
+            h.free(ptr::null_mut(), p);
+        }
+        h.drop_cache(tc);
+        check_heap(&h).unwrap();
+    }
+    assert_eq!(h.stats().in_use, 0);
 }
