@@ -1102,15 +1102,11 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn free_flush(&self, t: &mut ThreadCache, cls: usize, p: *mut u8) {
-        // SAFETY: our cache; keep the newer half. The thread's frees of its own arena's blocks
-        // overflow its cache: they are likely blocks it made a while ago, out of the CPU cache,
-        // and the pipelined `free` (`ThreadCache::ring_swap`) pays from here on. (Blocks of
-        // another arena are most often ones another thread just wrote: still in a CPU cache,
-        // where an early load only makes their lines travel sooner.)
+        // SAFETY: our cache; keep the newer half. The thread's frees overflow its cache: they
+        // are likely of blocks out of the CPU cache (made a while ago, or written by another
+        // core), and the pipelined `free` (`ThreadCache::ring_swap`) pays from here on.
         unsafe {
-            if ptr::eq(self.arena_of_payload(p), t.arena)
-                && self.free_pipeline.load(Ordering::Relaxed)
-            {
+            if self.free_pipeline.load(Ordering::Relaxed) {
                 t.ring_arm();
             }
             t.flush(self, cls, t.max(cls) / 2, true);

@@ -1,4 +1,4 @@
-//! The pipelined `free`: once a thread's frees of its own blocks overflow its cache, each free
+//! The pipelined `free`: once a thread's frees overflow its cache, each free
 //! starts loading its block's header and completes the free made 8 calls earlier. These tests
 //! check that it keeps every property of `free`: blocks are reused only after their free is
 //! done, nothing is lost (drained at flush, at thread exit, and when the pipeline turns itself
