@@ -218,8 +218,7 @@ impl Heap {
         self.arena_max
             .store(t.arena_max.clamp(1, MAX_ARENAS), Ordering::Relaxed);
         self.tcache_count.store(t.tcache_count, Ordering::Relaxed);
-        self.free_pipeline
-            .store(t.free_pipeline, Ordering::Relaxed);
+        self.free_pipeline.store(t.free_pipeline, Ordering::Relaxed);
         self.tcache_max_size
             .store(t.tcache_max_size.min(MAX_CLASS_REQUEST), Ordering::Relaxed);
 
@@ -1104,9 +1103,13 @@ impl Heap {
     unsafe fn free_flush(&self, t: &mut ThreadCache, cls: usize, p: *mut u8) {
         // SAFETY: our cache; keep the newer half. The thread's frees overflow its cache: they
         // are likely of blocks out of the CPU cache (made a while ago, or written by another
-        // core), and the pipelined `free` (`ThreadCache::ring_swap`) pays from here on.
+        // core), and the pipelined `free` (`ThreadCache::ring_swap`) pays from here on — for
+        // blocks in the heap's reservations, the only ones it pipelines (a thread whose blocks
+        // lie on the program break would pay for the test and gain nothing).
         unsafe {
-            if self.free_pipeline.load(Ordering::Relaxed) {
+            if self.free_pipeline.load(Ordering::Relaxed)
+                && region::contains(p.addr().wrapping_sub(HEADER))
+            {
                 t.ring_arm();
             }
             t.flush(self, cls, t.max(cls) / 2, true);

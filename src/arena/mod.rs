@@ -15,7 +15,7 @@
 //! chunk addresses, see `ArenaState::push_class`) and are handed back first by refills. Policy
 //! (docs/design.md, "Quick lists"): they grow with demand; an aging clock counts the arena's
 //! traffic outside the quick lists, and once per epoch (`max(QUICK_EPOCH, 2 × quick_bytes)`
-//! of it, and at least as many operations as the lists hold chunks) each class gives up as
+//! of it, and at least a quarter as many operations as the lists hold chunks) each class gives up as
 //! many chunks as stayed untouched through the epoch (its low-water mark) to `free_chunk`;
 //! before the arena grows, the idle ones are merged, and the arena grows past a budget (an
 //! eighth of the lists' bytes per epoch, `QUICK_GROW_SHARE`) only after merging them all;
@@ -150,7 +150,7 @@ pub struct ArenaState {
 }
 
 /// The quick lists are reviewed (`quick_review`) when the aging clock reaches this or twice
-/// the bytes they hold, whichever is more (bytes), and the epoch has as many operations as
+/// the bytes they hold, whichever is more (bytes), and the epoch has a quarter as many operations as
 /// they hold chunks (`ArenaState::quick_epoch_end`).
 pub const QUICK_EPOCH: usize = PURGE_DEBT;
 
@@ -999,16 +999,17 @@ impl ArenaState {
         }
     }
 
-    /// The clock reached its byte mark: the epoch ends (`quick_review`) once it also has as
-    /// many operations as the quick lists hold chunks. A review may merge every chunk, each a
-    /// `free_chunk` on cold memory (~70 ns), so this keeps its cost within about one merge per
-    /// operation of the epoch. Bytes alone let a few hundred reallocs of a 256 KiB block
+    /// The clock reached its byte mark: the epoch ends (`quick_review`) once it also has a
+    /// quarter as many operations as the quick lists hold chunks. A review may merge every
+    /// chunk, each a `free_chunk` on cold memory (~70 ns), so this keeps its cost within about
+    /// four merges per operation of the epoch (one per operation kept `c-mixed`'s chunks
+    /// unmerged long enough to raise its peak RSS from 45 to 50 MiB). Bytes alone let a few hundred reallocs of a 256 KiB block
     /// (~100 MB of clock) end two epochs and merge the 100 000 chunks a batch of small blocks
     /// had left (~7 ms) inside `micro`'s realloc pattern, where the next batch wanted them back.
     #[cold]
     #[inline(never)]
     fn quick_epoch_end(&mut self, sh: &Shared) {
-        let chunks = self.quick_count.iter().map(|&c| c as usize).sum();
+        let chunks = self.quick_count.iter().map(|&c| c as usize).sum::<usize>() / 4;
         if self.quick_ops < chunks {
             self.quick_ops_due = chunks;
             return;

@@ -604,7 +604,7 @@ fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
         }
         // Other work: blocks too large for the quick lists (and the thread cache). 2000 of
         // them are 160 MB of traffic, five epochs by the bytes alone, but an epoch also needs
-        // as many operations as the lists hold chunks (so that merging them, ~70 ns each, costs
+        // a quarter as many operations as the lists hold chunks (so that merging them, ~70 ns each, costs
         // at most about one merge per operation): nothing is merged yet. (The cache is emptied
         // first, so that every small block is on a quick list and the whole mix can coalesce.)
         (*tc).flush_all(&h);

@@ -472,8 +472,9 @@ fn render_report(
         deb("libjemalloc2"),
         deb("libtcmalloc-minimal4")
     ));
-    r.push_str("## Time\n\nCells: median seconds, and in brackets the peer's time divided by arena-malloc's \
-                (above 1 = arena-malloc is faster). The last row is the geometric mean of those ratios. \
+    r.push_str("## Time\n\nCells: median seconds, and in brackets the median over repetitions of the peer's time \
+                divided by arena-malloc's in the same repetition (above 1 = arena-malloc is faster). The last row \
+                is the geometric mean of those ratios. \
                 `!` marks a wrong checksum, `FAIL` a crash, error or timeout, `—` not applicable.\n\n");
     r.push_str(&results.time.markdown());
     r.push_str("\n## Peak RSS\n\nCells: median peak resident set size (`ru_maxrss` from `wait4`) in MiB; in brackets \
