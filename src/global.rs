@@ -255,7 +255,7 @@ unsafe fn ring_last(tc: *mut ThreadCache, q: *mut u8) {
 #[cold]
 #[inline(never)]
 fn freed_twice() {
-    crate::os::fatal("free(): double free detected (the same block freed twice in a row)");
+    crate::os::fatal("free(): double free detected (freed again while its first free was pending)");
 }
 
 #[cold]

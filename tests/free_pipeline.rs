@@ -153,7 +153,10 @@ fn the_pipeline_turns_itself_off_without_overflows() {
 /// Misuse while the pipeline is on (each case runs in a child process and must abort).
 fn misuse(case: &str) {
     churn();
-    assert!(pending() > 0, "the pipeline is not on: the case would test the plain free");
+    assert!(
+        pending() > 0,
+        "the pipeline is not on: the case would test the plain free"
+    );
     // SAFETY: none — each case breaks the allocator's contract on purpose.
     unsafe {
         match case {
@@ -174,6 +177,22 @@ fn misuse(case: &str) {
                     GLOBAL.dealloc(r, L48);
                 }
             }
+            "double_free_after_done" => {
+                // p's first free is done (p is cached) when p is freed again; handing p out
+                // while that second free is pending would give it to two owners.
+                // (An array: a vector's allocation could reach the arena, and an allocation
+                // there turns the pipeline off.)
+                let others: [*mut u8; 8] = core::array::from_fn(|_| GLOBAL.alloc(L48));
+                let p = GLOBAL.alloc(L48);
+                GLOBAL.dealloc(p, L48);
+                for &o in &others {
+                    GLOBAL.dealloc(o, L48);
+                }
+                GLOBAL.dealloc(p, L48);
+                for _ in 0..8 {
+                    let _ = GLOBAL.alloc(L48);
+                }
+            }
             "interior_pointer" => {
                 let p = GLOBAL.alloc(Layout::from_size_align(256, 8).unwrap());
                 GLOBAL.dealloc(p.add(64), L48);
@@ -190,8 +209,9 @@ fn misuse(case: &str) {
 }
 
 const CASES: &[(&str, &str)] = &[
-    ("double_free_in_a_row", "double free"),
-    ("double_free_later", "double free"),
+    ("double_free_in_a_row", "freed again while its first free was pending"),
+    ("double_free_later", "freed again while its first free was pending"),
+    ("double_free_after_done", "a cached block was freed again"),
     ("interior_pointer", "invalid pointer"),
     ("realloc_pending", "already freed"),
 ];
@@ -239,7 +259,11 @@ fn the_pipeline_can_be_turned_off() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args(["the_pipeline_can_be_turned_off", "--exact", "--test-threads=1"])
+        .args([
+            "the_pipeline_can_be_turned_off",
+            "--exact",
+            "--test-threads=1",
+        ])
         .env("PIPELINE_OFF_CHILD", "1")
         .env("ARENA_MALLOC_FREE_PIPELINE", "0")
         .output()
