@@ -152,6 +152,9 @@ fn the_pipeline_turns_itself_off_without_overflows() {
 
 /// Misuse while the pipeline is on (each case runs in a child process and must abort).
 fn misuse(case: &str) {
+    // Allocated before the pipeline turns on: an allocation that reaches the arena turns it off.
+    // SAFETY: a non-zero layout.
+    let big = unsafe { GLOBAL.alloc(Layout::from_size_align(256, 8).unwrap()) };
     churn();
     assert!(
         pending() > 0,
@@ -194,8 +197,8 @@ fn misuse(case: &str) {
                 }
             }
             "interior_pointer" => {
-                let p = GLOBAL.alloc(Layout::from_size_align(256, 8).unwrap());
-                GLOBAL.dealloc(p.add(64), L48);
+                GLOBAL.dealloc(big.add(64), L48);
+                assert!(pending() > 0);
                 arena_malloc::flush_thread_cache();
             }
             "realloc_pending" => {
