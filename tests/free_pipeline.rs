@@ -46,9 +46,28 @@ fn pending() -> usize {
     arena_malloc::stats().frees_pending
 }
 
+/// These tests read process-wide counts: each runs in a child process of its own, where no
+/// other test allocates. Returns true in that child (run the body), false in the parent (done).
+fn solo(test: &str) -> bool {
+    if child_case().as_deref() == Some("solo") {
+        return true;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run_child(test, "solo");
+    assert!(
+        out.status.success(),
+        "{test}: child failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
 #[test]
 fn overflowing_frees_run_pipelined_and_nothing_is_lost() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !solo("overflowing_frees_run_pipelined_and_nothing_is_lost") {
+        return;
+    }
     watchdog(120);
     let before = arena_malloc::stats();
     churn();
@@ -109,7 +128,9 @@ fn overflowing_frees_run_pipelined_and_nothing_is_lost() {
 
 #[test]
 fn a_thread_that_exits_leaves_no_pending_free() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !solo("a_thread_that_exits_leaves_no_pending_free") {
+        return;
+    }
     watchdog(120);
     arena_malloc::flush_thread_cache();
     let before = arena_malloc::stats();
@@ -134,7 +155,9 @@ fn a_thread_that_exits_leaves_no_pending_free() {
 
 #[test]
 fn the_pipeline_turns_itself_off_without_overflows() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !solo("the_pipeline_turns_itself_off_without_overflows") {
+        return;
+    }
     watchdog(120);
     churn();
     assert!(pending() > 0);
@@ -221,7 +244,7 @@ const CASES: &[(&str, &str)] = &[
 
 #[test]
 fn misuse_while_pipelined_aborts_with_a_message() {
-    if let Some(case) = child_case() {
+    if let Some(case) = child_case().filter(|c| c != "solo") {
         misuse(&case);
         println!("CHILD SURVIVED");
         return;
