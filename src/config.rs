@@ -30,9 +30,15 @@ const _: () = assert!(MMAP_THRESHOLD_MAX + (1 << 20) < REGION_SIZE);
 
 /// Default size of free top above which an arena gives memory back (bytes).
 pub const TRIM_THRESHOLD_DEFAULT: usize = 128 << 10;
-/// An arena that keeps growing right after trimming raises its own trim threshold, up to
-/// this (bytes): bounded, so a long-lived service's RSS still comes down.
-pub const TRIM_ADAPT_MAX: usize = 16 << 20;
+/// An arena that keeps growing right after trimming raises its own trim floor (the free top
+/// its automatic trims keep), doubling it up to this (bytes): enough for a program that
+/// repeatedly frees and rebuilds tens of MiB (`compare`'s `realloc`: ~60 MiB per round). The
+/// floor decays (halves per trim epoch without regrowth), so the memory still comes back.
+pub const TRIM_ADAPT_MAX: usize = 256 << 20;
+/// A trim epoch lasts at least this many bytes of arena traffic outside the quick lists, and
+/// at least four times the arena's trim floor (bytes): a floor is kept for several times its
+/// size of traffic before it halves.
+pub const TRIM_EPOCH: usize = 16 << 20;
 /// How much free top an arena keeps when it trims, and adds when it grows (bytes).
 pub const TOP_PAD_DEFAULT: usize = 64 << 10;
 
