@@ -811,3 +811,64 @@ fn trim_floor_follows_regrowth_and_decays_when_unused() {
     }
     assert_eq!(h.stats().in_use, 0);
 }
+
+/// A thread cache's refills of a class above the small ones carve blocks of at most
+/// `BATCH_BLOCK_MAX` bytes, so that the holes of a fragmented heap serve them: with 16 KiB holes
+/// between live blocks, every 2 KiB block of a long run of refills (whose batches double to
+/// half a list, 16 chunks: one 33 KiB block, which no hole holds) comes from the holes, not from
+/// top, and the refills still take their whole batches (few lock holds).
+#[test]
+fn medium_refills_fit_the_holes_of_a_fragmented_heap() {
+    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        // 100 holes of 16 KiB, each between two live 64-byte blocks (cacheless: the main arena).
+        let mut holes = Vec::new();
+        let mut pins = Vec::new();
+        for _ in 0..100 {
+            holes.push(h.malloc(ptr::null_mut(), (16 << 10) - HEADER));
+            pins.push(h.malloc(ptr::null_mut(), 64));
+        }
+        let (lo, hi) = (holes[0] as usize, pins[99] as usize);
+        for &p in &holes {
+            h.free(ptr::null_mut(), p);
+        }
+        let tc = h.new_cache();
+        assert!(ptr::eq((*tc).arena, h.main_arena()));
+        let cls = request_class(2000).0;
+        assert!(CLASS_CHUNK_SIZE[cls] > SMALL_MAX_REQUEST + HEADER);
+        let mut most_cached = 0;
+        let blocks: Vec<*mut u8> = (0..300)
+            .map(|i| {
+                let p = h.malloc(tc, 2000);
+                assert!(!p.is_null());
+                p.write(i as u8);
+                most_cached = most_cached.max((*tc).count(cls));
+                p
+            })
+            .collect();
+        // A batch of more than one block (8 KiB holds three of these chunks).
+        assert!(
+            most_cached >= 8,
+            "refills took at most {most_cached} chunks"
+        );
+        for (i, &p) in blocks.iter().enumerate() {
+            let a = p as usize;
+            assert!(
+                a > lo && a < hi,
+                "block {i} at {a:#x} is outside the holes [{lo:#x}, {hi:#x})"
+            );
+        }
+        check_heap(&h).unwrap();
+        for (i, &p) in blocks.iter().enumerate() {
+            assert_eq!(p.read(), i as u8);
+            h.free(tc, p);
+        }
+        h.drop_cache(tc);
+        for &p in &pins {
+            h.free(ptr::null_mut(), p);
+        }
+        check_heap(&h).unwrap();
+    }
+    assert_eq!(h.stats().in_use, 0);
+}
