@@ -23,6 +23,11 @@
 //! (64 MiB). Bound: at most `quick_max` bytes per arena, chunks the program had in use, unused
 //! ones merged after two epochs of other work, growth beside them within the budget.
 //!
+//! A free that merges into top trims it above the trim threshold or the arena's *trim floor*
+//! (`maybe_trim`): the floor doubles when a trim is undone by the next growth (up to
+//! `TRIM_ADAPT_MAX`) and halves after a trim epoch that did not use it (`trim_epoch_end`;
+//! docs/design.md, "Trimming").
+//!
 //! # Invariants
 //! - A1: `top` is the last chunk of the current segment and ends at `seg_end`; its size is at
 //!   least [`TOP_MIN`]; its `PREV_INUSE` bit is set (a free chunk below would have merged).
