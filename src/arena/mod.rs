@@ -23,6 +23,11 @@
 //! (64 MiB). Bound: at most `quick_max` bytes per arena, chunks the program had in use, unused
 //! ones merged after two epochs of other work, growth beside them within the budget.
 //!
+//! A free that merges into top trims it above the trim threshold or the arena's *trim floor*
+//! (`maybe_trim`): the floor doubles when a trim is undone by the next growth (up to
+//! `TRIM_ADAPT_MAX`) and halves after a trim epoch that did not use it (`trim_epoch_end`;
+//! docs/design.md, "Trimming").
+//!
 //! # Invariants
 //! - A1: `top` is the last chunk of the current segment and ends at `seg_end`; its size is at
 //!   least [`TOP_MIN`]; its `PREV_INUSE` bit is set (a free chunk below would have merged).
@@ -43,7 +48,10 @@ use crate::bins::{bin_index, BinIdx, Bins, FIRST_LARGE, SMALL_LIMIT, UNSORTED};
 use crate::chunk::{
     Chunk, ALIGN, FENCE, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE, PURGED,
 };
-use crate::config::{COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE, TRIM_ADAPT_MAX};
+use crate::config::{
+    BATCH_BLOCK_MAX, COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE, TRIM_ADAPT_MAX,
+    TRIM_EPOCH,
+};
 use crate::heap::Shared;
 use crate::os::{self, fatal};
 use crate::size_class::{chunk_class, NSMALL_CLASSES, SMALL_MAX_REQUEST};
@@ -109,10 +117,21 @@ pub struct ArenaState {
     /// Committed bytes that are not in any chunk (region headers, the arena itself, padding).
     pub overhead: usize,
     purge_debt: usize,
-    /// This arena's own trim threshold floor: doubled each time the arena has to grow right
-    /// after an automatic trim (trim/grow thrash), up to `TRIM_ADAPT_MAX`.
+    /// Free top this arena keeps before an automatic trim (its learned need, a floor under the
+    /// trim threshold): doubled each time the arena has to grow right after an automatic trim
+    /// (trim/grow thrash), up to `TRIM_ADAPT_MAX`; halved after each trim epoch that did not
+    /// need it (`trim_epoch_end`).
     trim_floor: usize,
+    /// An automatic trim happened and the arena has not grown since.
     just_trimmed: bool,
+    /// The arena grew right after an automatic trim during the current trim epoch.
+    trim_thrash: bool,
+    /// The trim epoch's clock: bytes of traffic outside the quick lists (as `quick_clock`)
+    /// since the epoch began.
+    trim_clock: usize,
+    /// Low-water mark of the top's size during the trim epoch (allocations from top lower it;
+    /// trims do not count: they do not use the memory).
+    top_low: usize,
     region_flag: usize,
     arena: *const Arena,
     /// Segments (start of first chunk, end), for the checker; the last is the current one.
@@ -248,6 +267,9 @@ impl Arena {
             purge_debt: 0,
             trim_floor: 0,
             just_trimmed: false,
+            trim_thrash: false,
+            trim_clock: 0,
+            top_low: 0,
             region_flag: 0,
             arena: at,
             segs: [(0, 0); MAX_SEGS],
@@ -986,12 +1008,17 @@ impl ArenaState {
         }
     }
 
-    /// Advances the aging clock by `n` chunks of `size` bytes of traffic outside the quick
-    /// lists; reviews them once per epoch.
+    /// Advances the aging clocks by `n` chunks of `size` bytes of traffic outside the quick
+    /// lists: reviews the quick lists once per epoch, and ends a trim epoch (`trim_epoch_end`)
+    /// every `max(TRIM_EPOCH, 4 × trim_floor)` bytes.
     #[inline]
     fn quick_tick(&mut self, sh: &Shared, size: usize, n: usize) {
         self.quick_clock += size * n;
         self.quick_ops += n;
+        self.trim_clock += size * n;
+        if self.trim_clock >= TRIM_EPOCH.max(self.trim_floor.saturating_mul(4)) {
+            self.trim_epoch_end(sh);
+        }
         if self.quick_clock >= QUICK_EPOCH.max(self.quick_bytes.saturating_mul(2))
             && self.quick_ops >= self.quick_ops_due
         {
@@ -1139,13 +1166,16 @@ impl ArenaState {
             nt.set_head(ts - nb, PREV_INUSE | (f & IN_REGION) | FREE);
             self.top = nt;
             self.top_fresh = self.top_fresh.max(nt.addr() + HEADER);
+            self.top_low = self.top_low.min(ts - nb);
             Some(Got { chunk: t, zeroed })
         }
     }
 
     /// Allocates up to `n` chunks of exactly `nb` bytes under one lock hold, handing each to
     /// `sink` with whether its payload carries the freed mark already (a quick-list chunk);
-    /// returns how many it gave.
+    /// returns how many it gave: the quick list and the exact small bin first, then blocks cut
+    /// into pieces — one for all the rest, or for chunks above the small classes blocks of at
+    /// most `BATCH_BLOCK_MAX` bytes each (two chunks at least).
     ///
     /// # Safety
     /// As for [`ArenaState::malloc_chunk`].
@@ -1188,38 +1218,28 @@ impl ArenaState {
             if k == n {
                 return k;
             }
-            // One block for the rest, cut into pieces.
-            let rest = n - k;
-            let got = if rest > 1 {
-                self.malloc_chunk(sh, nb * rest)
+            // Blocks for the rest, each cut into pieces; above the small classes each block is
+            // of at most `BATCH_BLOCK_MAX` bytes (two chunks at least), so that the holes of a
+            // fragmented heap can serve it (one block of the whole rest, up to 32 KiB, came
+            // from top or a large free chunk, often purged: `c-mixed`'s peak RSS +10 %). Every
+            // block takes at least one chunk, so the loop ends.
+            let per_block = if nb > SMALL_MAX_REQUEST + HEADER {
+                (BATCH_BLOCK_MAX / nb).max(2)
             } else {
-                None
+                n
             };
-            match got {
-                Some(g) => {
-                    let c = g.chunk;
-                    let total = c.size();
-                    let f = c.flags() & (PREV_INUSE | IN_REGION);
-                    let rf = f & IN_REGION;
-                    let mut off = 0;
-                    for i in 0..rest {
-                        let piece = c.plus(off);
-                        let sz = if i + 1 == rest { total - off } else { nb };
-                        piece.set_head(sz, if i == 0 { f } else { PREV_INUSE | rf });
-                        if sz == nb {
-                            sink(piece, false);
-                            k += 1;
-                        } else {
-                            // The last piece absorbed a remainder too small to split off.
-                            self.release_sized(sh, piece, sz, false);
-                        }
-                        off += sz;
-                    }
-                }
-                None => {
-                    // One at a time (memory is short); a chunk that absorbed a remainder goes
-                    // back, and the tries are bounded.
-                    let mut tries = 2 * (n - k);
+            while k < n {
+                let rest = (n - k).min(per_block);
+                let got = if rest > 1 {
+                    self.malloc_chunk(sh, nb * rest)
+                } else {
+                    None
+                };
+                let Some(g) = got else {
+                    // One at a time (memory is short, or one chunk is left); a chunk that
+                    // absorbed a remainder goes back, and the tries are bounded.
+                    let n = k + rest;
+                    let mut tries = 2 * rest;
                     while k < n && tries > 0 {
                         tries -= 1;
                         let Some(g) = self.malloc_chunk(sh, nb) else {
@@ -1233,6 +1253,25 @@ impl ArenaState {
                             self.release_sized(sh, g.chunk, sz, false);
                         }
                     }
+                    break;
+                };
+                let c = g.chunk;
+                let total = c.size();
+                let f = c.flags() & (PREV_INUSE | IN_REGION);
+                let rf = f & IN_REGION;
+                let mut off = 0;
+                for i in 0..rest {
+                    let piece = c.plus(off);
+                    let sz = if i + 1 == rest { total - off } else { nb };
+                    piece.set_head(sz, if i == 0 { f } else { PREV_INUSE | rf });
+                    if sz == nb {
+                        sink(piece, false);
+                        k += 1;
+                    } else {
+                        // The last piece absorbed a remainder too small to split off.
+                        self.release_sized(sh, piece, sz, false);
+                    }
+                    off += sz;
                 }
             }
         }
@@ -1431,6 +1470,8 @@ impl ArenaState {
         unsafe { self.take_top(sh, nb) }
     }
 
+    /// The automatic trim: when the free top exceeds the trim threshold or this arena's floor,
+    /// whichever is more, all of it but `top_pad` goes back to the OS.
     fn maybe_trim(&mut self, sh: &Shared) {
         // SAFETY: top valid.
         let ts = unsafe { self.top.size() };
@@ -1447,13 +1488,48 @@ impl ArenaState {
     }
 
     /// Called after each growth: growing right after an automatic trim means the trim was
-    /// wasted work (the pages fault in again), so this arena trims later from now on.
+    /// wasted work (the pages fault in again), so this arena keeps more free top from now on
+    /// (its floor doubles, from at least the trim threshold, up to `TRIM_ADAPT_MAX`).
     fn note_growth(&mut self, sh: &Shared) {
         if self.just_trimmed {
             self.just_trimmed = false;
+            self.trim_thrash = true;
             let base = sh.trim_threshold.load(Ordering::Relaxed);
             self.trim_floor = (self.trim_floor.max(base) * 2).min(TRIM_ADAPT_MAX);
         }
+    }
+
+    /// The end of a trim epoch (`max(TRIM_EPOCH, 4 × trim_floor)` bytes of traffic outside
+    /// the quick lists). The floor halves (to 0 once below the trim threshold) when nothing
+    /// justified it during the epoch: no thrash, and the top never went below half the floor
+    /// (the upper half of the memory it lets the arena keep stayed unused all along). The next
+    /// free into top trims against the new floor: so a program that stops needing the memory
+    /// gets it back after a few epochs of other work (a floor `F` is gone after about `8 × F`
+    /// bytes of traffic), while one that uses it every epoch keeps it. The epoch's end itself
+    /// trims nothing: trimming at an arbitrary point of a program's cycle (`compare`'s
+    /// `realloc`) made it thrash again (55 000 page faults instead of 48 000, peak RSS +8 MiB).
+    #[cold]
+    #[inline(never)]
+    fn trim_epoch_end(&mut self, sh: &Shared) {
+        self.trim_clock = 0;
+        // SAFETY: top valid (A1).
+        let ts = unsafe { self.top.size() };
+        let idle = self.top_low.min(ts) > self.trim_floor / 2;
+        if !self.trim_thrash && idle && self.trim_floor > 0 {
+            self.trim_floor /= 2;
+            if self.trim_floor < sh.trim_threshold.load(Ordering::Relaxed) {
+                self.trim_floor = 0;
+            }
+        }
+        self.trim_thrash = false;
+        // SAFETY: as above.
+        self.top_low = unsafe { self.top.size() };
+    }
+
+    /// Free top that automatic trims keep (tests).
+    #[cfg(test)]
+    pub fn trim_floor(&self) -> usize {
+        self.trim_floor
     }
 
     /// Gives back top memory above `pad` bytes to the OS. Returns the bytes released.

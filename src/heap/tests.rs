@@ -729,3 +729,146 @@ fn growth_after_a_batch_keeps_the_quick_lists_within_a_budget() {
     }
     assert_eq!(h.stats().in_use, 0);
 }
+
+/// The trim/regrow thrash of `compare`'s `realloc` (tens of MiB freed into top and built again,
+/// round after round): an arena whose automatic trims are undone by its next growth raises its
+/// floor until the rounds stop trimming — past the 16 MiB the floor was capped at before, which
+/// left a 24 MiB round trimming (and faulting its pages in again) forever — without committing
+/// more than a round needs; once the rounds stop and other work goes on, the floor decays and
+/// the next free into top gives the memory back.
+#[test]
+fn trim_floor_follows_regrowth_and_decays_when_unused() {
+    let mut t = tunables();
+    t.mmap_threshold = 8 << 20;
+    t.mmap_threshold_dynamic = false;
+    let h = PrivateHeap::new(&t).expect("private heap");
+    const BLOCK: usize = 1 << 20;
+    const ROUND: usize = 24; // 24 MiB a round
+    let floor = |h: &Heap| h.main_arena().lock().trim_floor();
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        let mut kept_rounds = 0;
+        let mut peak = 0;
+        for round in 0..16 {
+            let ps: Vec<*mut u8> = (0..ROUND)
+                .map(|i| {
+                    let p = h.malloc(ptr::null_mut(), BLOCK);
+                    assert!(!p.is_null());
+                    fill(p, 64, (round + i) as u8);
+                    p.add(BLOCK - 1).write(7);
+                    p
+                })
+                .collect();
+            peak = peak.max(h.stats().arena_committed);
+            for (i, &p) in ps.iter().enumerate() {
+                verify(p, 64, (round + i) as u8);
+                h.free(ptr::null_mut(), p);
+            }
+            check_heap(&h).unwrap();
+            // Kept: the round's memory is still committed after its frees (no trim).
+            if h.stats().arena_committed >= ROUND * BLOCK {
+                kept_rounds += 1;
+            } else {
+                kept_rounds = 0;
+            }
+        }
+        assert!(
+            kept_rounds >= 4,
+            "the last rounds still trimmed: floor {} KiB, {kept_rounds} rounds kept",
+            floor(&h) >> 10
+        );
+        assert!(
+            floor(&h) > ROUND * BLOCK && floor(&h) > 16 << 20,
+            "floor {} KiB",
+            floor(&h) >> 10
+        );
+        assert!(
+            peak <= ROUND * (BLOCK + 64) + 4 * COMMIT_STEP,
+            "committed {peak} for rounds of {} bytes",
+            ROUND * BLOCK
+        );
+        // Other work, outside the thread caches and quick lists: 40 KiB blocks. The floor
+        // (32 MiB) halves after an epoch (4 × floor of traffic) in which the top never went below
+        // half of it, and again after the next; the frees into top then trim.
+        let before = h.stats().arena_committed;
+        let mut pairs = 0;
+        while h.stats().arena_committed >= before && pairs < 20_000 {
+            let p = h.malloc(ptr::null_mut(), 40 << 10);
+            assert!(!p.is_null());
+            p.write(1);
+            h.free(ptr::null_mut(), p);
+            pairs += 1;
+        }
+        let after = h.stats().arena_committed;
+        assert!(
+            after < 2 << 20,
+            "committed {before} -> {after} after {pairs} pairs of other work (floor {} KiB)",
+            floor(&h) >> 10
+        );
+        // About two epochs of 4 × 32 MiB, each pair 80 KiB of traffic.
+        assert!(pairs > 1000, "the floor decayed after only {pairs} pairs");
+        check_heap(&h).unwrap();
+    }
+    assert_eq!(h.stats().in_use, 0);
+}
+
+/// A thread cache's refills of a class above the small ones carve blocks of at most
+/// `BATCH_BLOCK_MAX` bytes, so that the holes of a fragmented heap serve them: with 16 KiB holes
+/// between live blocks, every 2 KiB block of a long run of refills (whose batches double to
+/// half a list, 16 chunks: one 33 KiB block, which no hole holds) comes from the holes, not from
+/// top, and the refills still take their whole batches (few lock holds).
+#[test]
+fn medium_refills_fit_the_holes_of_a_fragmented_heap() {
+    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        // 100 holes of 16 KiB, each between two live 64-byte blocks (cacheless: the main arena).
+        let mut holes = Vec::new();
+        let mut pins = Vec::new();
+        for _ in 0..100 {
+            holes.push(h.malloc(ptr::null_mut(), (16 << 10) - HEADER));
+            pins.push(h.malloc(ptr::null_mut(), 64));
+        }
+        let (lo, hi) = (holes[0] as usize, pins[99] as usize);
+        for &p in &holes {
+            h.free(ptr::null_mut(), p);
+        }
+        let tc = h.new_cache();
+        assert!(ptr::eq((*tc).arena, h.main_arena()));
+        let cls = request_class(2000).0;
+        assert!(CLASS_CHUNK_SIZE[cls] > SMALL_MAX_REQUEST + HEADER);
+        let mut most_cached = 0;
+        let blocks: Vec<*mut u8> = (0..300)
+            .map(|i| {
+                let p = h.malloc(tc, 2000);
+                assert!(!p.is_null());
+                p.write(i as u8);
+                most_cached = most_cached.max((*tc).count(cls));
+                p
+            })
+            .collect();
+        // A batch of more than one block (8 KiB holds three of these chunks).
+        assert!(
+            most_cached >= 8,
+            "refills took at most {most_cached} chunks"
+        );
+        for (i, &p) in blocks.iter().enumerate() {
+            let a = p as usize;
+            assert!(
+                a > lo && a < hi,
+                "block {i} at {a:#x} is outside the holes [{lo:#x}, {hi:#x})"
+            );
+        }
+        check_heap(&h).unwrap();
+        for (i, &p) in blocks.iter().enumerate() {
+            assert_eq!(p.read(), i as u8);
+            h.free(tc, p);
+        }
+        h.drop_cache(tc);
+        for &p in &pins {
+            h.free(ptr::null_mut(), p);
+        }
+        check_heap(&h).unwrap();
+    }
+    assert_eq!(h.stats().in_use, 0);
+}
