@@ -64,6 +64,14 @@ impl MainSegs {
             self.hi[n - 1].store(hi, Ordering::Relaxed);
         }
     }
+    /// Whether `addr` lies in the first recorded segment (in `override` builds, where the
+    /// main arena grows the program break, usually its only one).
+    #[inline(always)]
+    pub fn first_contains(&self, addr: usize) -> bool {
+        let lo = self.lo[0].load(Ordering::Relaxed);
+        addr.wrapping_sub(lo) < self.hi[0].load(Ordering::Relaxed).wrapping_sub(lo)
+    }
+
     /// Whether `addr` lies in a recorded segment (the first one is checked without a loop: it
     /// is usually the only one).
     #[inline(always)]
@@ -1004,12 +1012,17 @@ impl Heap {
         // One test for "16-aligned and below the region map's limit" (null wraps high).
         const ODD: usize = !(region::MAP_LIMIT - 1) | 15;
         let a = (p as usize).wrapping_sub(HEADER);
-        // SAFETY: a < MAP_LIMIT when the first test passes.
-        if a & ODD != 0 || !unsafe { region::contains_below_limit(a) } {
+        // SAFETY: a < MAP_LIMIT when the first test passes. A header in the heap's reservations
+        // (R1) or in the main arena's first segment (the program break, in `override` builds)
+        // is readable.
+        if a & ODD != 0
+            || !(unsafe { region::contains_below_limit(a) }
+                || self.shared.main_segs.first_contains(a))
+        {
             return false;
         }
-        // SAFETY: R1: the header is readable; our cache or a placeholder (whose keys are 0 and
-        // whose stacks are always full, so it takes nothing whatever the checks say).
+        // SAFETY: the header is readable (above); our cache or a placeholder (whose keys are 0
+        // and whose stacks are always full, so it takes nothing whatever the checks say).
         unsafe {
             let t = &*tc;
             let c = Chunk::from_payload(p);
