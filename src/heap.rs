@@ -682,6 +682,12 @@ fn grow_target(size: usize, nb: usize) -> usize {
     room
 }
 
+/// Marks the path that calls it as unlikely (a stable stand-in for `core::hint::cold_path`,
+/// which is newer than the crate's minimum Rust).
+#[cold]
+#[inline(always)]
+fn cold_path() {}
+
 fn has_cache(tc: *mut ThreadCache) -> bool {
     tc as usize > 1
 }
@@ -1015,11 +1021,16 @@ impl Heap {
         // SAFETY: a < MAP_LIMIT when the first test passes. A header in the heap's reservations
         // (R1) or in the main arena's first segment (the program break, in `override` builds)
         // is readable.
-        if a & ODD != 0
-            || !(unsafe { region::contains_below_limit(a) }
-                || self.shared.main_segs.first_contains(a))
-        {
+        if a & ODD != 0 {
             return false;
+        }
+        // SAFETY: as above.
+        if !unsafe { region::contains_below_limit(a) } {
+            // The break (an `override` build's main arena): off the path of region blocks.
+            cold_path();
+            if !self.shared.main_segs.first_contains(a) {
+                return false;
+            }
         }
         // SAFETY: the header is readable (above); our cache or a placeholder (whose keys are 0
         // and whose stacks are always full, so it takes nothing whatever the checks say).
