@@ -235,8 +235,14 @@ fn misuse(case: &str) {
 }
 
 const CASES: &[(&str, &str)] = &[
-    ("double_free_in_a_row", "freed again while its first free was pending"),
-    ("double_free_later", "freed again while its first free was pending"),
+    (
+        "double_free_in_a_row",
+        "freed again while its first free was pending",
+    ),
+    (
+        "double_free_later",
+        "freed again while its first free was pending",
+    ),
     ("double_free_after_done", "a cached block was freed again"),
     ("interior_pointer", "invalid pointer"),
     ("realloc_pending", "already freed"),
