@@ -6,9 +6,8 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::os::unix::process::ExitStatusExt;
 
-use common::{child_case, run_child};
+use common::{child_case, expect_abort};
 
 #[global_allocator]
 static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
@@ -92,22 +91,7 @@ fn misuse_aborts_with_a_message() {
         return;
     }
     for (case, want) in CASES {
-        let out = run_child("misuse_aborts_with_a_message", case);
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("arena-malloc:"))
-            .unwrap_or("");
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGABRT),
-            "case {case}: status {:?}, stderr: {err}",
-            out.status
-        );
-        assert!(
-            line.contains(want),
-            "case {case}: expected '{want}' in the abort message, got: {err}"
-        );
+        let line = expect_abort("misuse_aborts_with_a_message", case, want);
         eprintln!("{case:26} -> {line}");
     }
 }

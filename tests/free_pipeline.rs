@@ -8,9 +8,8 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::os::unix::process::ExitStatusExt;
 
-use common::{child_case, run_child, watchdog};
+use common::{child_case, expect_abort, run_child, watchdog};
 
 #[global_allocator]
 static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
@@ -257,26 +256,7 @@ fn misuse_while_pipelined_aborts_with_a_message() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for (case, want) in CASES {
-        let out = run_child("misuse_while_pipelined_aborts_with_a_message", case);
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("arena-malloc:"))
-            .unwrap_or("");
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGABRT),
-            "case {case}: status {:?}, stderr: {err}",
-            out.status
-        );
-        assert!(
-            !String::from_utf8_lossy(&out.stdout).contains("CHILD SURVIVED"),
-            "case {case}: the abort came only at thread exit"
-        );
-        assert!(
-            line.contains(want),
-            "case {case}: expected '{want}' in the abort message, got: {err}"
-        );
+        let line = expect_abort("misuse_while_pipelined_aborts_with_a_message", case, want);
         eprintln!("{case:22} -> {line}");
     }
 }

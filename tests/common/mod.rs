@@ -83,6 +83,35 @@ pub fn run_child(test: &str, case: &str) -> Output {
         .expect("spawn child")
 }
 
+/// Runs child case `case` of test `test` (see [`run_child`]) and asserts that it died by
+/// SIGABRT, before it could print `CHILD SURVIVED`, with `want` in its `arena-malloc:` line;
+/// returns that line.
+pub fn expect_abort(test: &str, case: &str, want: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let out = run_child(test, case);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("arena-malloc:"))
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "case {case}: status {:?}, stderr: {err}",
+        out.status
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("CHILD SURVIVED"),
+        "case {case}: the abort came only after the case (at thread exit)"
+    );
+    assert!(
+        line.contains(want),
+        "case {case}: expected '{want}' in the abort message, got: {err}"
+    );
+    line
+}
+
 /// The child case selected for this process, if any.
 pub fn child_case() -> Option<String> {
     std::env::var("ARENA_TEST_CHILD").ok()
