@@ -1136,7 +1136,8 @@ impl Heap {
             {
                 t.ring_arm();
             }
-            t.flush(self, cls, t.max(cls) / 2, true);
+            let keep = t.overflow(cls);
+            t.flush(self, cls, keep, true);
             if !t.push(cls, p) {
                 self.free_to_arena(Chunk::from_payload(p));
             }

@@ -177,6 +177,12 @@ fn misuse(case: &str) {
     // Allocated before the pipeline turns on: an allocation that reaches the arena turns it off.
     // SAFETY: a non-zero layout.
     let big = unsafe { GLOBAL.alloc(Layout::from_size_align(256, 8).unwrap()) };
+    // The blocks `double_free_after_done` frees (an array: a vector's allocation could reach
+    // the arena). After `churn` the class's stack may hold too few chunks for them (a stack
+    // that only took frees is cut short, see tcache `overflow`), and a refill turns the
+    // pipeline off too.
+    // SAFETY: a non-zero layout.
+    let early: [*mut u8; 9] = core::array::from_fn(|_| unsafe { GLOBAL.alloc(L48) });
     churn();
     assert!(
         pending() > 0,
@@ -205,12 +211,9 @@ fn misuse(case: &str) {
             "double_free_after_done" => {
                 // p's first free is done (p is cached) when p is freed again; handing p out
                 // while that second free is pending would give it to two owners.
-                // (An array: a vector's allocation could reach the arena, and an allocation
-                // there turns the pipeline off.)
-                let others: [*mut u8; 8] = core::array::from_fn(|_| GLOBAL.alloc(L48));
-                let p = GLOBAL.alloc(L48);
+                let (p, others) = (early[0], &early[1..]);
                 GLOBAL.dealloc(p, L48);
-                for &o in &others {
+                for &o in others {
                     GLOBAL.dealloc(o, L48);
                 }
                 GLOBAL.dealloc(p, L48);

@@ -59,6 +59,10 @@ type Top = crate::sync::AtomicPtr<*mut u8>;
 #[cfg(all(test, loom, loom_mutation = "tcache_count_torn"))]
 type Top = crate::sync::PlainPtr<*mut u8>;
 
+/// Most chunks a stack holds while its thread frees that class without allocating it (see
+/// [`ThreadCache::overflow`]).
+pub const FREER_STACK: u16 = 16;
+
 /// Chunks the first refill of a class takes.
 const FIRST_FILL: u16 = 4;
 /// Most chunks one stack may hold (T4: 8 bytes each, less than 64 KiB).
@@ -107,6 +111,8 @@ pub struct ThreadCache {
     pub(crate) prev_live: *mut ThreadCache,
     /// Slots in the stacks area that follows the cache.
     capacity: usize,
+    /// Per class: refilled since its stack last overflowed (see [`ThreadCache::overflow`]).
+    refilled: [bool; NCLASSES],
 }
 
 /// Pending frees of the pipelined `free` (see [`ThreadCache::ring_swap`]).
@@ -245,6 +251,7 @@ impl ThreadCache {
                 next_live: ptr::null_mut(),
                 prev_live: ptr::null_mut(),
                 capacity,
+                refilled: [false; NCLASSES],
             })
         };
     }
@@ -274,6 +281,7 @@ impl ThreadCache {
             next_live: ptr::null_mut(),
             prev_live: ptr::null_mut(),
             capacity: 0,
+            refilled: [false; NCLASSES],
         }
     }
 
@@ -574,7 +582,11 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     pub unsafe fn refill(&mut self, heap: &Heap, cls: usize) -> *mut u8 {
+        // The thread allocates this class: its stack gets its full bound back (`overflow`).
+        self.refilled[cls] = true;
+        let full = low16(self.bases[cls].wrapping_add(self.bins[cls + 1].max as usize));
         let b = &mut self.bins[cls + 1];
+        b.full = full;
         let want = b.fill as usize;
         b.fill = (b.fill * 2).min((b.max / 2).max(1));
         let nb = CLASS_CHUNK_SIZE[cls];
@@ -617,6 +629,32 @@ impl ThreadCache {
         }
         self.bins[cls + 1].top.store(t, Ordering::Relaxed);
         first
+    }
+
+    /// Stack `cls` is full and a chunk is being freed: returns how many of its chunks to keep
+    /// (the caller sends the others back to the arenas). A class refilled since the stack last
+    /// overflowed is one the thread allocates as well as frees: it keeps the newer half. A class
+    /// not refilled since is one the thread frees and does not allocate — a consumer of blocks
+    /// made by other threads, the free phase of a batch: its chunks would only wait in the
+    /// stack, out of reach of the arena (and of the thread that will want them), so the stack is
+    /// bounded to [`FREER_STACK`] chunks and flushed whole. Its next refill restores the bound.
+    ///
+    /// # Safety
+    /// Owning thread.
+    pub unsafe fn overflow(&mut self, cls: usize) -> usize {
+        let max = self.bins[cls + 1].max;
+        if core::mem::replace(&mut self.refilled[cls], false) || max <= FREER_STACK {
+            return max as usize / 2;
+        }
+        self.bins[cls + 1].full = low16(self.bases[cls].wrapping_add(FREER_STACK as usize));
+        0
+    }
+
+    /// Most chunks stack `cls` takes now: its bound, or less while the thread only frees
+    /// that class ([`ThreadCache::overflow`]).
+    pub fn limit(&self, cls: usize) -> usize {
+        let b = &self.bins[cls + 1];
+        (b.full.wrapping_sub(b.empty) / 8) as usize
     }
 
     /// Sends all but the newest `keep` chunks of class `cls` back to their arenas.

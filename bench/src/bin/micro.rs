@@ -29,7 +29,8 @@ const USAGE: &str = "\
 usage: cargo run --release -p arena-bench --bin micro -- [--quick | --full] [--reps N] [--scale X]
                                                        [--only TEXT]
   --quick   scale 0.2, 3 repetitions;  default: scale 1, 9 repetitions;  --full: scale 4, 15
-  --only    run only the patterns whose label contains TEXT (e.g. --only pair)
+  --only    run only the patterns whose label contains TEXT, or one of several comma-separated
+            texts (e.g. --only pair, --only 1000,producer)
 ";
 
 const ALLOCATORS: [&str; 4] = ["arena", "glibc", "mimalloc", "jemalloc"];
@@ -296,7 +297,7 @@ fn main() -> ExitCode {
     let only = option_value(&args, "--only");
     let patterns: Vec<Pattern> = PATTERNS
         .into_iter()
-        .filter(|p| only.is_none_or(|t| p.label().contains(t)))
+        .filter(|p| only.is_none_or(|t| t.split(',').any(|t| p.label().contains(t))))
         .collect();
 
     eprintln!("micro: warming up");
