@@ -140,6 +140,10 @@ impl Tunables {
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_TRIM_THRESHOLD") {
             t.trim_threshold = v;
+            // As `mallopt(M_TRIM_THRESHOLD)` (and glibc's variable): a chosen threshold stays,
+            // so the thresholds no longer adapt to freed huge blocks (which would set it to
+            // twice their size).
+            t.mmap_threshold_dynamic = false;
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_TOP_PAD") {
             t.top_pad = v.min(64 << 20);
