@@ -60,7 +60,10 @@ fn a_chosen_trim_threshold_stops_adaptation() {
     // By default, freeing a huge block raises the mmap threshold to its size (and the trim
     // threshold to twice that), as glibc's dynamic thresholds do.
     let adapted = threshold_with(&[]);
-    assert!(adapted >= 2 << 20, "default: threshold {adapted} did not adapt");
+    assert!(
+        adapted >= 2 << 20,
+        "default: threshold {adapted} did not adapt"
+    );
     // A trim threshold set in the environment is the user's choice: the huge free must not
     // overwrite it, so the thresholds stop adapting (glibc: MALLOC_TRIM_THRESHOLD_).
     let chosen = threshold_with(&[("ARENA_MALLOC_TRIM_THRESHOLD", "1m")]);
@@ -71,5 +74,9 @@ fn a_chosen_trim_threshold_stops_adaptation() {
     );
     // Likewise for a chosen mmap threshold.
     let mmap = threshold_with(&[("ARENA_MALLOC_MMAP_THRESHOLD", "256k")]);
-    assert_eq!(mmap, 256 << 10, "ARENA_MALLOC_MMAP_THRESHOLD set: it adapted");
+    assert_eq!(
+        mmap,
+        256 << 10,
+        "ARENA_MALLOC_MMAP_THRESHOLD set: it adapted"
+    );
 }

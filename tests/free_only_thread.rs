@@ -33,7 +33,10 @@ fn a_thread_that_only_frees_caches_its_frees_and_does_not_hoard_them() {
         // Now the thread allocates the class too: its refills give the stack its bound back.
         let own: Vec<Box<Block>> = (0..40).map(|i| Box::new([i as u8; 48])).collect();
         for (i, b) in own.iter().enumerate() {
-            assert!(b.iter().all(|&x| x == i as u8), "block {i} lost its contents");
+            assert!(
+                b.iter().all(|&x| x == i as u8),
+                "block {i} lost its contents"
+            );
         }
         drop(own);
         let after_own = cached();
