@@ -872,3 +872,56 @@ fn medium_refills_fit_the_holes_of_a_fragmented_heap() {
     }
     assert_eq!(h.stats().in_use, 0);
 }
+
+/// A refill that finds only chunks one step above its class (whose 16-byte remainder cannot be
+/// split off) still serves the request: with one-chunk refills (`tcache_count` 1) and no quick
+/// lists (`quick_max` 0), the batch took such a chunk, gave it back (it is not of the class, so
+/// it cannot go on the stack) and took it again until its tries ran out, and `malloc` returned
+/// null with memory to spare.
+#[test]
+fn a_refill_that_meets_only_inexact_chunks_still_allocates() {
+    let mut t = tunables();
+    t.tcache_count = 1;
+    t.quick_max = 0;
+    let h = PrivateHeap::new(&t).expect("private heap");
+    let tc = h.new_cache();
+    // SAFETY: private heap driven from this thread only; blocks are freed once.
+    unsafe {
+        // 80-byte chunks (64-byte requests) between 32-byte separators that stay in use, so
+        // the freed ones cannot coalesce; then freed, so the bins hold 80-byte chunks only.
+        let mut keep = Vec::new();
+        let mut freed = Vec::new();
+        for _ in 0..8 {
+            freed.push(h.malloc(tc, 64));
+            keep.push(h.malloc(tc, 16));
+        }
+        for &p in &freed {
+            h.free(tc, p);
+        }
+        (*tc).flush_all(&h);
+        // 48-byte requests: 64-byte chunks, of which there are none free.
+        let mut got = Vec::new();
+        for i in 0..8 {
+            let p = h.malloc(tc, 48);
+            assert!(
+                !p.is_null(),
+                "request {i}: null with 80-byte chunks free and top to spare"
+            );
+            p.write_bytes(i as u8, 48);
+            got.push(p);
+        }
+        check_heap(&h).unwrap();
+        for (i, &p) in got.iter().enumerate() {
+            assert!(
+                (0..48).all(|k| *p.add(k) == i as u8),
+                "block {i} lost its contents"
+            );
+            h.free(tc, p);
+        }
+        for p in keep {
+            h.free(tc, p);
+        }
+        h.drop_cache(tc);
+        check_heap(&h).unwrap();
+    }
+}

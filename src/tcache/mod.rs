@@ -619,6 +619,17 @@ impl ThreadCache {
                     t = t.add(1);
                 }
             });
+            if first.is_null() {
+                // No chunk of exactly the class: the arena may hold only chunks a step above it
+                // (whose remainder is too small to split off; they cannot go on the stack, T2,
+                // and a batch gives back each one it meets), or memory is short. The request
+                // itself takes whatever chunk serves it: its size is in its header.
+                if let Some(got) = g.malloc_chunk(sh, nb) {
+                    let p = got.chunk.payload();
+                    link::clear_key(p);
+                    first = p;
+                }
+            }
         }
         drop(g);
         // The batch came in address order; reverse it so that pops hand out ascending addresses.
