@@ -478,10 +478,14 @@ impl Heap {
         }
     }
 
-    /// Before an allocation that reaches the arenas: the thread allocates again, so its run of
-    /// overflowing frees is over — the pipelined `free` turns off, and the frees pending in
-    /// its ring are done, so that their memory can serve this request (a pipelined free of a
-    /// large block must not keep it from the next large request).
+    /// Before an allocation that reaches the arenas: the frees pending in the thread's ring are
+    /// done, so that the arena never hands out a block whose free is pending (a double free
+    /// whose first free was done: the pending one would free the block under its new owner;
+    /// pops from the thread's own stacks check the ring instead), and so that their memory can
+    /// serve this request (a pipelined free of a large block must not keep it from the next
+    /// large request). The pipeline stays on: a thread that allocates and frees in a steady
+    /// mix (a server replacing old blocks, `c-larson`) keeps overlapping its frees' misses
+    /// between refills; it turns off after `RING_BUDGET` frees without an overflow.
     ///
     /// # Safety
     /// `tc` is null, 1 (`DEAD`), or the calling thread's cache of this heap.
@@ -491,7 +495,6 @@ impl Heap {
         if has_cache(tc) && unsafe { (*tc).ring_on() } {
             // SAFETY: caller: our cache.
             unsafe {
-                (*tc).ring_disarm();
                 self.drain_ring(tc);
             }
         }

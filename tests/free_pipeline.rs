@@ -8,6 +8,7 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::ptr;
 
 use common::{child_case, expect_abort, run_child, watchdog};
 
@@ -150,6 +151,44 @@ fn a_thread_that_exits_leaves_no_pending_free() {
         before.in_use,
         after.in_use
     );
+}
+
+/// A refill drains the ring (no block whose free is pending can be handed out by the arena)
+/// but leaves the pipeline on: a program that allocates and frees in a steady mix (a server)
+/// keeps pipelining its frees between refills, instead of only until its next refill.
+#[test]
+fn a_refill_drains_the_ring_and_keeps_the_pipeline_on() {
+    if !solo("a_refill_drains_the_ring_and_keeps_the_pipeline_on") {
+        return;
+    }
+    watchdog(120);
+    churn();
+    assert!(pending() > 0, "churn did not turn the pipeline on");
+    // Empty the class's stack, then some: the allocations refill it from the arena. (An array:
+    // a vector's allocation would be another class, and could refill too.)
+    let mut held = [ptr::null_mut::<u8>(); 512];
+    for (i, h) in held.iter_mut().enumerate() {
+        // SAFETY: a non-zero layout.
+        let p = unsafe { GLOBAL.alloc(L48) };
+        assert!(!p.is_null());
+        // SAFETY: 48 writable bytes.
+        unsafe { p.write_bytes(i as u8, 48) };
+        *h = p;
+    }
+    assert_eq!(pending(), 0, "a refill left frees pending");
+    // The pipeline is still on: this free waits in the ring.
+    // SAFETY: allocated above with L48, freed once.
+    unsafe { GLOBAL.dealloc(held[0], L48) };
+    assert_eq!(pending(), 1, "the pipeline turned off at the refill");
+    for (i, &p) in held.iter().enumerate().skip(1) {
+        // SAFETY: 48 bytes written above; allocated with L48, freed once.
+        unsafe {
+            assert!((0..48).all(|k| *p.add(k) == i as u8), "block {i} changed");
+            GLOBAL.dealloc(p, L48);
+        }
+    }
+    arena_malloc::flush_thread_cache();
+    assert_eq!(pending(), 0);
 }
 
 #[test]
