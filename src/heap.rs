@@ -492,7 +492,7 @@ impl Heap {
     #[inline]
     unsafe fn settle_pending(&self, tc: *mut ThreadCache) {
         // SAFETY: caller.
-        if has_cache(tc) && unsafe { (*tc).ring_on() } {
+        if has_cache(tc) && unsafe { (*tc).ring_busy() } {
             // SAFETY: caller: our cache.
             unsafe {
                 self.drain_ring(tc);

@@ -144,6 +144,9 @@ pub enum RingOut {
 #[derive(Debug)]
 pub struct FreeRing {
     next: core::cell::Cell<usize>,
+    /// Slots in use (owner only): the checks of a pop, a `realloc` and an allocation from the
+    /// arena skip an empty ring without reading its slots.
+    len: core::cell::Cell<usize>,
     slots: [PAtomicPtr<u8>; RING],
 }
 
@@ -151,6 +154,7 @@ impl FreeRing {
     const fn new() -> FreeRing {
         FreeRing {
             next: core::cell::Cell::new(0),
+            len: core::cell::Cell::new(0),
             slots: [const { PAtomicPtr::new(ptr::null_mut()) }; RING],
         }
     }
@@ -334,9 +338,13 @@ impl ThreadCache {
         self.ring_left.set(left);
         if left == 0 {
             self.ring_on.set(false);
+            if q.is_null() {
+                r.len.set(r.len.get() + 1);
+            }
             return RingOut::Last(q);
         }
         if q.is_null() {
+            r.len.set(r.len.get() + 1);
             RingOut::Pending
         } else {
             RingOut::Free(q)
@@ -379,24 +387,36 @@ impl ThreadCache {
     /// # Safety
     /// Owning thread, or the cache's owner no longer exists.
     pub unsafe fn ring_take(&self) -> *mut u8 {
+        // Every slot is read, whatever `len` says: a `fork` child drains the rings of threads
+        // it does not have, which may have stopped between a slot's store and `len`'s update.
         for s in &self.ring.slots {
             let q = s.load(Ordering::Relaxed);
             if !q.is_null() {
                 s.store(ptr::null_mut(), Ordering::Relaxed);
+                self.ring.len.set(self.ring.len.get().saturating_sub(1));
                 return q;
             }
         }
+        self.ring.len.set(0);
         ptr::null_mut()
+    }
+
+    /// Whether frees are pending in the ring (owner's view).
+    #[inline(always)]
+    pub fn ring_busy(&self) -> bool {
+        self.ring.len.get() != 0
     }
 
     /// Whether `p` is pending in the ring (a `realloc` of it is a use after free, handing it
     /// out a double free).
     #[inline(always)]
     pub fn ring_holds(&self, p: *mut u8) -> bool {
-        self.ring
-            .slots
-            .iter()
-            .any(|s| s.load(Ordering::Relaxed) == p)
+        self.ring.len.get() != 0
+            && self
+                .ring
+                .slots
+                .iter()
+                .any(|s| s.load(Ordering::Relaxed) == p)
     }
 
     /// Frees pending in the ring (any thread: a snapshot).
@@ -481,7 +501,7 @@ impl ThreadCache {
             link::take_cached_keyed(p, self.mark_key);
             // A cached block whose free is pending again in the ring was freed twice (the
             // second time after the first was done): it must not be handed out.
-            if self.ring_on.get() && self.ring_holds(p) {
+            if self.ring_holds(p) {
                 Self::pending_twice();
             }
             p
