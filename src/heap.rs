@@ -1041,14 +1041,16 @@ impl Heap {
             let t = &*tc;
             let c = Chunk::from_payload(p);
             let h = c.head();
+            // The mark is computed once: checked here, stored by the push.
+            let mark = link::mark_of(p, t.mark_key);
             if !c.tag_matches_keyed(h, t.tag_key)
                 || h & (IS_MMAPPED | FREE) != 0
-                || link::has_key_keyed(p, t.mark_key)
+                || link::has_mark(p, mark)
             {
                 return false;
             }
             let size = h & SIZE_MASK;
-            t.push_small(size, p) || Self::push_medium(t, size, p)
+            t.push_small_marked(size, p, mark) || Self::push_medium(t, size, p)
         }
     }
 

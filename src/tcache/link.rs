@@ -112,6 +112,40 @@ pub unsafe fn put_cached_keyed(p: *mut u8, key: usize) {
     }
 }
 
+/// [`put_cached`] with the mark itself (`p ^ key`, see [`mark_of`]) passed in: a free that
+/// computed it for its double-free check stores the same value.
+///
+/// # Safety
+/// As for [`set`]; `mark == mark_of(p, cache_key())`.
+#[inline(always)]
+pub unsafe fn put_cached_mark(p: *mut u8, mark: usize) {
+    crate::asan::unpoison(p, 16);
+    // SAFETY: caller: writable, at least 16 bytes.
+    unsafe {
+        if cfg!(feature = "expensive-checks") {
+            p.cast::<usize>()
+                .write(p as usize ^ LINK_KEY.load(Ordering::Relaxed));
+        }
+        p.cast::<usize>().add(1).write(mark);
+    }
+}
+
+/// The freed mark of payload `p` under mark key `key`.
+#[inline(always)]
+pub fn mark_of(p: *mut u8, key: usize) -> usize {
+    p as usize ^ key
+}
+
+/// Whether payload `p` carries `mark` ([`mark_of`]), reading word 1 only (see [`has_key`]).
+///
+/// # Safety
+/// `p` is readable for 16 bytes.
+#[inline(always)]
+pub unsafe fn has_mark(p: *mut u8, mark: usize) -> bool {
+    // SAFETY: caller: readable.
+    unsafe { p.cast::<usize>().add(1).read() == mark }
+}
+
 /// Checks the freed mark (and, with `expensive-checks`, the canary) of a chunk leaving a
 /// thread cache for the program, and clears the mark; aborts when a checked word was
 /// overwritten.

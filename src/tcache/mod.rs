@@ -539,6 +539,35 @@ impl ThreadCache {
         unsafe { self.push_to(b, p) }
     }
 
+    /// [`ThreadCache::push_small`] storing `mark` (`link::mark_of(p, self.mark_key)`, which the
+    /// caller computed for its double-free check) as the freed mark.
+    ///
+    /// # Safety
+    /// As for [`ThreadCache::push_small`]; `mark` is `p`'s mark under this cache's key.
+    #[inline(always)]
+    pub unsafe fn push_small_marked(&self, size: usize, p: *mut u8, mark: usize) -> bool {
+        if size.wrapping_sub(MIN_CHUNK) > SMALL_MAX_REQUEST + HEADER - MIN_CHUNK {
+            return false;
+        }
+        let b = if core::mem::size_of::<Bin>() == 16 {
+            // SAFETY: as in `push_small`.
+            unsafe { &*self.bins.as_ptr().byte_add(size - 16) }
+        } else {
+            &self.bins[(size - 16) >> 4]
+        };
+        let t = b.top.load(Ordering::Relaxed);
+        if low16(t) == b.full {
+            return false;
+        }
+        // SAFETY: as in `push_to`.
+        unsafe {
+            t.write(p);
+            b.top.store(t.add(1), Ordering::Relaxed);
+            link::put_cached_mark(p, mark);
+        }
+        true
+    }
+
     /// Pushes `p` on stack `b`; false when it is full.
     ///
     /// # Safety
