@@ -42,6 +42,17 @@ fn churn() {
     }
 }
 
+/// Asserts that `after` holds no more than 64 KiB more in use than `before` (nothing the test
+/// freed was lost); `what` names the loss.
+fn assert_nothing_lost(before: &arena_malloc::Stats, after: &arena_malloc::Stats, what: &str) {
+    assert!(
+        after.in_use <= before.in_use + (64 << 10),
+        "{what}: in use {} -> {}",
+        before.in_use,
+        after.in_use
+    );
+}
+
 fn pending() -> usize {
     arena_malloc::stats().frees_pending
 }
@@ -118,12 +129,7 @@ fn overflowing_frees_run_pipelined_and_nothing_is_lost() {
     arena_malloc::flush_thread_cache();
     assert_eq!(pending(), 0, "flush_thread_cache left frees pending");
     let after = arena_malloc::stats();
-    assert!(
-        after.in_use <= before.in_use + (64 << 10),
-        "blocks leaked: in use {} -> {}",
-        before.in_use,
-        after.in_use
-    );
+    assert_nothing_lost(&before, &after, "blocks leaked");
 }
 
 #[test]
@@ -145,11 +151,10 @@ fn a_thread_that_exits_leaves_no_pending_free() {
         after.frees_pending, 0,
         "an exited thread left frees pending"
     );
-    assert!(
-        after.in_use <= before.in_use + (64 << 10),
-        "an exited thread's pending frees were lost: in use {} -> {}",
-        before.in_use,
-        after.in_use
+    assert_nothing_lost(
+        &before,
+        &after,
+        "an exited thread's pending frees were lost",
     );
 }
 

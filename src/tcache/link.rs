@@ -101,15 +101,8 @@ pub unsafe fn put_cached(p: *mut u8) {
 /// As for [`set`].
 #[inline(always)]
 pub unsafe fn put_cached_keyed(p: *mut u8, key: usize) {
-    crate::asan::unpoison(p, 16);
-    // SAFETY: caller: writable, at least 16 bytes.
-    unsafe {
-        if cfg!(feature = "expensive-checks") {
-            p.cast::<usize>()
-                .write(p as usize ^ LINK_KEY.load(Ordering::Relaxed));
-        }
-        p.cast::<usize>().add(1).write(p as usize ^ key);
-    }
+    // SAFETY: forwarded.
+    unsafe { put_cached_mark(p, mark_of(p, key)) }
 }
 
 /// [`put_cached`] with the mark itself (`p ^ key`, see [`mark_of`]) passed in: a free that
@@ -169,7 +162,7 @@ pub unsafe fn take_cached_keyed(p: *mut u8, key: usize) {
         let w1 = p.cast::<usize>().add(1).read();
         let canary_ok = !cfg!(feature = "expensive-checks")
             || p.cast::<usize>().read() == p as usize ^ LINK_KEY.load(Ordering::Relaxed);
-        if w1 != p as usize ^ key || !canary_ok {
+        if w1 != mark_of(p, key) || !canary_ok {
             overwritten();
         }
         p.cast::<usize>().add(1).write(0);
@@ -213,6 +206,6 @@ pub unsafe fn has_key(p: *mut u8) -> bool {
 /// As for [`has_key`].
 #[inline(always)]
 pub unsafe fn has_key_keyed(p: *mut u8, key: usize) -> bool {
-    // SAFETY: caller: readable.
-    unsafe { p.cast::<usize>().add(1).read() == p as usize ^ key }
+    // SAFETY: forwarded.
+    unsafe { has_mark(p, mark_of(p, key)) }
 }

@@ -525,18 +525,8 @@ impl ThreadCache {
     /// Owning thread; `p` is an in-use chunk's payload of `size` bytes, owned by the caller.
     #[inline(always)]
     pub unsafe fn push_small(&self, size: usize, p: *mut u8) -> bool {
-        if size.wrapping_sub(MIN_CHUNK) > SMALL_MAX_REQUEST + HEADER - MIN_CHUNK {
-            return false;
-        }
-        let b = if core::mem::size_of::<Bin>() == 16 {
-            // Class (size - 32) / 16 is stack (size - 16) / 16, at byte offset size - 16.
-            // SAFETY: size - 16 <= SMALL_MAX_REQUEST, inside `bins`.
-            unsafe { &*self.bins.as_ptr().byte_add(size - 16) }
-        } else {
-            &self.bins[(size - 16) >> 4]
-        };
-        // SAFETY: forwarded.
-        unsafe { self.push_to(b, p) }
+        // SAFETY: forwarded; the mark is `p`'s under this cache's key.
+        unsafe { self.push_small_marked(size, p, link::mark_of(p, self.mark_key)) }
     }
 
     /// [`ThreadCache::push_small`] storing `mark` (`link::mark_of(p, self.mark_key)`, which the
@@ -550,22 +540,14 @@ impl ThreadCache {
             return false;
         }
         let b = if core::mem::size_of::<Bin>() == 16 {
-            // SAFETY: as in `push_small`.
+            // Class (size - 32) / 16 is stack (size - 16) / 16, at byte offset size - 16.
+            // SAFETY: size - 16 <= SMALL_MAX_REQUEST, inside `bins`.
             unsafe { &*self.bins.as_ptr().byte_add(size - 16) }
         } else {
             &self.bins[(size - 16) >> 4]
         };
-        let t = b.top.load(Ordering::Relaxed);
-        if low16(t) == b.full {
-            return false;
-        }
-        // SAFETY: as in `push_to`.
-        unsafe {
-            t.write(p);
-            b.top.store(t.add(1), Ordering::Relaxed);
-            link::put_cached_mark(p, mark);
-        }
-        true
+        // SAFETY: forwarded.
+        unsafe { self.push_to_marked(b, p, mark) }
     }
 
     /// Pushes `p` on stack `b`; false when it is full.
@@ -574,6 +556,16 @@ impl ThreadCache {
     /// As for [`ThreadCache::push`], `b` being the stack of `p`'s class.
     #[inline(always)]
     unsafe fn push_to(&self, b: &Bin, p: *mut u8) -> bool {
+        // SAFETY: forwarded; the mark is `p`'s under this cache's key.
+        unsafe { self.push_to_marked(b, p, link::mark_of(p, self.mark_key)) }
+    }
+
+    /// [`ThreadCache::push_to`] storing `mark` as the freed mark.
+    ///
+    /// # Safety
+    /// As for [`ThreadCache::push_to`]; `mark` is `link::mark_of(p, self.mark_key)`.
+    #[inline(always)]
+    unsafe fn push_to_marked(&self, b: &Bin, p: *mut u8, mark: usize) -> bool {
         let t = b.top.load(Ordering::Relaxed);
         if low16(t) == b.full {
             return false;
@@ -582,7 +574,7 @@ impl ThreadCache {
         unsafe {
             t.write(p);
             b.top.store(t.add(1), Ordering::Relaxed);
-            link::put_cached_keyed(p, self.mark_key);
+            link::put_cached_mark(p, mark);
         }
         true
     }
