@@ -246,7 +246,8 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// The `LD_PRELOAD` library. `ARENA_MALLOC_SO` names a prebuilt one; otherwise it is built
-/// once per test binary with `cargo build --release --features override` into its own target
+/// once per test binary with `cargo build --release -p arena-malloc-preload` (the crate
+/// with `override`, as a cdylib) into its own target
 /// directory (`target/preload`), so the build never waits on the lock of the `cargo test` that
 /// runs us.
 pub fn cdylib() -> &'static Path {
@@ -261,12 +262,12 @@ pub fn cdylib() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(root())
-            .args(["build", "--release", "--features", "override", "--lib"])
+            .args(["build", "--release", "-p", "arena-malloc-preload"])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS");
         let o = run_with_timeout(&mut cmd, Duration::from_secs(900));
-        o.assert_ok("cargo build --release --features override");
+        o.assert_ok("cargo build --release -p arena-malloc-preload");
         let so = target.join("release").join("libarena_malloc.so");
         assert!(so.is_file(), "{} missing after build", so.display());
         so

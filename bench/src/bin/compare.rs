@@ -261,10 +261,8 @@ fn build_preload_lib(paths: &Paths) -> Result<PathBuf, String> {
         &[
             "build",
             "--release",
-            "--features",
-            "override",
             "-p",
-            "arena-malloc",
+            "arena-malloc-preload",
         ],
     )
     .map_err(|e| format!("build failed: {}", e.lines().last().unwrap_or("")))?;
