@@ -27,6 +27,8 @@ use crate::sync::process::{AtomicBool as PAtomicBool, AtomicUsize as PAtomicUsiz
 use crate::sync::{self, const_fn_unless_loom, AtomicPtr, AtomicUsize, Mutex, Ordering};
 use crate::tcache::{link, ThreadCache};
 
+mod tracked;
+
 /// Most main-arena segments recorded for pointer validation.
 pub const MAX_MAIN_SEGS: usize = 32;
 
@@ -113,6 +115,10 @@ pub struct Shared {
     pub quick_max: usize,
     /// Main arena segments.
     pub main_segs: MainSegs,
+    /// Whether this is a user heap (`arena_malloc::Heap`): its reservations carry the map
+    /// values with [`region::USER`], its huge blocks are tracked, and it gives its granules
+    /// back as [`region::DROPPED`].
+    pub user: bool,
     /// Live huge blocks.
     pub huge_count: PAtomicUsize,
     /// Bytes mapped for huge blocks.
@@ -125,6 +131,34 @@ impl Shared {
     #[inline]
     pub fn main_arena(&self) -> *const Arena {
         self.main.load(Ordering::Relaxed) as *const Arena
+    }
+
+    /// The region map value of this heap's regions.
+    #[inline]
+    pub fn region_kind(&self) -> u8 {
+        if self.user {
+            region::USER_REGION
+        } else {
+            region::REGION
+        }
+    }
+
+    /// The region map value of this heap's main reservation.
+    fn main_kind(&self) -> u8 {
+        if self.user {
+            region::USER_MAIN_RESERVE
+        } else {
+            region::MAIN_RESERVE
+        }
+    }
+
+    /// The region map value left behind by this heap's unmapped reservations.
+    fn left_kind(&self) -> u8 {
+        if self.user {
+            region::DROPPED
+        } else {
+            region::NOT_OURS
+        }
     }
 }
 
@@ -158,6 +192,8 @@ pub struct Heap {
     main_reserve_len: PAtomicUsize,
     /// Tunables::free_pipeline.
     free_pipeline: PAtomicBool,
+    /// A user heap's huge blocks (empty in the others).
+    tracked: Mutex<tracked::List>,
 }
 
 // SAFETY: all mutable state is atomic or behind the registry/arena locks.
@@ -182,6 +218,7 @@ impl Heap {
                     trim_threshold: PAtomicUsize::new(crate::config::TRIM_THRESHOLD_DEFAULT),
                     top_pad: crate::config::TOP_PAD_DEFAULT,
                     quick_max: crate::config::QUICK_MAX_DEFAULT,
+                    user: false,
                     main_segs: MainSegs::new(),
                     huge_count: PAtomicUsize::new(0),
                     huge_bytes: PAtomicUsize::new(0),
@@ -204,8 +241,18 @@ impl Heap {
                 main_reserve: PAtomicUsize::new(0),
                 main_reserve_len: PAtomicUsize::new(0),
                 free_pipeline: PAtomicBool::new(true),
+                tracked: sync::new_mutex(tracked::List::new()),
             }
         }
+    }
+
+    /// Makes this heap a user heap (see [`Shared::user`]).
+    ///
+    /// # Safety
+    /// Called before [`Heap::init`], before the heap is shared.
+    pub unsafe fn mark_user(&self) {
+        // SAFETY: caller: not shared yet; `user` is otherwise read-only.
+        unsafe { ptr::addr_of!(self.shared.user).cast_mut().write(true) };
     }
 
     /// Applies the tunables and builds the main arena. Returns false if no memory could be had.
@@ -253,7 +300,7 @@ impl Heap {
                 _ => match os::map_aligned(t.main_reserve, crate::config::REGION_SIZE, false) {
                     Some(base) if os::commit(base, COMMIT_STEP) => {
                         // R1: the whole reservation is readable and ours until `Drop`.
-                        region::register(base as usize, t.main_reserve, region::MAIN_RESERVE);
+                        region::register(base as usize, t.main_reserve, sh.main_kind());
                         self.main_reserve.store(base as usize, Ordering::Relaxed);
                         self.main_reserve_len
                             .store(t.main_reserve, Ordering::Relaxed);
@@ -317,7 +364,7 @@ impl Heap {
         let arena_off = (region::FIRST_CHUNK_OFFSET + al - 1) & !(al - 1);
         let first = (arena_off + core::mem::size_of::<Arena>() + 15) & !15;
         let commit = os::page_align_up(first + COMMIT_STEP)?;
-        let r = RegionHeader::map(ptr::null(), ptr::null_mut(), commit)?;
+        let r = RegionHeader::map(ptr::null(), ptr::null_mut(), commit, self.shared.region_kind())?;
         let at: *mut Arena = r.cast::<u8>().wrapping_add(arena_off).cast();
         // SAFETY: `at` lies in the committed head of our fresh region, aligned for Arena.
         unsafe {
@@ -562,7 +609,7 @@ impl Heap {
     /// `p` is the payload of a live chunk of this heap's arenas (not a huge block).
     #[inline]
     pub unsafe fn arena_of_payload(&self, p: *mut u8) -> &Arena {
-        if region::kind(p as usize) == region::REGION {
+        if region::kind(p as usize) & !region::USER == region::REGION {
             // SAFETY: caller: a region chunk; its header holds its arena.
             unsafe { &*region::arena_of(p) }
         } else {
@@ -800,7 +847,7 @@ impl Heap {
         // SAFETY: caller: our cache, if any.
         unsafe { self.settle_pending(tc) };
         if nb >= self.shared.mmap_threshold.load(Ordering::Relaxed) {
-            let p = crate::huge::alloc(&self.shared, n, 16);
+            let p = self.huge_alloc(n, 16);
             if !p.is_null() {
                 return p;
             }
@@ -839,8 +886,20 @@ impl Heap {
                     }
                     p
                 }
-                None => crate::huge::alloc(&self.shared, n, 16),
+                None => self.huge_alloc(n, 16),
             },
+        }
+    }
+
+    /// A huge block (its own mapping) for `n` bytes aligned to `align`; a user heap's is
+    /// tracked, so that dropping the heap unmaps it.
+    #[inline(never)]
+    fn huge_alloc(&self, n: usize, align: usize) -> *mut u8 {
+        if self.shared.user {
+            let owner = self as *const Heap as usize;
+            self.tracked.lock().alloc(&self.shared, owner, n, align)
+        } else {
+            crate::huge::alloc(&self.shared, n, align)
         }
     }
 
@@ -891,7 +950,7 @@ impl Heap {
             return ptr::null_mut();
         };
         if nb.saturating_add(align) >= self.shared.mmap_threshold.load(Ordering::Relaxed) {
-            return crate::huge::alloc(&self.shared, n, align);
+            return self.huge_alloc(n, align);
         }
         let own: &Arena = if has_cache(tc) {
             // SAFETY: caller: our cache.
@@ -905,7 +964,7 @@ impl Heap {
             Some(got) => Self::hand_out(got.chunk),
             None => {
                 drop(g);
-                crate::huge::alloc(&self.shared, n, align)
+                self.huge_alloc(n, align)
             }
         }
     }
@@ -921,8 +980,9 @@ impl Heap {
         // chunk address `a` (a null `p` wraps high and fails it).
         const ODD: usize = !(region::MAP_LIMIT - 1) | 15;
         let a = (p as usize).wrapping_sub(HEADER);
-        // SAFETY: a < MAP_LIMIT when the first test passes.
-        if a & ODD != 0 || !unsafe { region::contains_below_limit(a) } {
+        // SAFETY: a < MAP_LIMIT when the first test passes. A user heap checks every pointer
+        // in `check_unusual` (its granules are not `contains`'s, the others' must be refused).
+        if a & ODD != 0 || !unsafe { region::contains_below_limit(a) } || self.shared.user {
             // SAFETY: forwarded.
             unsafe { self.check_unusual(p, op) };
         }
@@ -943,6 +1003,30 @@ impl Heap {
         if p as usize & 15 != 0 {
             fatal(op.msg(Problem::Misaligned));
         }
+        let a = (p as usize).wrapping_sub(HEADER);
+        let k = region::kind(a);
+        if k & region::USER != 0 && k != region::DROPPED {
+            // A live user heap's reservation (readable: R1). Only that heap may free there.
+            if !self.shared.user {
+                fatal(op.msg(Problem::UserHeap));
+            }
+            let mine = if k == region::USER_REGION {
+                // SAFETY: a live region; its header names its arena, which lives in the
+                // arena's first region, unmapped last.
+                ptr::eq(unsafe { (*region::arena_of(p)).shared() }, &self.shared)
+            } else {
+                let base = self.main_reserve.load(Ordering::Relaxed);
+                a.wrapping_sub(base) < self.main_reserve_len.load(Ordering::Relaxed)
+            };
+            if !mine {
+                fatal(op.msg(Problem::OtherHeap));
+            }
+            return;
+        }
+        if self.shared.user && k != region::NOT_OURS && k != region::DROPPED {
+            // The global heap's (or a test heap's) reservations.
+            fatal(op.msg(Problem::NotThisHeap));
+        }
         if !self
             .shared
             .main_segs
@@ -956,8 +1040,13 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn check_foreign(&self, p: *mut u8, op: Op) {
+        // A pointer into what a dropped user heap gave back is named as such when it fails.
+        let dropped = region::kind((p as usize).wrapping_sub(HEADER)) == region::DROPPED;
+        let fail = |problem| {
+            fatal(op.msg(if dropped { Problem::Dropped } else { problem }));
+        };
         if p as usize <= 4096 || !os::readable(p.wrapping_sub(HEADER), HEADER) {
-            fatal(op.msg(Problem::Unmapped));
+            fail(Problem::Unmapped);
         }
         // SAFETY: readable.
         let c = unsafe { Chunk::from_payload(p) };
@@ -970,15 +1059,29 @@ impl Heap {
             // like huge blocks, and may lie right beside them.)
             let here = core::ptr::addr_of!(op) as usize;
             if (p as usize).wrapping_sub(here.wrapping_sub(64 << 10)) < (8 << 20) + (64 << 10) {
-                fatal(op.msg(Problem::Stack));
+                fail(Problem::Stack);
             }
-            fatal(op.msg(Problem::NotOurs));
+            fail(Problem::NotOurs);
         }
         if h & IS_MMAPPED == 0 {
-            fatal(op.msg(Problem::BadHeader));
+            fail(Problem::BadHeader);
         }
         // SAFETY: tag checked.
         unsafe { crate::huge::check(c) };
+        // A user heap's huge blocks are linked to it (and only it may free them).
+        // SAFETY: checked huge chunk.
+        let owner = unsafe { tracked::owner(c) };
+        if self.shared.user {
+            if owner != self as *const Heap as usize {
+                fatal(op.msg(if owner == 0 {
+                    Problem::NotThisHeap
+                } else {
+                    Problem::OtherHeap
+                }));
+            }
+        } else if owner != 0 {
+            fatal(op.msg(Problem::UserHeap));
+        }
     }
 
     /// Frees a block.
@@ -1159,7 +1262,12 @@ impl Heap {
         // SAFETY: caller: checked huge chunk.
         unsafe {
             crate::huge::check(c);
-            crate::huge::free(&self.shared, c);
+            if self.shared.user {
+                // The owner was checked by `check_foreign`.
+                self.tracked.lock().free(&self.shared, c);
+            } else {
+                crate::huge::free(&self.shared, c);
+            }
         }
     }
 
@@ -1425,6 +1533,9 @@ impl Heap {
     /// # Safety
     /// Nothing uses the heap or its memory any more.
     pub unsafe fn destroy(&self) {
+        // SAFETY: caller: nothing uses the heap's huge blocks any more.
+        unsafe { self.tracked.lock().free_all(&self.shared) };
+        let left = self.shared.left_kind();
         let n = self.arena_count();
         // SAFETY: caller: no users. Thread arenas live in their first region, so unmap that last.
         unsafe {
@@ -1437,21 +1548,17 @@ impl Heap {
                     if i != 0 && prev.is_null() {
                         first = r;
                     } else {
-                        RegionHeader::unmap(r);
+                        RegionHeader::unmap(r, left);
                     }
                     r = prev;
                 }
                 if !first.is_null() {
-                    RegionHeader::unmap(first);
+                    RegionHeader::unmap(first, left);
                 }
             }
             let base = self.main_reserve.load(Ordering::Relaxed);
             if base != 0 {
-                region::register(
-                    base,
-                    self.main_reserve_len.load(Ordering::Relaxed),
-                    region::NOT_OURS,
-                );
+                region::register(base, self.main_reserve_len.load(Ordering::Relaxed), left);
                 os::unmap(
                     ptr::with_exposed_provenance_mut(base),
                     self.main_reserve_len.load(Ordering::Relaxed),
@@ -1492,6 +1599,14 @@ enum Problem {
     Unmapped,
     Stack,
     BadHeader,
+    /// A user heap's block given to the global allocator.
+    UserHeap,
+    /// A block of another user heap.
+    OtherHeap,
+    /// A user heap given a block of the global heap's.
+    NotThisHeap,
+    /// A pointer into memory a dropped user heap gave back.
+    Dropped,
 }
 
 impl Op {
@@ -1510,6 +1625,18 @@ impl Op {
             (Op::UsableSize, Problem::Misaligned) => "malloc_usable_size(): invalid pointer (misaligned)",
             (Op::UsableSize, Problem::NotOurs | Problem::Unmapped | Problem::Stack) => "malloc_usable_size(): invalid pointer (not allocated by arena-malloc)",
             (Op::UsableSize, Problem::BadHeader) => "malloc_usable_size(): invalid pointer or corrupted chunk header",
+            (Op::Free, Problem::UserHeap) => "free(): invalid pointer (a block of an arena_malloc::Heap: free it through that heap)",
+            (Op::Realloc, Problem::UserHeap) => "realloc(): invalid pointer (a block of an arena_malloc::Heap: resize it through that heap)",
+            (Op::UsableSize, Problem::UserHeap) => "malloc_usable_size(): invalid pointer (a block of an arena_malloc::Heap)",
+            (Op::Free, Problem::OtherHeap) => "arena_malloc::Heap: deallocate of a block of another heap",
+            (Op::Realloc, Problem::OtherHeap) => "arena_malloc::Heap: grow/shrink of a block of another heap",
+            (Op::UsableSize, Problem::OtherHeap) => "arena_malloc::Heap: block of another heap",
+            (Op::Free, Problem::NotThisHeap) => "arena_malloc::Heap: deallocate of a block that is not this heap's (the global allocator's?)",
+            (Op::Realloc, Problem::NotThisHeap) => "arena_malloc::Heap: grow/shrink of a block that is not this heap's (the global allocator's?)",
+            (Op::UsableSize, Problem::NotThisHeap) => "arena_malloc::Heap: a block that is not this heap's",
+            (Op::Free, Problem::Dropped) => "free(): invalid pointer (a block of an arena_malloc::Heap that was dropped)",
+            (Op::Realloc, Problem::Dropped) => "realloc(): invalid pointer (a block of an arena_malloc::Heap that was dropped)",
+            (Op::UsableSize, Problem::Dropped) => "malloc_usable_size(): invalid pointer (a block of an arena_malloc::Heap that was dropped)",
         }
     }
 }

@@ -1,10 +1,10 @@
 //! # arena-malloc
 //!
-//! A ptmalloc-style multithreaded memory allocator, written in Rust:
+//! A multithreaded memory allocator for Rust services, in the ptmalloc family:
 //!
 //! - a **main arena** grown with the program break when the crate owns the process's C
-//!   `malloc` (feature `override`, or the cdylib for `LD_PRELOAD`), and otherwise inside one
-//!   large reserved mapping;
+//!   `malloc` (feature `override`, or the `LD_PRELOAD` library of the `arena-malloc-preload`
+//!   package), and otherwise inside one large reserved mapping;
 //! - **thread arenas** in 64 MiB, size-aligned regions (a chunk finds its arena by masking its
 //!   address), capped at a multiple of the CPU count, reused when threads exit;
 //! - **thread caches** in front (no lock, no atomic read-modify-write on a hit), refilled and
@@ -14,34 +14,98 @@
 //! - checked `free`: double frees, foreign pointers and overwritten headers abort with a
 //!   one-line message.
 //!
+//! # The global allocator
+//!
 //! ```no_run
 //! #[global_allocator]
 //! static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
+//!
+//! fn main() {
+//!     let v = vec![0u8; 1 << 20];
+//!     // Arenas, mapped and in-use bytes, free lists, top, thread caches, huge blocks.
+//!     println!("{}", arena_malloc::stats());
+//!     drop(v);
+//!     arena_malloc::trim(0); // give free memory back to the OS now
+//! }
 //! ```
 //!
-//! See `docs/design.md` for a request's path through the layers.
+//! # Heaps of their own
+//!
+//! A [`Heap`] is a separate heap, used through the [`allocator_api2`] `Allocator` trait (the
+//! trait `hashbrown`, `bumpalo` and `allocator_api2`'s own collections accept on stable Rust),
+//! from any thread; dropping it gives all its memory back at once:
+//!
+//! ```
+//! use allocator_api2::vec::Vec;
+//!
+//! let heap = arena_malloc::Heap::new();
+//! let mut names = Vec::new_in(&heap);
+//! names.push(1u64);
+//! std::thread::scope(|s| {
+//!     s.spawn(|| {
+//!         let mut more = Vec::with_capacity_in(100, &heap);
+//!         more.extend(0..100u64);
+//!         assert_eq!(more.len(), 100);
+//!     }); // freed on the other thread: a remote free into `heap`
+//! });
+//! println!("{}", heap.stats());
+//! ```
+//!
+//! # Tuning
+//!
+//! The global heap reads its settings from `ARENA_MALLOC_*` environment variables once, at its
+//! first use; see [`tuning`]. The C `mallopt` changes some of them at run time.
+//!
+//! # The C library
+//!
+//! The package `arena-malloc-preload` builds `libarena_malloc.so`, the crate as the C
+//! allocator of any program (`LD_PRELOAD`); a Rust binary gets the same by enabling the
+//! feature `override`. This crate alone builds only an rlib.
+//!
+//! The repository's `docs/design.md` follows one request through the layers.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; lint kept in Cargo.toml
 
+// The layers, public only for the crate's own tests, fuzz targets and benchmarks: not part of
+// the API (hidden from the docs, no stability promise).
+#[doc(hidden)]
 pub mod arena;
+#[doc(hidden)]
 pub mod asan;
+#[doc(hidden)]
 pub mod bins;
+#[doc(hidden)]
 pub mod check;
+#[doc(hidden)]
 pub mod chunk;
+#[doc(hidden)]
 pub mod config;
+#[doc(hidden)]
 pub mod heap;
+#[doc(hidden)]
 pub mod huge;
+#[doc(hidden)]
 pub mod os;
+#[doc(hidden)]
 pub mod size_class;
-pub mod stats;
+mod stats;
+#[doc(hidden)]
 pub mod sync;
+#[doc(hidden)]
 pub mod tcache;
 
+/// The C allocator API (`malloc`, `free`, …) with glibc's semantics, as Rust functions;
+/// exported unmangled with the feature `override`. Not part of the Rust API.
 #[cfg(not(all(test, loom)))]
+#[doc(hidden)]
 pub mod capi;
 #[cfg(not(all(test, loom)))]
+#[doc(hidden)]
 pub mod global;
+#[cfg(not(all(test, loom)))]
+mod user_heap;
 
 #[cfg(all(test, loom))]
 mod tests;
@@ -50,8 +114,16 @@ mod tests;
 #[doc(hidden)]
 pub mod fuzz;
 
+#[doc(hidden)]
 pub use heap::PrivateHeap;
 pub use stats::Stats;
+#[cfg(not(all(test, loom)))]
+pub use user_heap::Heap;
+
+pub use allocator_api2;
+
+#[doc = include_str!("../docs/tuning.md")]
+pub mod tuning {}
 
 #[cfg(not(all(test, loom)))]
 mod front {

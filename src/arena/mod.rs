@@ -644,7 +644,7 @@ impl ArenaState {
         if hdr + nb + TOP_MIN > want {
             return false;
         }
-        let Some(r) = RegionHeader::map(self.arena, self.regions, want) else {
+        let Some(r) = RegionHeader::map(self.arena, self.regions, want, sh.region_kind()) else {
             return false;
         };
         self.regions = r;

@@ -73,7 +73,16 @@ pub unsafe fn contains_below_limit(addr: usize) -> bool {
     // SAFETY: caller: the index is in bounds.
     let b = unsafe { REGION_MAP.get_unchecked(addr >> REGION_SHIFT) };
     // Acquire: pairs with the Release in `register`, publishing a region's header.
-    b.load(Ordering::Acquire) != 0
+    // The granules of user heaps ([`USER`] set) are negative as `i8`: one signed test.
+    (b.load(Ordering::Acquire) as i8) > 0
+}
+
+/// Whether `addr` lies in a live reservation of a user heap (`arena_malloc::Heap`), which
+/// [`contains`] leaves out: R1 holds for it too.
+#[inline]
+pub fn contains_user(addr: usize) -> bool {
+    let k = kind(addr);
+    k == USER_MAIN_RESERVE || k == USER_REGION
 }
 
 /// Map value of a granule that is not ours.
@@ -82,6 +91,17 @@ pub const NOT_OURS: u8 = 0;
 pub const MAIN_RESERVE: u8 = 1;
 /// Map value of a region granule (its header gives the arena).
 pub const REGION: u8 = 2;
+/// Bit set in the map values of user heaps (`arena_malloc::Heap`): their granules are not
+/// [`contains`]'s, so the global heap's `free` never takes their blocks on its fast path, and
+/// its slow path names the mistake.
+pub const USER: u8 = 0x80;
+/// [`MAIN_RESERVE`] of a user heap.
+pub const USER_MAIN_RESERVE: u8 = USER | MAIN_RESERVE;
+/// [`REGION`] of a user heap.
+pub const USER_REGION: u8 = USER | REGION;
+/// A granule a dropped user heap gave back (not ours, nothing there is readable for sure):
+/// only read to name the problem when a pointer there fails every other check.
+pub const DROPPED: u8 = USER;
 
 /// What the map says of the granule holding `addr`.
 #[inline(always)]
@@ -119,10 +139,12 @@ pub unsafe fn header_of(p: *mut u8) -> *mut RegionHeader {
 impl RegionHeader {
     /// Maps a new region for `arena` (whose previous region is `prev`), committing its first
     /// `commit` bytes, and registers it.
+    /// `kind` is [`REGION`] or [`USER_REGION`].
     pub fn map(
         arena: *const Arena,
         prev: *mut RegionHeader,
         commit: usize,
+        kind: u8,
     ) -> Option<*mut RegionHeader> {
         let base = os::map_aligned(REGION_SIZE, REGION_SIZE, false)?;
         // SAFETY: the first `commit` bytes of our fresh reservation.
@@ -142,7 +164,7 @@ impl RegionHeader {
         };
         // SAFETY: R1: the region is mapped, readable (committed or reserved read-only) and ours;
         // the Release inside publishes the header.
-        unsafe { register(base as usize, REGION_SIZE, REGION) };
+        unsafe { register(base as usize, REGION_SIZE, kind) };
         Some(r)
     }
 
@@ -165,13 +187,14 @@ impl RegionHeader {
         self.committed.load(Ordering::Relaxed)
     }
 
-    /// Unregisters and unmaps a region.
+    /// Unregisters and unmaps a region, leaving `left` ([`NOT_OURS`] or [`DROPPED`]) in the
+    /// map.
     ///
     /// # Safety
     /// Nothing refers to the region's memory any more.
-    pub unsafe fn unmap(r: *mut RegionHeader) {
+    pub unsafe fn unmap(r: *mut RegionHeader, left: u8) {
         // SAFETY: unmarked before the unmapping (R1); caller: no users.
-        unsafe { register(r as usize, REGION_SIZE, NOT_OURS) };
+        unsafe { register(r as usize, REGION_SIZE, left) };
         // SAFETY: caller: no users.
         unsafe { os::unmap(r.cast(), REGION_SIZE) };
     }
