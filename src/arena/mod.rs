@@ -187,7 +187,7 @@ const QUICK_HEAD_WORDS: usize = 3;
 const REMOTE_CAP_MAX: usize = 64;
 
 /// Members the head of a remote-list bundle of chunk size `size` holds: as for a quick bundle,
-/// its payload words less the head words, at most [`REMOTE_CAP_MAX`]. A thread cache's flush
+/// its payload words less the head words, at most `REMOTE_CAP_MAX`. A thread cache's flush
 /// that finds the arena's lock busy pushes its chunks as bundles (`Heap::release_slice`): the
 /// drainer then reads one head per bundle and never touches the members — on the remote path
 /// each chunk it reads is a line written by another core.
