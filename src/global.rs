@@ -2,7 +2,8 @@
 //! lazy initialisation, the thread-exit flush and the `fork` handlers.
 //!
 //! # The thread's slot
-//! `SLOT` is a const-initialised, destructor-free thread-local pointer that is never null: a
+//! The slot (`ie_slot`) is a const-initialised, destructor-free thread-local pointer that is
+//! never null (initial-exec TLS of our own on x86-64 Linux, `thread_local!` elsewhere): a
 //! static placeholder cache (`NO_CACHE_YET`) before the thread's first slow-path call, then its
 //! [`ThreadCache`] (carved from metadata mappings, never from the heap), and a second placeholder
 //! (`CACHE_GONE`) once the thread-exit flush ran. A placeholder is never written: its pops miss
@@ -57,11 +58,100 @@ fn cache_gone() -> *mut ThreadCache {
     (&raw const CACHE_GONE.0).cast_mut()
 }
 
+// The placeholder's cache is its only field, at offset 0, so the slot's initial value (the
+// static's own address, in the assembly below) is the cache's address.
+const _: () = assert!(core::mem::offset_of!(Placeholder, 0) == 0);
+
+/// The slot on x86-64 Linux: an initial-exec TLS variable of our own, defined in assembly and
+/// reached with one `@GOTTPOFF` load and one `%fs`-relative load. A `thread_local!` in the C
+/// library (position-independent code in a shared object) takes the general-dynamic model, a
+/// call to `__tls_get_addr` on every `malloc` and `free`; stable Rust cannot ask for another
+/// model, so the slot is written in assembly. In an executable the linker relaxes the load to
+/// the local-exec form. A shared object with initial-exec TLS takes room in glibc's static TLS
+/// surplus when it is `dlopen`ed: 8 bytes here, well inside the surplus glibc keeps for this
+/// (`glibc.rtld.optional_static_tls`, 512 bytes by default); if it ran out, `dlopen` fails with
+/// glibc's "cannot allocate memory in static TLS block".
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(all(test, loom))))]
+mod ie_slot {
+    use super::ThreadCache;
+
+    // `.tdata`, initialised with the address of the first placeholder (relocated by the loader
+    // in the TLS image, before any thread copies it). The symbol is hidden (never exported
+    // from the C library) and carries the crate's version, so two versions of the crate in one
+    // program do not collide.
+    core::arch::global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
+        ".globl __arena_malloc_0_1_slot",
+        ".hidden __arena_malloc_0_1_slot",
+        ".type __arena_malloc_0_1_slot,@object",
+        ".size __arena_malloc_0_1_slot,8",
+        "__arena_malloc_0_1_slot:",
+        ".quad {placeholder}",
+        ".popsection",
+        placeholder = sym super::NO_CACHE_YET,
+    );
+
+    /// The slot's value.
+    #[inline(always)]
+    pub fn get() -> *mut ThreadCache {
+        let p: *mut ThreadCache;
+        // SAFETY: the symbol is our 8-byte TLS variable; the GOT entry holds its offset from
+        // the thread pointer (%fs base), so the second load reads this thread's copy, which is
+        // always initialised (from the TLS image). Reading it has no other effect.
+        unsafe {
+            core::arch::asm!(
+                "mov {p}, qword ptr [rip + __arena_malloc_0_1_slot@GOTTPOFF]",
+                "mov {p}, qword ptr fs:[{p}]",
+                p = out(reg) p,
+                options(nostack, preserves_flags, readonly, pure),
+            )
+        };
+        p
+    }
+
+    /// Sets the slot.
+    #[inline(always)]
+    pub fn set(v: *mut ThreadCache) {
+        // SAFETY: as in `get`; the store writes only this thread's copy of the variable.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + __arena_malloc_0_1_slot@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {v}",
+                t = out(reg) _,
+                v = in(reg) v,
+                options(nostack, preserves_flags),
+            )
+        };
+    }
+}
+
+/// The slot elsewhere (and under loom and Miri): a const-initialised `thread_local!`.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(all(test, loom)))))]
+mod ie_slot {
+    use super::ThreadCache;
+    use core::cell::Cell;
+
+    crate::sync::thread_local! {
+        static SLOT: Cell<*mut ThreadCache> =
+            const { Cell::new((&raw const super::NO_CACHE_YET.0).cast_mut()) };
+    }
+
+    /// The slot's value.
+    #[inline(always)]
+    pub fn get() -> *mut ThreadCache {
+        ie_slot::get()
+    }
+
+    /// Sets the slot.
+    #[inline(always)]
+    pub fn set(v: *mut ThreadCache) {
+        SLOT.with(|s| s.set(v))
+    }
+}
+
 crate::sync::thread_local! {
-    /// This thread's cache, or one of the two placeholders: never null, so the fast paths use
-    /// it without a test (a placeholder's pop misses and its push fails, which leads to the
-    /// slow paths, which tell the placeholders apart).
-    static SLOT: Cell<*mut ThreadCache> = const { Cell::new((&raw const NO_CACHE_YET.0).cast_mut()) };
+    /// Set while we call foreign code that may allocate; only the slow paths read it.
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -74,7 +164,7 @@ static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// The slot as it is: a cache or a placeholder.
 #[inline(always)]
 fn slot_raw() -> *mut ThreadCache {
-    SLOT.with(Cell::get)
+    ie_slot::get()
 }
 
 /// The slot as the heap's slow paths take it: a cache, null (none yet) or [`DEAD`].
@@ -148,7 +238,7 @@ pub fn cache_slow() -> *mut ThreadCache {
     if tc.is_null() {
         return tc;
     }
-    SLOT.with(|s| s.set(tc));
+    ie_slot::set(tc);
     let key = KEY.load(Ordering::Relaxed);
     if key != usize::MAX {
         BUSY.with(|b| b.set(true));
@@ -175,7 +265,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if tc.is_null() {
         return;
     }
-    SLOT.with(|s| s.set(cache_gone()));
+    ie_slot::set(cache_gone());
     // SAFETY: the thread is exiting; nothing else uses its cache.
     unsafe { HEAP.drop_cache(tc) };
 }

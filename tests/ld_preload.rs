@@ -251,3 +251,22 @@ fn misuse_from_c_aborts_with_message() {
         assert!(o.stderr.contains(expect), "{case}: {}", o.stderr);
     }
 }
+
+/// The library `dlopen`ed (not preloaded): its initial-exec TLS slot (`global::ie_slot`) takes
+/// static TLS room at load time, which glibc gives from its surplus; the slot must work in the
+/// main thread, in a thread that existed before the `dlopen`, and in threads started after.
+#[test]
+fn dlopen_with_initial_exec_tls() {
+    let dir = scratch("ld_preload_dlopen");
+    let exe = compile_c("dlopen", &dir, &["-ldl"]);
+    let mut cmd = Command::new(&exe);
+    cmd.arg(common::cdylib()).env_remove("LD_PRELOAD");
+    let o = run(&mut cmd);
+    o.assert_ok("dlopen");
+    // 6 threads (main, one from before the dlopen, 4 after) × 20 rounds × 2000 blocks.
+    assert!(
+        o.stdout.contains("dlopen ok blocks=240000 bad=0"),
+        "{}",
+        o.stdout
+    );
+}
