@@ -1,5 +1,5 @@
 /* Blocks of 5-25 MiB: 20 slots, each step replaces a random slot's block with a new one of a
- * random size and clears it whole (as C++'s value-initialising `new char[n]()` does), so an
+ * random size and writes it whole (as a clearing `new char[n]()` does), so an
  * allocator that unmaps each freed block and maps a fresh one pays a page fault for every
  * page, every time; one that keeps recently freed large blocks does not.
  *
@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
         size_t n = rng_range(&r, 5u << 20, 25u << 20);
         unsigned char *p = malloc(n);
         if (!p) die("malloc failed");
-        memset(p, 0, n);
+        memset(p, 1, n); /* not 0: the compiler would make malloc+memset a calloc */
         p[n / 2] = (unsigned char)k;
         slot[i] = p;
         size[i] = n;
