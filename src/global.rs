@@ -140,7 +140,7 @@ mod ie_slot {
     /// The slot's value.
     #[inline(always)]
     pub fn get() -> *mut ThreadCache {
-        ie_slot::get()
+        SLOT.with(Cell::get)
     }
 
     /// Sets the slot.
