@@ -71,7 +71,12 @@ const _: () = assert!(core::mem::offset_of!(Placeholder, 0) == 0);
 /// surplus when it is `dlopen`ed: 8 bytes here, well inside the surplus glibc keeps for this
 /// (`glibc.rtld.optional_static_tls`, 512 bytes by default); if it ran out, `dlopen` fails with
 /// glibc's "cannot allocate memory in static TLS block".
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(all(test, loom))))]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(miri),
+    not(all(test, loom))
+))]
 mod ie_slot {
     use super::ThreadCache;
 
@@ -127,7 +132,12 @@ mod ie_slot {
 }
 
 /// The slot elsewhere (and under loom and Miri): a const-initialised `thread_local!`.
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(all(test, loom)))))]
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(miri),
+    not(all(test, loom))
+)))]
 mod ie_slot {
     use super::ThreadCache;
     use core::cell::Cell;

@@ -364,7 +364,12 @@ impl Heap {
         let arena_off = (region::FIRST_CHUNK_OFFSET + al - 1) & !(al - 1);
         let first = (arena_off + core::mem::size_of::<Arena>() + 15) & !15;
         let commit = os::page_align_up(first + COMMIT_STEP)?;
-        let r = RegionHeader::map(ptr::null(), ptr::null_mut(), commit, self.shared.region_kind())?;
+        let r = RegionHeader::map(
+            ptr::null(),
+            ptr::null_mut(),
+            commit,
+            self.shared.region_kind(),
+        )?;
         let at: *mut Arena = r.cast::<u8>().wrapping_add(arena_off).cast();
         // SAFETY: `at` lies in the committed head of our fresh region, aligned for Arena.
         unsafe {

@@ -80,7 +80,12 @@ fn blocks_are_aligned_disjoint_and_keep_their_contents() {
         .collect();
     spans.sort_unstable();
     for w in spans.windows(2) {
-        assert!(w[0].1 <= w[1].0, "blocks overlap: {:x?} and {:x?}", w[0], w[1]);
+        assert!(
+            w[0].1 <= w[1].0,
+            "blocks overlap: {:x?} and {:x?}",
+            w[0],
+            w[1]
+        );
     }
     for (p, l, seed) in live.drain(..) {
         assert!(intact(p.as_ptr(), l.size(), seed));
@@ -127,7 +132,9 @@ fn grow_and_shrink_keep_contents() {
     // SAFETY: live, layout l2.
     unsafe { heap.deallocate(q, l2) };
     // Zero-sized blocks are dangling, aligned, and never reach the heap.
-    let z = heap.allocate(Layout::from_size_align(0, 64).unwrap()).unwrap();
+    let z = heap
+        .allocate(Layout::from_size_align(0, 64).unwrap())
+        .unwrap();
     assert_eq!(z.cast::<u8>().as_ptr() as usize % 64, 0);
     // SAFETY: a zero-sized block of this heap.
     unsafe { heap.deallocate(z.cast(), Layout::from_size_align(0, 64).unwrap()) };
@@ -137,7 +144,8 @@ fn grow_and_shrink_keep_contents() {
 fn hashbrown_maps_across_threads() {
     let _g = serial();
     let heap = Heap::new();
-    type Map<'h> = hashbrown::HashMap<u64, HVec<u8, &'h Heap>, hashbrown::DefaultHashBuilder, &'h Heap>;
+    type Map<'h> =
+        hashbrown::HashMap<u64, HVec<u8, &'h Heap>, hashbrown::DefaultHashBuilder, &'h Heap>;
     let shared: Mutex<Map<'_>> = Mutex::new(Map::with_hasher_in(Default::default(), &heap));
     let (tx, rx) = mpsc::channel::<Map<'_>>();
     std::thread::scope(|s| {
@@ -273,7 +281,9 @@ fn thousands_of_heaps_keep_rss_and_address_space_flat() {
         let mut v: HVec<u64, &Heap> = HVec::new_in(&heap);
         v.extend(0..2000u64 + i as u64 % 100);
         // 1 MiB, touched, leaked: the drop reclaims it.
-        let big = heap.allocate(Layout::from_size_align(1 << 20, 64).unwrap()).unwrap();
+        let big = heap
+            .allocate(Layout::from_size_align(1 << 20, 64).unwrap())
+            .unwrap();
         // SAFETY: a fresh block of 1 MiB.
         unsafe { big.cast::<u8>().as_ptr().write_bytes(9, 1 << 20) };
         let mut m: hashbrown::HashMap<u32, u32, hashbrown::DefaultHashBuilder, &Heap> =
@@ -306,7 +316,10 @@ fn thousands_of_heaps_keep_rss_and_address_space_flat() {
         vs1 >> 20
     );
     assert!(rss_max < rss0 + (8 << 20), "RSS grew with heap churn");
-    assert!(vs1 < vs0 + (256 << 20), "address space grew with heap churn");
+    assert!(
+        vs1 < vs0 + (256 << 20),
+        "address space grew with heap churn"
+    );
 }
 
 #[test]
@@ -383,8 +396,14 @@ fn misuse_across_heaps_aborts_with_a_message() {
         return;
     }
     for (case, want) in [
-        ("global_free_of_heap_block", "a block of an arena_malloc::Heap: free it through"),
-        ("global_free_of_heap_huge_block", "a block of an arena_malloc::Heap: free it through"),
+        (
+            "global_free_of_heap_block",
+            "a block of an arena_malloc::Heap: free it through",
+        ),
+        (
+            "global_free_of_heap_huge_block",
+            "a block of an arena_malloc::Heap: free it through",
+        ),
         ("heap_free_of_global_block", "not this heap's"),
         ("free_into_another_heap", "a block of another heap"),
         ("huge_into_another_heap", "a block of another heap"),

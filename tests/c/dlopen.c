@@ -23,25 +23,32 @@ static long bad, blocks;
 
 #define N 2000
 
+/* The size of block i in a round: 1 to 700 bytes, different per thread and round. */
+static size_t block_size(int i, int seed, int round) {
+    return 1 + (size_t)((i * 37 + seed * 11 + round) % 700);
+}
+
 /* Allocates N blocks of varied sizes, fills each with its own pattern, checks them all, frees
- * them (in two orders), and counts mismatches. */
+ * them (in allocation order on even rounds, in reverse on odd ones), and counts mismatches. */
 static void work(int seed) {
     static __thread unsigned char *p[N];
     long my_bad = 0;
     for (int round = 0; round < 20; round++) {
         for (int i = 0; i < N; i++) {
-            size_t n = 1 + (size_t)((i * 37 + seed * 11 + round) % 700);
+            size_t n = block_size(i, seed, round);
             p[i] = am_malloc(n);
             if (!p[i]) { my_bad++; continue; }
             memset(p[i], (seed + i) & 0xff, n);
         }
         for (int i = 0; i < N; i++) {
-            size_t n = 1 + (size_t)((i * 37 + seed * 11 + round) % 700);
+            size_t n = block_size(i, seed, round);
             if (p[i] && (p[i][0] != ((seed + i) & 0xff) || p[i][n - 1] != ((seed + i) & 0xff)))
                 my_bad++;
         }
-        for (int i = round & 1 ? N - 1 : 0; round & 1 ? i >= 0 : i < N; i += round & 1 ? -1 : 1)
-            am_free(p[i]);
+        if (round & 1)
+            for (int i = N - 1; i >= 0; i--) am_free(p[i]);
+        else
+            for (int i = 0; i < N; i++) am_free(p[i]);
     }
     pthread_mutex_lock(&mu);
     bad += my_bad;

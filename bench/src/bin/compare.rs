@@ -262,12 +262,7 @@ fn install_peers(root: &Path) {
 fn build_preload_lib(paths: &Paths) -> Result<PathBuf, String> {
     driver::cargo(
         &paths.root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "arena-malloc-preload",
-        ],
+        &["build", "--release", "-p", "arena-malloc-preload"],
     )
     .map_err(|e| format!("build failed: {}", e.lines().last().unwrap_or("")))?;
     let built = paths.bin_dir.join("libarena_malloc.so");

@@ -7,14 +7,15 @@
 static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
 
 fn main() {
-    if let Some(ms) = std::env::var("ARENA_BENCH_STATS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    let every_ms = std::env::var("ARENA_BENCH_STATS").ok();
+    if let Some(ms) = every_ms.as_deref().and_then(|v| v.parse::<u64>().ok()) {
         std::thread::spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             report();
         });
     }
     arena_bench::workload_main("arena");
-    if std::env::var_os("ARENA_BENCH_STATS").is_some() {
+    if every_ms.is_some() {
         report();
     }
 }
@@ -22,7 +23,11 @@ fn main() {
 fn report() {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let s = arena_malloc::stats();
     eprintln!(
