@@ -54,6 +54,12 @@ pub const TOP_PAD_DEFAULT: usize = 64 << 10;
 pub const PURGE_DEBT: usize = 16 << 20;
 /// Free chunks smaller than this are never purged (bytes).
 pub const PURGE_MIN_CHUNK: usize = 64 << 10;
+/// Default least time between two purge passes of one arena (milliseconds). A pass purges the
+/// large free chunks that were already free at the previous one, so a chunk's pages go back
+/// to the OS after it has stayed free between one and two delays: memory that a program frees
+/// and takes again within the delay (`c-large`: 5-25 MiB blocks replaced every few
+/// milliseconds) keeps its pages instead of faulting them all in again.
+pub const PURGE_DELAY_MS_DEFAULT: usize = 1000;
 
 /// Default most bytes one arena keeps in its quick lists (small chunks given back by thread
 /// caches, kept whole for reuse) before it merges them all into its bins. The aging rule
@@ -97,6 +103,9 @@ pub struct Tunables {
     pub main_reserve: usize,
     /// Most bytes one arena keeps in its quick lists (bytes).
     pub quick_max: usize,
+    /// Least time between two purge passes of an arena (milliseconds; 0: a pass at every
+    /// [`PURGE_DEBT`] of freed bytes).
+    pub purge_delay_ms: usize,
     /// Whether a thread's frees run pipelined while they overflow its cache (`tcache`,
     /// `ThreadCache::ring_swap`).
     pub free_pipeline: bool,
@@ -123,6 +132,7 @@ impl Tunables {
             use_brk: false,
             main_reserve: MAIN_RESERVE,
             quick_max: QUICK_MAX_DEFAULT,
+            purge_delay_ms: PURGE_DELAY_MS_DEFAULT,
             free_pipeline: true,
         }
     }
@@ -156,6 +166,9 @@ impl Tunables {
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_MAX_SIZE") {
             t.tcache_max_size = v.min(crate::size_class::MAX_CLASS_REQUEST);
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_PURGE_DELAY_MS") {
+            t.purge_delay_ms = v;
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_FREE_PIPELINE") {
             t.free_pipeline = v != 0;

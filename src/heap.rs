@@ -113,6 +113,8 @@ pub struct Shared {
     pub top_pad: usize,
     /// Most bytes one arena keeps in its quick lists.
     pub quick_max: usize,
+    /// Least time between two purge passes of an arena (milliseconds).
+    pub purge_delay_ms: usize,
     /// Main arena segments.
     pub main_segs: MainSegs,
     /// Whether this is a user heap (`arena_malloc::Heap`): its reservations carry the map
@@ -218,6 +220,7 @@ impl Heap {
                     trim_threshold: PAtomicUsize::new(crate::config::TRIM_THRESHOLD_DEFAULT),
                     top_pad: crate::config::TOP_PAD_DEFAULT,
                     quick_max: crate::config::QUICK_MAX_DEFAULT,
+                    purge_delay_ms: crate::config::PURGE_DELAY_MS_DEFAULT,
                     user: false,
                     main_segs: MainSegs::new(),
                     huge_count: PAtomicUsize::new(0),
@@ -270,6 +273,12 @@ impl Heap {
         unsafe { ptr::addr_of!(sh.top_pad).cast_mut().write(t.top_pad) };
         // SAFETY: as above; quick_max is otherwise read-only.
         unsafe { ptr::addr_of!(sh.quick_max).cast_mut().write(t.quick_max) };
+        // SAFETY: as above; purge_delay_ms is otherwise read-only.
+        unsafe {
+            ptr::addr_of!(sh.purge_delay_ms)
+                .cast_mut()
+                .write(t.purge_delay_ms)
+        };
         self.arena_max
             .store(t.arena_max.clamp(1, MAX_ARENAS), Ordering::Relaxed);
         self.tcache_count.store(t.tcache_count, Ordering::Relaxed);

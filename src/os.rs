@@ -126,6 +126,25 @@ pub unsafe fn purge(p: *mut u8, len: usize) {
     unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
 }
 
+/// A monotonic clock in milliseconds (coarse: a few milliseconds' resolution, read without
+/// a system call through the vDSO). Never fails: 0 if the clock cannot be read.
+pub fn now_ms() -> u64 {
+    // Miri knows only the plain monotonic clock.
+    #[cfg(any(miri, not(target_os = "linux")))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+    #[cfg(all(not(miri), target_os = "linux"))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(CLOCK, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// Unmaps a range.
 ///
 /// # Safety

@@ -117,6 +117,8 @@ pub struct ArenaState {
     /// Committed bytes that are not in any chunk (region headers, the arena itself, padding).
     pub overhead: usize,
     purge_debt: usize,
+    /// When the last purge pass ran (`os::now_ms`).
+    last_purge_ms: u64,
     /// Free top this arena keeps before an automatic trim (its learned need, a floor under the
     /// trim threshold): doubled each time the arena has to grow right after an automatic trim
     /// (trim/grow thrash), up to `TRIM_ADAPT_MAX`; halved after each trim epoch that did not
@@ -265,6 +267,7 @@ impl Arena {
             committed: 0,
             overhead: 0,
             purge_debt: 0,
+            last_purge_ms: 0,
             trim_floor: 0,
             just_trimmed: false,
             trim_thrash: false,
@@ -1375,7 +1378,13 @@ impl ArenaState {
                 self.bins.push_sorted(c, size);
                 self.purge_debt += size;
                 if self.purge_debt >= PURGE_DEBT {
-                    self.purge();
+                    // A pass at most once per delay (the clock is read only once the debt
+                    // is due; a coarse clock read costs a few nanoseconds).
+                    let now = os::now_ms();
+                    if now.wrapping_sub(self.last_purge_ms) >= sh.purge_delay_ms as u64 {
+                        self.last_purge_ms = now;
+                        self.purge();
+                    }
                 }
             } else {
                 self.bins.push_unsorted(c, size);

@@ -962,3 +962,87 @@ fn a_long_quick_list_keeps_every_chunk_once() {
         check_heap(&h).unwrap();
     }
 }
+
+/// Whether the OS page holding `p` is resident (`mincore`).
+fn page_resident(p: *const u8) -> bool {
+    let ps = crate::os::page_size();
+    let mut v = 0u8;
+    // SAFETY: mincore inspects one page of our own mapping and writes one byte into `v`.
+    let r = unsafe { libc::mincore((p as usize & !(ps - 1)) as *mut _, 1, &mut v) };
+    assert_eq!(r, 0, "mincore failed");
+    v & 1 != 0
+}
+
+/// The purge pass runs at most once per `purge_delay_ms`, and purges only chunks already free
+/// at the previous pass: blocks freed and taken again within the delay keep their pages (no
+/// fault storm for programs that churn large blocks: `c-large`), while blocks that stay free
+/// lose their pages after one to two delays.
+#[test]
+fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
+    const BLOCK: usize = 512 << 10;
+    const N: usize = 40; // 20 MiB per set: more than PURGE_DEBT
+    const _: () = assert!(BLOCK * N > crate::config::PURGE_DEBT);
+    let mut t = tunables();
+    t.mmap_threshold = 4 << 20;
+    t.mmap_threshold_dynamic = false;
+    t.purge_delay_ms = 300;
+    let h = PrivateHeap::new(&t).expect("private heap");
+    let tc = h.new_cache();
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        let mut set = |h: &PrivateHeap| {
+            (0..N)
+                .map(|_| {
+                    let p = h.malloc(tc, BLOCK);
+                    assert!(!p.is_null());
+                    ptr::write_bytes(p, 0xA5, BLOCK);
+                    // A guard keeps the blocks from coalescing with each other or with top
+                    // (above the thread cache's sizes, so it is carved right after the block).
+                    assert!(!h.malloc(tc, 40 << 10).is_null());
+                    p
+                })
+                .collect::<Vec<_>>()
+        };
+        let x = set(&h);
+        let y = set(&h);
+        let z = set(&h);
+        let mid = |p: *mut u8| p.add(BLOCK / 2) as *const u8;
+        for &p in &x {
+            h.free(tc, p);
+        }
+        // Freeing `y` right after `x` makes another pass due by traffic, but not by time.
+        for &p in &y {
+            h.free(tc, p);
+        }
+        assert!(
+            x.iter().chain(&y).all(|&p| page_resident(mid(p))),
+            "a pass ran within the delay, or took chunks on their first pass"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(
+            t.purge_delay_ms as u64 + 50,
+        ));
+        for &p in &z {
+            h.free(tc, p);
+        }
+        // The first pass ran when `x`'s frees reached PURGE_DEBT, so it aged the blocks
+        // freed before that (the first 32); this one purges them.
+        let aged = crate::config::PURGE_DEBT / BLOCK - 1;
+        let purged = x.iter().filter(|&&p| !page_resident(mid(p))).count();
+        assert!(
+            purged >= aged,
+            "only {purged} of {N} chunks free for more than a delay lost their pages"
+        );
+        assert!(
+            y.iter().all(|&p| page_resident(mid(p))),
+            "chunks freed after the first pass lost their pages on their first pass"
+        );
+        check_heap(&h).unwrap();
+        // The purged blocks still serve requests, their pages faulting in as zeros.
+        let again = set(&h);
+        for &p in &again {
+            h.free(tc, p);
+        }
+        check_heap(&h).unwrap();
+        h.drop_cache(tc);
+    }
+}
