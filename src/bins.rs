@@ -17,7 +17,7 @@
 //! - B3: for every chunk `c` in a list, `c.fd.bk == c` and `c.bk.fd == c`.
 //! - B4: `free_bytes` is the sum of the sizes of the chunks in all bins.
 
-use crate::chunk::{Chunk, MIN_CHUNK};
+use crate::chunk::{Chunk, MIN_CHUNK, PURGED};
 use crate::os::fatal;
 
 /// Number of bins (index 0 unused).
@@ -314,6 +314,35 @@ impl Bins {
             }
         }
         None
+    }
+
+    /// Bytes of OS pages returned to the OS inside the chunks of the large bins that carry
+    /// the `PURGED` flag: for each, the whole OS pages past its first 32 bytes (header and
+    /// links), the range the purge pass (`ArenaState::purge_pass`) released. A walk of the
+    /// large bins, for `stats()`; it reads only chunk heads and links, which a purge keeps
+    /// resident. Only large bins: a chunk loses the flag whenever it is split or merged, and
+    /// only chunks of at least `PURGE_MIN_CHUNK` (64 KiB) are purged.
+    ///
+    /// # Safety
+    /// Arena lock held.
+    pub unsafe fn purged_bytes(&self) -> usize {
+        let ps = crate::os::page_size();
+        let mut purged = 0;
+        let mut from = FIRST_LARGE;
+        while let Some(i) = self.first_nonempty_from(from) {
+            // SAFETY: lock held (caller); the visit reads heads only.
+            unsafe {
+                self.for_each(i, |c| {
+                    if c.flags() & PURGED != 0 {
+                        let lo = (c.addr() + 32 + ps - 1) & !(ps - 1);
+                        let hi = (c.addr() + c.size()) & !(ps - 1);
+                        purged += hi.saturating_sub(lo);
+                    }
+                });
+            }
+            from = i.0 + 1;
+        }
+        purged
     }
 
     /// Calls `f` on every chunk of bin `i` (for checkers and purging; `f` must not unlink).

@@ -257,7 +257,7 @@ pub unsafe extern "C" fn mallinfo2() -> Mallinfo2 {
         usmblks: 0,
         fsmblks: s.tcache_bytes,
         uordblks: s.in_use,
-        fordblks: s.free_in_bins + s.top,
+        fordblks: s.free_in_bins + s.quick_bytes + s.top,
         keepcost: s.top,
     }
 }

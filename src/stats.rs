@@ -1,9 +1,15 @@
 //! Figures a service can read: [`Stats`] and its readable report.
 //!
 //! Accounting identity (asserted by tests and the checker):
-//! `arena_committed = overhead + free_in_bins + top + (bytes in in-use chunks)`, where in-use
-//! chunks include those held in thread caches (`tcache_bytes`) and those whose frees are
-//! pending on remote lists (`remote_pending`); `in_use` counts only what the program holds.
+//! `arena_committed = overhead + free_in_bins + quick_bytes + top + (bytes in in-use chunks)`,
+//! where in-use chunks include those held in thread caches (`tcache_bytes`) and those whose
+//! frees are pending on remote lists (`remote_pending`); `in_use` counts only what the program
+//! holds. So, with huge blocks: `mapped = overhead + free_in_bins + quick_bytes + top +
+//! tcache_bytes + remote_pending + in_use`, where `in_use` includes `huge_bytes`.
+//!
+//! `purged` is the part of `free_in_bins` whose OS pages went back to the OS, and `resident`
+//! is `mapped - purged`: an estimate of the resident bytes, which counts committed pages that
+//! were never touched as resident (see [`Stats::resident`]).
 
 use core::fmt;
 
@@ -16,14 +22,28 @@ pub struct Stats {
     pub threads: usize,
     /// All memory held from the OS: arenas' committed memory plus huge mappings.
     pub mapped: usize,
+    /// Bytes of OS pages inside free chunks that were returned to the OS (`MADV_DONTNEED`, the
+    /// purge pass: chunks of at least 64 KiB that stayed free a while); part of
+    /// `free_in_bins`, mapped but not resident.
+    pub purged: usize,
+    /// Estimate of the resident bytes: `mapped - purged`. An upper bound in practice: committed
+    /// OS pages never written (fresh top, the untouched tail of a huge block) count as
+    /// resident, and so do purged pages of a chunk that has since merged with a neighbour or
+    /// been split (it loses its purged mark; its pages fault in only when written). The
+    /// allocator's own metadata outside the arenas (thread-cache structs, the region map) is
+    /// not counted.
+    pub resident: usize,
     /// Committed memory of the arenas.
     pub arena_committed: usize,
     /// Bytes of chunks the program holds (headers included), huge blocks included.
     pub in_use: usize,
-    /// Bytes in the arenas' free lists.
+    /// Bytes in the arenas' bins (free chunks, coalesced; `purged` is part of it).
     pub free_in_bins: usize,
-    /// Chunks in the arenas' free lists.
+    /// Chunks in the arenas' bins.
     pub free_chunks: usize,
+    /// Bytes in the arenas' quick lists: small chunks that thread caches gave back, kept whole
+    /// (not coalesced) for the next refill of their class, until they age out.
+    pub quick_bytes: usize,
     /// Bytes in the arenas' top chunks.
     pub top: usize,
     /// Arena memory outside any chunk (region headers, arena structs, fence posts).
@@ -75,6 +95,12 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
+            "  resident (est.)  {:>12}   (mapped - purged {})",
+            Bytes(self.resident).to_string_lossless(),
+            Bytes(self.purged).to_string_lossless()
+        )?;
+        writeln!(
+            f,
             "  in use           {:>12}",
             Bytes(self.in_use).to_string_lossless()
         )?;
@@ -83,6 +109,11 @@ impl fmt::Display for Stats {
             "  free in bins     {:>12}   ({} chunks)",
             Bytes(self.free_in_bins).to_string_lossless(),
             self.free_chunks
+        )?;
+        writeln!(
+            f,
+            "  quick lists      {:>12}",
+            Bytes(self.quick_bytes).to_string_lossless()
         )?;
         writeln!(
             f,
@@ -156,5 +187,91 @@ impl fmt::Write for StderrWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         crate::os::write_stderr(s.as_bytes());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::check_heap;
+    use crate::config::Tunables;
+    use crate::heap::PrivateHeap;
+
+    /// Every byte of the arenas is in exactly one figure.
+    fn assert_identity(s: &super::Stats) {
+        assert_eq!(
+            s.mapped,
+            s.overhead
+                + s.free_in_bins
+                + s.quick_bytes
+                + s.top
+                + s.tcache_bytes
+                + s.remote_pending
+                + s.in_use,
+            "accounting identity: {s}"
+        );
+        assert_eq!(s.resident, s.mapped - s.purged, "{s}");
+        assert!(s.purged <= s.free_in_bins, "{s}");
+    }
+
+    /// Small blocks a cache gives back are reported as quick-list bytes, not as free bytes in
+    /// bins; large free chunks whose pages were purged are reported as `purged`, and leave
+    /// `resident` when they are, and come back into it when they are taken again.
+    #[test]
+    fn stats_report_quick_lists_and_purged_pages() {
+        const BLOCK: usize = 512 << 10;
+        const N: usize = 16;
+        let mut t = Tunables::defaults(2);
+        t.main_reserve = 256 << 20;
+        t.mmap_threshold = 4 << 20;
+        t.mmap_threshold_dynamic = false;
+        let h = PrivateHeap::new(&t).expect("private heap");
+        let tc = h.new_cache();
+        // SAFETY: private heap driven from this thread; every pointer is live when passed.
+        unsafe {
+            let small: Vec<_> = (0..2000).map(|i| h.malloc(tc, 16 + i % 500)).collect();
+            assert!(small.iter().all(|p| !p.is_null()));
+            let large: Vec<_> = (0..N)
+                .map(|_| {
+                    let p = h.malloc(tc, BLOCK);
+                    assert!(!p.is_null());
+                    core::ptr::write_bytes(p, 0xA5, BLOCK);
+                    // A guard keeps the blocks from coalescing with each other or with top.
+                    assert!(!h.malloc(tc, 40 << 10).is_null());
+                    p
+                })
+                .collect();
+            let s0 = h.stats();
+            assert_identity(&s0);
+            assert_eq!(s0.purged, 0, "{s0}");
+            for &p in &small {
+                h.free(tc, p);
+            }
+            // The cache's flush sends its small chunks to the quick lists, whole.
+            (*tc).flush_all(&h);
+            let s1 = h.stats();
+            assert_identity(&s1);
+            assert!(s1.quick_bytes > 100 << 10, "{s1}");
+            assert!(s1.free_in_bins < s1.quick_bytes, "{s1}");
+            for &p in &large {
+                h.free(tc, p);
+            }
+            // Purges every large free chunk (and merges the quick lists).
+            h.trim(0);
+            let s2 = h.stats();
+            assert_identity(&s2);
+            assert_eq!(s2.quick_bytes, 0, "{s2}");
+            let ps = crate::os::page_size();
+            assert!(s2.purged >= N * (BLOCK - 2 * ps), "{s2}");
+            check_heap(&h).unwrap();
+            let again: Vec<_> = (0..N).map(|_| h.malloc(tc, BLOCK)).collect();
+            let s3 = h.stats();
+            assert_identity(&s3);
+            assert!(s3.purged < s2.purged - (N - 1) * BLOCK, "{s3}");
+            for &p in &again {
+                h.free(tc, p);
+            }
+            h.drop_cache(tc);
+            check_heap(&h).unwrap();
+        }
     }
 }

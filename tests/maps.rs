@@ -142,6 +142,7 @@ fn stats_account_for_thread_caches_and_exits() {
         after.arena_committed,
         after.overhead
             + after.free_in_bins
+            + after.quick_bytes
             + after.top
             + (after.in_use - after.huge_bytes)
             + after.tcache_bytes

@@ -175,7 +175,7 @@ fn run_model(seed: u64, ops: usize, ncaches: usize) {
     assert_eq!(s.huge_blocks, 0);
     assert_eq!(
         s.arena_committed,
-        s.overhead + s.free_in_bins + s.top,
+        s.overhead + s.free_in_bins + s.quick_bytes + s.top,
         "{s}"
     );
 }

@@ -22,7 +22,7 @@ fn check_figures(s: &Stats, pushable: usize, cached_bytes: usize) {
     assert!(s.tcache_bytes <= cached_bytes, "cache bytes torn: {s:?}");
     assert!(s.in_use <= s.mapped, "{s:?}");
     assert!(
-        s.free_in_bins + s.top + s.overhead <= s.arena_committed,
+        s.free_in_bins + s.quick_bytes + s.top + s.overhead <= s.arena_committed,
         "arena figures inconsistent: {s:?}"
     );
 }
