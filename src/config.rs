@@ -75,6 +75,13 @@ pub const ARENAS_PER_CPU: usize = 4;
 pub const TCACHE_COUNT_DEFAULT: usize = 64;
 /// A thread cache keeps at most about this many bytes per class (bytes).
 pub const TCACHE_CLASS_BYTES: usize = 64 << 10;
+/// Default most bytes of chunks by which one thread cache's per-class bounds may grow (a class
+/// that overflows and refills in turn doubles its bound, see `tcache::ThreadCache::overflow`;
+/// idle classes shrink back, `ThreadCache::collect`).
+pub const TCACHE_GROW_BYTES_DEFAULT: usize = 4 << 20;
+/// All thread caches of a heap together may grow by about this (bytes): a cache made while
+/// `n` others live gets at most `TCACHE_GROW_TOTAL / (n + 1)`.
+pub const TCACHE_GROW_TOTAL: usize = 32 << 20;
 /// Default largest request the thread cache serves (bytes); the classes reach 32 KiB.
 pub const TCACHE_MAX_SIZE_DEFAULT: usize = 32 << 10;
 
@@ -97,6 +104,8 @@ pub struct Tunables {
     pub tcache_count: usize,
     /// Largest request served by thread caches (bytes).
     pub tcache_max_size: usize,
+    /// Most bytes by which one thread cache's bounds may grow; 0: fixed bounds.
+    pub tcache_grow_bytes: usize,
     /// Whether the main arena grows the program break.
     pub use_brk: bool,
     /// Address space the main arena reserves when it does not use the break (bytes).
@@ -129,6 +138,7 @@ impl Tunables {
             top_pad: TOP_PAD_DEFAULT,
             tcache_count: TCACHE_COUNT_DEFAULT,
             tcache_max_size: TCACHE_MAX_SIZE_DEFAULT,
+            tcache_grow_bytes: TCACHE_GROW_BYTES_DEFAULT,
             use_brk: false,
             main_reserve: MAIN_RESERVE,
             quick_max: QUICK_MAX_DEFAULT,
@@ -166,6 +176,9 @@ impl Tunables {
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_MAX_SIZE") {
             t.tcache_max_size = v.min(crate::size_class::MAX_CLASS_REQUEST);
+        }
+        if let Some(v) = env_usize(c"ARENA_MALLOC_TCACHE_GROW_BYTES") {
+            t.tcache_grow_bytes = v;
         }
         if let Some(v) = env_usize(c"ARENA_MALLOC_PURGE_DELAY_MS") {
             t.purge_delay_ms = v;

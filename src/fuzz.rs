@@ -269,7 +269,7 @@ impl Shadow {
 }
 
 /// The settings of the fuzzed private heaps: a small reservation, a low trim threshold (so
-/// trimming happens), thread caches on.
+/// trimming happens), thread caches on with small, growing bounds.
 pub fn fuzz_tunables(arena_max: usize) -> Tunables {
     let mut t = Tunables::defaults(2);
     t.arena_max = arena_max;
@@ -277,6 +277,8 @@ pub fn fuzz_tunables(arena_max: usize) -> Tunables {
     t.trim_threshold = 256 << 10;
     t.top_pad = 64 << 10;
     t.tcache_count = 7;
+    // A small growth budget: bounds grow, run out of budget, and shrink back (collections).
+    t.tcache_grow_bytes = 16 << 10;
     t
 }
 

@@ -188,6 +188,8 @@ pub struct Heap {
     registry: Mutex<Registry>,
     arena_max: PAtomicUsize,
     tcache_count: PAtomicUsize,
+    /// Most bytes a thread cache's bounds may grow by (`Tunables::tcache_grow_bytes`).
+    tcache_grow_bytes: PAtomicUsize,
     tcache_max_size: PAtomicUsize,
     main_map: PAtomicUsize,
     main_reserve: PAtomicUsize,
@@ -239,6 +241,7 @@ impl Heap {
                 }),
                 arena_max: PAtomicUsize::new(8),
                 tcache_count: PAtomicUsize::new(crate::config::TCACHE_COUNT_DEFAULT),
+                tcache_grow_bytes: PAtomicUsize::new(crate::config::TCACHE_GROW_BYTES_DEFAULT),
                 tcache_max_size: PAtomicUsize::new(crate::config::TCACHE_MAX_SIZE_DEFAULT),
                 main_map: PAtomicUsize::new(0),
                 main_reserve: PAtomicUsize::new(0),
@@ -282,6 +285,8 @@ impl Heap {
         self.arena_max
             .store(t.arena_max.clamp(1, MAX_ARENAS), Ordering::Relaxed);
         self.tcache_count.store(t.tcache_count, Ordering::Relaxed);
+        self.tcache_grow_bytes
+            .store(t.tcache_grow_bytes, Ordering::Relaxed);
         self.free_pipeline.store(t.free_pipeline, Ordering::Relaxed);
         self.tcache_max_size
             .store(t.tcache_max_size.min(MAX_CLASS_REQUEST), Ordering::Relaxed);
@@ -436,6 +441,13 @@ impl Heap {
         let mut reg = self.registry.lock();
         let count = self.tcache_count.load(Ordering::Relaxed);
         let max_size = self.tcache_max_size.load(Ordering::Relaxed);
+        // Each cache may grow its bounds by its share of the heap's total, within the
+        // per-thread most (`TCACHE_GROW_TOTAL`: many threads get smaller caches).
+        let grow_budget = self
+            .tcache_grow_bytes
+            .load(Ordering::Relaxed)
+            .min(crate::config::TCACHE_GROW_TOTAL / (reg.nlive + 1));
+        let grow = self.tcache_grow_bytes.load(Ordering::Relaxed) > 0;
         let (tc, bytes) = if !reg.free_caches.is_null() {
             let tc = reg.free_caches;
             // SAFETY: free caches are linked through next_live under the registry lock; a
@@ -446,7 +458,7 @@ impl Heap {
                 (tc, bytes)
             }
         } else {
-            let size = (ThreadCache::footprint(count, max_size) + 63) & !63;
+            let size = (ThreadCache::footprint(count, max_size, grow) + 63) & !63;
             if reg.slab_left < size {
                 let len = (size + 64).max(SLAB_SIZE).next_multiple_of(os::page_size());
                 let Some(s) = os::map(len) else {
@@ -471,7 +483,7 @@ impl Heap {
         let a = self.attach_locked();
         // SAFETY: tc is unused metadata memory, aligned.
         unsafe {
-            ThreadCache::init_at(tc, bytes, a, count, max_size);
+            ThreadCache::init_at(tc, bytes, a, count, max_size, grow_budget);
             (*tc).next_live = reg.live;
             if !reg.live.is_null() {
                 (*reg.live).prev_live = tc;
@@ -1253,13 +1265,16 @@ impl Heap {
         // blocks in the heap's reservations, the only ones it pipelines (a thread whose blocks
         // lie on the program break would pay for the test and gain nothing).
         unsafe {
-            if self.free_pipeline.load(Ordering::Relaxed)
-                && region::contains(p.addr().wrapping_sub(HEADER))
-            {
-                t.ring_arm();
+            t.maybe_collect(self);
+            let keep = t.overflow(self, cls);
+            if keep < t.count(cls) {
+                if self.free_pipeline.load(Ordering::Relaxed)
+                    && region::contains(p.addr().wrapping_sub(HEADER))
+                {
+                    t.ring_arm();
+                }
+                t.flush(self, cls, keep, true);
             }
-            let keep = t.overflow(cls);
-            t.flush(self, cls, keep, true);
             if !t.push(cls, p) {
                 self.free_to_arena(Chunk::from_payload(p));
             }

@@ -581,7 +581,11 @@ fn shuffled_mix(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
 /// two aging epochs, the unused chunks are merged into the bins, coalesce and are trimmed.
 #[test]
 fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
-    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    // Fixed cache bounds: what the lists keep does not then depend on when the cache's
+    // collections ran (they move chunks between the cache and the lists).
+    let mut t = tunables();
+    t.tcache_grow_bytes = 0;
+    let h = PrivateHeap::new(&t).expect("private heap");
     let tc = h.new_cache();
     let (sizes, order) = shuffled_mix(30_000, 7);
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
@@ -1045,4 +1049,80 @@ fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
         check_heap(&h).unwrap();
         h.drop_cache(tc);
     }
+}
+
+/// A class that a thread allocates and frees in batches larger than its stack grows its bound
+/// until a batch fits (no more arena traffic for it), within the cache's budget; once the
+/// thread moves on to other classes, collections give the idle class's chunks and grown bound
+/// back.
+#[test]
+fn cache_bounds_grow_for_batches_and_shrink_when_idle() {
+    const BATCH: usize = 256;
+    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let tc = h.new_cache();
+    let cls = chunk_class(4096 + HEADER).unwrap().0;
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        let initial = (*tc).max(cls);
+        assert!(
+            initial < BATCH,
+            "the test needs a batch beyond the initial bound"
+        );
+        let round = |n: usize| {
+            let v: Vec<*mut u8> = (0..BATCH).map(|_| h.malloc(tc, n)).collect();
+            for &p in &v {
+                assert!(!p.is_null());
+                p.write(1);
+            }
+            for &p in v.iter().rev() {
+                h.free(tc, p);
+            }
+        };
+        for _ in 0..8 {
+            round(4096);
+        }
+        assert!(
+            (*tc).max(cls) >= BATCH && (*tc).count(cls) >= BATCH,
+            "bound {} (count {}) after 8 batches of {BATCH}",
+            (*tc).max(cls),
+            (*tc).count(cls)
+        );
+        assert!((*tc).grown_bytes() > 0);
+        // Steady state: a batch is served by the stack alone.
+        let committed = h.stats().arena_committed;
+        let free_before = h.stats().free_in_bins;
+        round(4096);
+        assert!((*tc).count(cls) >= BATCH);
+        assert_eq!(h.stats().arena_committed, committed);
+        assert_eq!(h.stats().free_in_bins, free_before);
+        // Other classes now (each met for the first time: refills, the slow path where
+        // collections run); after a few collection intervals the 4 KiB class is given back.
+        let mut n = 16;
+        for _ in 0..6 {
+            std::thread::sleep(std::time::Duration::from_millis(
+                crate::tcache::GC_INTERVAL_MS + 10,
+            ));
+            for _ in 0..20 {
+                round(n);
+                n = if n >= 2048 { 16 } else { n + 16 };
+            }
+        }
+        assert!(
+            (*tc).count(cls) < BATCH / 8 && (*tc).max(cls) < BATCH,
+            "idle class kept {} chunks, bound {}",
+            (*tc).count(cls),
+            (*tc).max(cls)
+        );
+        check_heap(&h).unwrap();
+        h.drop_cache(tc);
+    }
+}
+
+/// A cache's reserved slots (for its largest bounds) stay a modest piece of address space.
+#[test]
+fn cache_footprint_is_bounded() {
+    let fixed = ThreadCache::footprint(64, 32 << 10, false);
+    let grown = ThreadCache::footprint(64, 32 << 10, true);
+    println!("cache footprint: fixed bounds {fixed} B, growing bounds {grown} B");
+    assert!(fixed < 64 << 10 && grown < 512 << 10, "{fixed} / {grown}");
 }

@@ -63,6 +63,12 @@ type Top = crate::sync::PlainPtr<*mut u8>;
 /// [`ThreadCache::overflow`]).
 pub const FREER_STACK: u16 = 16;
 
+/// Most chunks a stack may grow to while its class overflows and refills in turn (see
+/// [`ThreadCache::overflow`]); it also grows to at most [`GROW_CLASS_BYTES`].
+pub const GROW_STACK: usize = 512;
+/// A stack grows to at most about this many bytes of chunks (at least its initial bound).
+pub const GROW_CLASS_BYTES: usize = 2 << 20;
+
 /// Chunks the first refill of a class takes.
 const FIRST_FILL: u16 = 4;
 /// Most chunks one stack may hold (T4: 8 bytes each, less than 64 KiB).
@@ -113,7 +119,29 @@ pub struct ThreadCache {
     capacity: usize,
     /// Per class: refilled since its stack last overflowed (see [`ThreadCache::overflow`]).
     refilled: [bool; NCLASSES],
+    /// Per class: refilled since the last collection ([`ThreadCache::collect`]).
+    used: [bool; NCLASSES],
+    /// Per class: slots reserved for the stack (its bound grows up to this).
+    caps: [u16; NCLASSES],
+    /// Per class: the bound the stack starts with, and shrinks back to when idle.
+    base_max: [u16; NCLASSES],
+    /// Bytes of chunks the grown bounds add over the initial ones (`Σ (max - base_max) × size`).
+    grown_bytes: usize,
+    /// Most `grown_bytes` this cache may have.
+    grow_budget: usize,
+    /// When the last collection ran (`os::now_ms`).
+    gc_ms: u64,
+    /// Slow-path events since the clock was last read for a collection.
+    gc_tick: u32,
 }
+
+/// Least time between two collections of a cache's idle classes (milliseconds).
+pub const GC_INTERVAL_MS: u64 = 100;
+/// Least time between two collections when a class cannot grow for want of budget
+/// (milliseconds).
+pub const GC_MIN_MS: u64 = 5;
+/// Slow-path events (refills, overflows) between two reads of the clock for a collection.
+const GC_TICKS: u32 = 16;
 
 /// Pending frees of the pipelined `free` (see [`ThreadCache::ring_swap`]).
 pub const RING: usize = 8;
@@ -178,32 +206,45 @@ fn low16(t: *mut *mut u8) -> u16 {
 }
 
 impl ThreadCache {
-    /// Per-class bounds for `count` (most chunks per class) and `max_size` (largest request
-    /// cached).
-    fn bounds(count: usize, max_size: usize) -> [u16; NCLASSES] {
+    /// Per-class initial bounds and capacities (slots reserved, the most a bound may grow to)
+    /// for `count` (most chunks per class to start with), `max_size` (largest request cached)
+    /// and `grow` (whether bounds may grow, see [`ThreadCache::overflow`]).
+    fn bounds(count: usize, max_size: usize, grow: bool) -> ([u16; NCLASSES], [u16; NCLASSES]) {
         let mut maxes = [0u16; NCLASSES];
-        for (c, m) in maxes.iter_mut().enumerate() {
+        let mut caps = [0u16; NCLASSES];
+        for c in 0..NCLASSES {
             let size = CLASS_CHUNK_SIZE[c];
             if size - crate::chunk::HEADER <= max_size && count > 0 {
                 let by_bytes = crate::config::TCACHE_CLASS_BYTES / size;
-                *m = count.min(by_bytes.max(4)).min(MAX_STACK) as u16;
+                let m = count.min(by_bytes.max(4)).min(MAX_STACK);
+                maxes[c] = m as u16;
+                caps[c] = if grow {
+                    GROW_STACK
+                        .min(GROW_CLASS_BYTES / size)
+                        .max(m)
+                        .min(MAX_STACK) as u16
+                } else {
+                    m as u16
+                };
             }
         }
-        maxes
+        (maxes, caps)
     }
 
     /// Bytes a cache needs (itself and its stacks) for these settings.
-    pub fn footprint(count: usize, max_size: usize) -> usize {
-        let slots: usize = Self::bounds(count, max_size)
+    pub fn footprint(count: usize, max_size: usize, grow: bool) -> usize {
+        let slots: usize = Self::bounds(count, max_size, grow)
+            .1
             .iter()
             .map(|&m| m as usize)
             .sum();
         core::mem::size_of::<ThreadCache>() + slots * core::mem::size_of::<*mut u8>()
     }
 
-    /// Initialises a cache in place with per-class bounds from `count` and `max_size`; the
-    /// cache and its stacks take `bytes` bytes at `at` (bounds are cut to fit when `bytes` is
-    /// less than [`ThreadCache::footprint`], as for a recycled cache made under other settings).
+    /// Initialises a cache in place with per-class bounds from `count` and `max_size`, which
+    /// may grow by `grow_budget` bytes of chunks in all; the cache and its stacks take `bytes`
+    /// bytes at `at` (bounds are cut to fit when `bytes` is less than
+    /// [`ThreadCache::footprint`], as for a recycled cache made under other settings).
     ///
     /// # Safety
     /// `at` is writable for `bytes` bytes, 64-aligned and not in use; `bytes` is at least
@@ -214,16 +255,18 @@ impl ThreadCache {
         arena: *const Arena,
         count: usize,
         max_size: usize,
+        grow_budget: usize,
     ) {
         let capacity = (bytes - core::mem::size_of::<ThreadCache>()) / 8;
-        let mut maxes = Self::bounds(count, max_size);
+        let (mut maxes, mut caps) = Self::bounds(count, max_size, grow_budget > 0);
         let slots = at.wrapping_add(1).cast::<*mut u8>();
         let mut bases = [ptr::null_mut(); NCLASSES];
         let mut used = 0usize;
         for c in 0..NCLASSES {
-            maxes[c] = maxes[c].min((capacity - used) as u16);
+            caps[c] = caps[c].min((capacity - used).min(MAX_STACK) as u16);
+            maxes[c] = maxes[c].min(caps[c]);
             bases[c] = slots.wrapping_add(used);
-            used += maxes[c] as usize;
+            used += caps[c] as usize;
         }
         // SAFETY: caller: writable and unused.
         unsafe {
@@ -256,6 +299,13 @@ impl ThreadCache {
                 prev_live: ptr::null_mut(),
                 capacity,
                 refilled: [false; NCLASSES],
+                used: [false; NCLASSES],
+                caps,
+                base_max: maxes,
+                grown_bytes: 0,
+                grow_budget,
+                gc_ms: crate::os::now_ms(),
+                gc_tick: 0,
             })
         };
     }
@@ -286,6 +336,13 @@ impl ThreadCache {
             prev_live: ptr::null_mut(),
             capacity: 0,
             refilled: [false; NCLASSES],
+            used: [false; NCLASSES],
+            caps: [0; NCLASSES],
+            base_max: [0; NCLASSES],
+            grown_bytes: 0,
+            grow_budget: 0,
+            gc_ms: 0,
+            gc_tick: 0,
         }
     }
 
@@ -623,8 +680,11 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     pub unsafe fn refill(&mut self, heap: &Heap, cls: usize) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe { self.maybe_collect(heap) };
         // The thread allocates this class: its stack gets its full bound back (`overflow`).
         self.refilled[cls] = true;
+        self.used[cls] = true;
         let full = low16(self.bases[cls].wrapping_add(self.bins[cls + 1].max as usize));
         let b = &mut self.bins[cls + 1];
         b.full = full;
@@ -684,22 +744,124 @@ impl ThreadCache {
     }
 
     /// Stack `cls` is full and a chunk is being freed: returns how many of its chunks to keep
-    /// (the caller sends the others back to the arenas). A class refilled since the stack last
-    /// overflowed is one the thread allocates as well as frees: it keeps the newer half. A class
-    /// not refilled since is one the thread frees and does not allocate — a consumer of blocks
+    /// (the caller sends the others back to the arenas; keeping them all means the stack grew
+    /// and takes the chunk). A class refilled since the stack last overflowed is one the thread
+    /// allocates as well as frees, in batches larger than its stack (the stack empties, then
+    /// fills up): its bound doubles, up to [`GROW_STACK`] chunks or [`GROW_CLASS_BYTES`] and
+    /// within the cache's budget of grown bytes, so that a steady batch size soon fits whole
+    /// (as tcmalloc's free lists grow); at its limit it keeps the newer half. A class not
+    /// refilled since is one the thread frees and does not allocate — a consumer of blocks
     /// made by other threads, the free phase of a batch: its chunks would only wait in the
     /// stack, out of reach of the arena (and of the thread that will want them), so the stack is
     /// bounded to [`FREER_STACK`] chunks and flushed whole. Its next refill restores the bound.
     ///
     /// # Safety
     /// Owning thread.
-    pub unsafe fn overflow(&mut self, cls: usize) -> usize {
+    pub unsafe fn overflow(&mut self, heap: &Heap, cls: usize) -> usize {
         let max = self.bins[cls + 1].max;
-        if core::mem::replace(&mut self.refilled[cls], false) || max <= FREER_STACK {
+        if core::mem::replace(&mut self.refilled[cls], false) {
+            if self.grow(cls) {
+                return self.count(cls);
+            }
+            // Out of budget: the classes idle since the last collection give back their grown
+            // bounds first (a program's phases move from class to class faster than the
+            // collection interval: `c-simple` spends ~20 ms per size).
+            let now = crate::os::now_ms();
+            if self.grown_bytes > 0 && now.wrapping_sub(self.gc_ms) >= GC_MIN_MS {
+                self.gc_ms = now;
+                // SAFETY: forwarded.
+                unsafe { self.collect(heap) };
+                if self.grow(cls) {
+                    return self.count(cls);
+                }
+            }
+            return max as usize / 2;
+        }
+        if max <= FREER_STACK {
             return max as usize / 2;
         }
         self.bins[cls + 1].full = low16(self.bases[cls].wrapping_add(FREER_STACK as usize));
         0
+    }
+
+    /// Doubles stack `cls`'s bound when its capacity and the cache's budget allow; whether it
+    /// grew.
+    fn grow(&mut self, cls: usize) -> bool {
+        let max = self.bins[cls + 1].max as usize;
+        let new = (max * 2).min(self.caps[cls] as usize);
+        let add = (new.saturating_sub(max)) * CLASS_CHUNK_SIZE[cls];
+        if add == 0 || self.grown_bytes + add > self.grow_budget {
+            return false;
+        }
+        self.grown_bytes += add;
+        self.set_bound(cls, new);
+        true
+    }
+
+    /// Sets stack `cls`'s bound (at most its capacity, at least its count).
+    fn set_bound(&mut self, cls: usize, max: usize) {
+        debug_assert!(max <= self.caps[cls] as usize && max >= self.count(cls));
+        let full = low16(self.bases[cls].wrapping_add(max));
+        let b = &mut self.bins[cls + 1];
+        b.max = max as u16;
+        b.full = full;
+        b.fill = b.fill.min((b.max / 2).max(1));
+    }
+
+    /// Runs [`ThreadCache::collect`] when [`GC_INTERVAL_MS`] passed since the last one (the
+    /// slow paths call it: refills and overflows; every [`GC_TICKS`]th call reads the clock).
+    ///
+    /// # Safety
+    /// Owning thread; `heap` owns the cache.
+    pub unsafe fn maybe_collect(&mut self, heap: &Heap) {
+        self.gc_tick = self.gc_tick.wrapping_add(1);
+        if self.gc_tick % GC_TICKS != 0 {
+            return;
+        }
+        let now = crate::os::now_ms();
+        if now.wrapping_sub(self.gc_ms) >= GC_INTERVAL_MS {
+            self.gc_ms = now;
+            // SAFETY: forwarded.
+            unsafe { self.collect(heap) };
+        }
+    }
+
+    /// Gives back what the idle classes hold: a class not refilled since the last collection
+    /// keeps half its chunks (the older half goes back to the arenas) and half its grown bound
+    /// (down to the initial one). A class in steady use refills at least once an interval and
+    /// keeps everything; one whose use stopped is empty after a few intervals, so memory a
+    /// thread cached for a past phase goes back where other threads can use it.
+    ///
+    /// # Safety
+    /// Owning thread; `heap` owns the cache.
+    pub unsafe fn collect(&mut self, heap: &Heap) {
+        for c in 0..NCLASSES {
+            if !self.caches(c) || core::mem::replace(&mut self.used[c], false) {
+                continue;
+            }
+            let max = self.bins[c + 1].max as usize;
+            let base = self.base_max[c] as usize;
+            let new = (max / 2).max(base);
+            let n = self.count(c);
+            if n > 0 {
+                // SAFETY: forwarded.
+                unsafe { self.flush(heap, c, (n / 2).min(new), false) };
+            }
+            if new < max {
+                self.grown_bytes -= (max - new) * CLASS_CHUNK_SIZE[c];
+                // The freer rule's cut (`overflow`) stays in force if it was lower.
+                let limit = self.limit(c);
+                self.set_bound(c, new);
+                if limit < new {
+                    self.bins[c + 1].full = low16(self.bases[c].wrapping_add(limit));
+                }
+            }
+        }
+    }
+
+    /// Bytes of chunks the grown bounds add over the initial ones.
+    pub fn grown_bytes(&self) -> usize {
+        self.grown_bytes
     }
 
     /// Most chunks stack `cls` takes now: its bound, or less while the thread only frees

@@ -87,12 +87,15 @@ where
 }
 
 /// A private heap small enough to build once per execution: `arena_max` arenas at most, a
-/// 64 MiB main reservation, thread caches of 4 chunks per class for requests up to 64 bytes.
+/// 64 MiB main reservation, thread caches of 4 chunks per class (fixed) for requests up to 64
+/// bytes.
 pub(crate) fn heap(arena_max: usize) -> Arc<PrivateHeap> {
     let mut t = Tunables::defaults(1);
     t.arena_max = arena_max;
     t.main_reserve = 64 << 20;
     t.tcache_count = 4;
+    // Fixed bounds: the models' flushes happen at the fourth chunk (growth is owner-only code).
+    t.tcache_grow_bytes = 0;
     t.tcache_max_size = 64;
     Arc::new(PrivateHeap::new(&t).expect("private heap"))
 }
