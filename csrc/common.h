@@ -2,15 +2,20 @@
  * parsing and the RESULT line that the `compare` driver parses.
  *
  * Every workload takes `<scale> [threads]` and prints
- *     RESULT time_s=<seconds> checksum=<u64>
- * The checksum is the same for every allocator (the driver checks that). */
+ *     RESULT time_s=<seconds> checksum=<u64> rss_end_kib=<KiB>
+ * The checksum is the same for every allocator (the driver checks that); rss_end_kib is the
+ * process's VmRSS when report() is called, after the workload freed its memory (left out when
+ * /proc/self/status cannot be read). */
 #ifndef ARENA_BENCH_COMMON_H
 #define ARENA_BENCH_COMMON_H
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* SplitMix64, as in bench/src/rng.rs. */
 typedef struct { uint64_t s; } rng_t;
@@ -56,8 +61,29 @@ static inline void die(const char *what) {
     exit(1);
 }
 
+/* VmRSS from /proc/self/status in KiB, or -1. Reads with open/read into a static buffer, so
+ * that measuring allocates nothing (stdio would malloc its buffer). */
+static inline long vm_rss_kib(void) {
+    static char buf[8192];
+    int fd = open("/proc/self/status", O_RDONLY);
+    if (fd < 0) return -1;
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0) len += (size_t)n;
+    close(fd);
+    buf[len] = 0;
+    const char *p = strstr(buf, "VmRSS:");
+    return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
+/* Call once the workload has freed its memory (and joined its threads). */
 static inline void report(double t0, uint64_t checksum) {
-    printf("RESULT time_s=%.6f checksum=%llu\n", now_s() - t0, (unsigned long long)checksum);
+    double t = now_s() - t0;
+    long rss = vm_rss_kib();
+    if (rss >= 0)
+        printf("RESULT time_s=%.6f checksum=%llu rss_end_kib=%ld\n", t, (unsigned long long)checksum, rss);
+    else
+        printf("RESULT time_s=%.6f checksum=%llu\n", t, (unsigned long long)checksum);
 }
 
 #endif

@@ -1,4 +1,4 @@
-//! Runs one benchmark process and measures it: its self-reported time and checksum
+//! Runs one benchmark process and measures it: its self-reported time, checksum and end RSS
 //! (the `RESULT` line), and its peak RSS from `wait4`'s `ru_maxrss`. A crash, a non-zero
 //! exit, a preload that the dynamic loader refused, or a timeout is an [`Outcome::Failed`]
 //! with a short reason, never an error of the driver.
@@ -36,6 +36,10 @@ pub enum Outcome {
         checksum: u64,
         /// Peak resident set size, KiB.
         maxrss_kib: u64,
+        /// Resident set size at the end of the workload, after it freed its memory (`VmRSS`
+        /// read by the process just before its `RESULT` line), KiB; `None` when the line has
+        /// no `rss_end_kib` field.
+        end_rss_kib: Option<u64>,
         /// The last non-empty line the process wrote to stderr, if any (e.g. a workload's
         /// own check failing).
         stderr_tail: Option<String>,
@@ -104,10 +108,15 @@ pub fn run(spec: &Spec) -> Outcome {
         ));
     }
     match parse_result(&stdout) {
-        Some((time_s, checksum)) => Outcome::Ok {
+        Some(Reported {
+            time_s,
+            checksum,
+            end_rss_kib,
+        }) => Outcome::Ok {
             time_s,
             checksum,
             maxrss_kib,
+            end_rss_kib,
             stderr_tail: last_line(&stderr).strip_prefix(": ").map(str::to_string),
         },
         None => Outcome::Failed(format!(
@@ -151,8 +160,19 @@ fn try_reap(pid: libc::pid_t) -> Reaped {
     }
 }
 
-/// `time_s` and `checksum` from a `RESULT time_s=… checksum=…` line.
-pub fn parse_result(stdout: &str) -> Option<(f64, u64)> {
+/// What a process says about itself on its `RESULT` line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reported {
+    /// Seconds around the work.
+    pub time_s: f64,
+    /// The workload's checksum.
+    pub checksum: u64,
+    /// `VmRSS` at the end, KiB (optional field `rss_end_kib`).
+    pub end_rss_kib: Option<u64>,
+}
+
+/// The fields of a `RESULT time_s=… checksum=… [rss_end_kib=…]` line.
+pub fn parse_result(stdout: &str) -> Option<Reported> {
     let line = stdout
         .lines()
         .rev()
@@ -161,10 +181,19 @@ pub fn parse_result(stdout: &str) -> Option<(f64, u64)> {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
     };
-    Some((
-        field("time_s")?.parse().ok()?,
-        field("checksum")?.parse().ok()?,
-    ))
+    Some(Reported {
+        time_s: field("time_s")?.parse().ok()?,
+        checksum: field("checksum")?.parse().ok()?,
+        end_rss_kib: field("rss_end_kib").and_then(|v| v.parse().ok()),
+    })
+}
+
+/// This process's resident set size now (`VmRSS` in `/proc/self/status`), KiB; `None` where
+/// it cannot be read.
+pub fn vm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn last_line(stderr: &str) -> String {
@@ -200,8 +229,21 @@ mod tests {
     fn parses_result_line() {
         assert_eq!(
             parse_result("noise\nRESULT time_s=1.5 checksum=42\n"),
-            Some((1.5, 42))
+            Some(Reported {
+                time_s: 1.5,
+                checksum: 42,
+                end_rss_kib: None
+            })
         );
+        assert_eq!(
+            parse_result("RESULT time_s=1.5 checksum=42 rss_end_kib=2048"),
+            Some(Reported {
+                time_s: 1.5,
+                checksum: 42,
+                end_rss_kib: Some(2048)
+            })
+        );
+        assert!(vm_rss_kib().is_some_and(|k| k > 0));
         assert_eq!(parse_result("RESULT time_s=x checksum=42"), None);
         assert_eq!(parse_result(""), None);
     }
@@ -216,14 +258,15 @@ mod tests {
             timeout: Duration::from_secs(10),
             log_stem: dir.join(format!("arena-bench-child-test-{}", std::process::id())),
         };
-        match run(&spec("echo RESULT time_s=0.25 checksum=7")) {
+        match run(&spec("echo RESULT time_s=0.25 checksum=7 rss_end_kib=99")) {
             Outcome::Ok {
                 time_s,
                 checksum,
                 maxrss_kib,
+                end_rss_kib,
                 ..
             } => {
-                assert_eq!((time_s, checksum), (0.25, 7));
+                assert_eq!((time_s, checksum, end_rss_kib), (0.25, 7, Some(99)));
                 assert!(maxrss_kib > 0);
             }
             other => panic!("{other:?}"),

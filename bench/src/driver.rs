@@ -117,6 +117,8 @@ pub struct Results {
     pub time: Table,
     /// Median peak RSS, MiB.
     pub rss: Table,
+    /// Median RSS at the end of the workload (after it freed its memory), MiB.
+    pub end_rss: Table,
     /// Checksum mismatches (row, column, text); the table marks them with `!`.
     pub mismatches: Vec<String>,
 }
@@ -140,6 +142,7 @@ pub fn run_matrix(
     let mut time_rows = Vec::with_capacity(rows.len());
     let mut time_paired = Vec::with_capacity(rows.len());
     let mut rss_rows = Vec::with_capacity(rows.len());
+    let mut end_rss_rows = Vec::with_capacity(rows.len());
     let mut mismatches = Vec::new();
     let mut flags = Vec::new();
     let n = allocators.len();
@@ -162,12 +165,17 @@ pub fn run_matrix(
                 done += 1;
                 line.push_str(&match &outcome {
                     Outcome::Ok {
-                        time_s, maxrss_kib, ..
+                        time_s,
+                        maxrss_kib,
+                        end_rss_kib,
+                        ..
                     } => {
                         format!(
-                            "  {} {time_s:.3}s/{:.0}M",
+                            "  {} {time_s:.3}s/{:.0}M/{}",
                             allocators[c],
-                            *maxrss_kib as f64 / 1024.0
+                            *maxrss_kib as f64 / 1024.0,
+                            end_rss_kib
+                                .map_or("?".into(), |k| format!("{:.0}M", k as f64 / 1024.0))
                         )
                     }
                     Outcome::Failed(_) => format!("  {} FAIL", allocators[c]),
@@ -185,10 +193,19 @@ pub fn run_matrix(
             });
         let mut time_cells = Vec::with_capacity(n);
         let mut rss_cells = Vec::with_capacity(n);
+        let mut end_rss_cells = Vec::with_capacity(n);
         for (c, plan) in row.cells.iter().enumerate() {
-            let (t, m) = match plan {
-                Plan::NotApplicable => (Cell::NotApplicable, Cell::NotApplicable),
-                Plan::Skip(why) => (Cell::Skipped(why.clone()), Cell::Skipped(why.clone())),
+            let [t, m, e] = match plan {
+                Plan::NotApplicable => [
+                    Cell::NotApplicable,
+                    Cell::NotApplicable,
+                    Cell::NotApplicable,
+                ],
+                Plan::Skip(why) => [
+                    Cell::Skipped(why.clone()),
+                    Cell::Skipped(why.clone()),
+                    Cell::Skipped(why.clone()),
+                ],
                 Plan::Run(_) => reduce(&outcomes[c]),
             };
             if let (Some(want), Some((got, said))) = (reference_sum, first_checksum(&outcomes[c])) {
@@ -203,6 +220,7 @@ pub fn run_matrix(
             }
             time_cells.push(t);
             rss_cells.push(m);
+            end_rss_cells.push(e);
         }
         time_paired.push(paired_ratios(&outcomes, 0));
         time_rows.push(Row {
@@ -212,6 +230,10 @@ pub fn run_matrix(
         rss_rows.push(Row {
             name: row.name.clone(),
             cells: rss_cells,
+        });
+        end_rss_rows.push(Row {
+            name: row.name.clone(),
+            cells: end_rss_cells,
         });
     }
     let time = Table {
@@ -227,12 +249,21 @@ pub fn run_matrix(
         allocators: allocators.to_vec(),
         rows: rss_rows,
         decimals: 1,
+        flags: flags.clone(),
+        paired: Vec::new(),
+    };
+    let end_rss = Table {
+        quantity: "median end RSS, MiB".into(),
+        allocators: allocators.to_vec(),
+        rows: end_rss_rows,
+        decimals: 1,
         flags,
         paired: Vec::new(),
     };
     Results {
         time,
         rss,
+        end_rss,
         mismatches,
     }
 }
@@ -269,8 +300,9 @@ fn first_checksum(outcomes: &[Outcome]) -> Option<(u64, Option<String>)> {
     })
 }
 
-/// Median time and RSS of one cell's runs, or the first failure (with how many failed).
-fn reduce(outcomes: &[Outcome]) -> (Cell, Cell) {
+/// Median time, peak RSS and end RSS of one cell's runs, or the first failure (with how many
+/// failed). The end RSS is the median of the runs that reported one.
+fn reduce(outcomes: &[Outcome]) -> [Cell; 3] {
     let failures: Vec<&String> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -284,7 +316,11 @@ fn reduce(outcomes: &[Outcome]) -> (Cell, Cell) {
             failures.len(),
             outcomes.len()
         );
-        return (Cell::Failed(why.clone()), Cell::Failed(why));
+        return [
+            Cell::Failed(why.clone()),
+            Cell::Failed(why.clone()),
+            Cell::Failed(why),
+        ];
     }
     let times: Vec<f64> = outcomes
         .iter()
@@ -300,12 +336,25 @@ fn reduce(outcomes: &[Outcome]) -> (Cell, Cell) {
             Outcome::Failed(_) => None,
         })
         .collect();
+    let end_rss: Vec<f64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Ok {
+                end_rss_kib: Some(k),
+                ..
+            } => Some(*k as f64 / 1024.0),
+            _ => None,
+        })
+        .collect();
+    let end =
+        median(&end_rss).map_or_else(|| Cell::Skipped("no end RSS reported".into()), Cell::Value);
     match (median(&times), median(&rss)) {
-        (Some(t), Some(m)) => (Cell::Value(t), Cell::Value(m)),
-        _ => (
+        (Some(t), Some(m)) => [Cell::Value(t), Cell::Value(m), end],
+        _ => [
             Cell::Skipped("no runs".into()),
             Cell::Skipped("no runs".into()),
-        ),
+            Cell::Skipped("no runs".into()),
+        ],
     }
 }
 

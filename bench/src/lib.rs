@@ -18,8 +18,9 @@ use std::time::Instant;
 pub const RESULT_PREFIX: &str = "RESULT";
 
 /// Entry point of the `wl-*` binaries: `wl-<alloc> <workload> <scale> [--threads N]`.
-/// Prints `RESULT time_s=<seconds> checksum=<u64>` and exits 0, or a usage message and
-/// exits 2.
+/// Prints `RESULT time_s=<seconds> checksum=<u64> rss_end_kib=<KiB>` and exits 0, or a usage
+/// message and exits 2. `rss_end_kib` is the process's `VmRSS` once the workload has returned
+/// (its threads joined, its memory freed): what the allocator kept resident.
 pub fn workload_main(allocator: &str) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || -> ! {
@@ -48,5 +49,6 @@ pub fn workload_main(allocator: &str) {
     let start = Instant::now();
     let checksum = (workload.run)(&params);
     let elapsed = start.elapsed().as_secs_f64();
-    println!("{RESULT_PREFIX} time_s={elapsed:.6} checksum={checksum}");
+    let rss_end = child::vm_rss_kib().map_or(String::new(), |k| format!(" rss_end_kib={k}"));
+    println!("{RESULT_PREFIX} time_s={elapsed:.6} checksum={checksum}{rss_end}");
 }

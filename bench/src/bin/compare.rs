@@ -2,7 +2,8 @@
 //!
 //! Runs every workload as its own process under each allocator (so that each is the
 //! real global or C allocator), interleaved, several times, and reports medians of
-//! time and peak RSS with each peer's ratio to arena-malloc:
+//! time, peak RSS and end RSS (what stays resident once the workload freed its memory) with
+//! each peer's ratio to arena-malloc:
 //!
 //! - Rust workloads (`bench/src/workloads.rs`): one binary per allocator (`wl-arena`,
 //!   `wl-system` = `std::alloc::System`, shown as glibc, `wl-mimalloc`, `wl-jemalloc`).
@@ -214,6 +215,7 @@ fn run() -> Result<(), String> {
 
     println!("\n{}", results.time.markdown());
     println!("{}", results.rss.markdown());
+    println!("{}", results.end_rss.markdown());
     let notes = notes(&results);
     if !notes.is_empty() {
         println!("Notes:\n{notes}");
@@ -477,6 +479,11 @@ fn render_report(
     r.push_str("\n## Peak RSS\n\nCells: median peak resident set size (`ru_maxrss` from `wait4`) in MiB; in brackets \
                 peer ÷ arena-malloc (above 1 = arena-malloc uses less).\n\n");
     r.push_str(&results.rss.markdown());
+    r.push_str("\n## End RSS\n\nCells: median resident set size at the end of the workload, once it has freed \
+                its memory and joined its threads (`VmRSS` read by the process just before its `RESULT` line) in \
+                MiB: what the allocator keeps resident; in brackets peer ÷ arena-malloc (above 1 = arena-malloc \
+                keeps less).\n\n");
+    r.push_str(&results.end_rss.markdown());
     r.push_str("\n## Chart\n\n![time and peak RSS relative to arena-malloc](chart.svg)\n\n");
     let notes = notes(results);
     if !notes.is_empty() {
