@@ -69,10 +69,11 @@ pub const QUICK_MAX_DEFAULT: usize = 64 << 20;
 /// Most arenas a heap ever makes (the fixed size of its arena table).
 pub const MAX_ARENAS: usize = 256;
 /// Default arena cap, per CPU the process may run on.
-pub const ARENAS_PER_CPU: usize = 4;
+pub const ARENAS_PER_CPU: usize = 2;
 
-/// Default most chunks a thread cache keeps per class.
-pub const TCACHE_COUNT_DEFAULT: usize = 64;
+/// Default most chunks a thread cache keeps per class to start with (classes that overflow and
+/// refill in turn grow their bound, see `TCACHE_GROW_BYTES_DEFAULT`).
+pub const TCACHE_COUNT_DEFAULT: usize = 32;
 /// A thread cache keeps at most about this many bytes per class (bytes).
 pub const TCACHE_CLASS_BYTES: usize = 64 << 10;
 /// Default most bytes of chunks by which one thread cache's per-class bounds may grow (a class
