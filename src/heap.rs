@@ -190,6 +190,8 @@ pub struct Heap {
     tcache_count: PAtomicUsize,
     /// Most bytes a thread cache's bounds may grow by (`Tunables::tcache_grow_bytes`).
     tcache_grow_bytes: PAtomicUsize,
+    /// The next arena a cache collection ages (`decay_arenas`).
+    decay_cursor: PAtomicUsize,
     tcache_max_size: PAtomicUsize,
     main_map: PAtomicUsize,
     main_reserve: PAtomicUsize,
@@ -242,6 +244,7 @@ impl Heap {
                 arena_max: PAtomicUsize::new(8),
                 tcache_count: PAtomicUsize::new(crate::config::TCACHE_COUNT_DEFAULT),
                 tcache_grow_bytes: PAtomicUsize::new(crate::config::TCACHE_GROW_BYTES_DEFAULT),
+                decay_cursor: PAtomicUsize::new(0),
                 tcache_max_size: PAtomicUsize::new(crate::config::TCACHE_MAX_SIZE_DEFAULT),
                 main_map: PAtomicUsize::new(0),
                 main_reserve: PAtomicUsize::new(0),
@@ -610,6 +613,25 @@ impl Heap {
             }
         }
         own.lock()
+    }
+
+    /// The time-based aging of the arenas (`ArenaState::decay`), run by a thread cache's
+    /// collection: its own arena and one other, in turn, each only if its lock is free, so
+    /// that arenas whose threads are gone or idle age too while any thread is active.
+    pub fn decay_arenas(&self, own: &Arena, now: u64) {
+        if let Some(mut g) = own.try_lock() {
+            g.decay(&self.shared, now);
+        }
+        let n = self.arena_count();
+        if n > 1 {
+            let i = self.decay_cursor.fetch_add(1, Ordering::Relaxed) % n;
+            let a = self.arena(i);
+            if !ptr::eq(a, own) {
+                if let Some(mut g) = a.try_lock() {
+                    g.decay(&self.shared, now);
+                }
+            }
+        }
     }
 
     /// The arena owning chunk `c`.

@@ -119,6 +119,10 @@ pub struct ArenaState {
     purge_debt: usize,
     /// When the last purge pass ran (`os::now_ms`).
     last_purge_ms: u64,
+    /// When the quick lists were last reviewed by time ([`ArenaState::decay`]).
+    quick_review_ms: u64,
+    /// The last purge pass left chunks aged (flag `AGED`) for the next one to purge.
+    purge_aged: bool,
     /// Free top this arena keeps before an automatic trim (its learned need, a floor under the
     /// trim threshold): doubled each time the arena has to grow right after an automatic trim
     /// (trim/grow thrash), up to `TRIM_ADAPT_MAX`; halved after each trim epoch that did not
@@ -174,6 +178,9 @@ pub struct ArenaState {
 /// the bytes they hold, whichever is more (bytes), and the epoch has a quarter as many operations as
 /// they hold chunks (`ArenaState::quick_epoch_end`).
 pub const QUICK_EPOCH: usize = PURGE_DEBT;
+/// The quick lists are also reviewed at least this often, whatever the traffic
+/// (milliseconds, [`ArenaState::decay`]).
+pub const QUICK_REVIEW_MS: u64 = 500;
 
 /// An arena whose quick lists hold chunks used this epoch grows by at most `quick_bytes /
 /// QUICK_GROW_SHARE` per epoch before it merges them all (`ArenaState::quick_before_growth`):
@@ -268,6 +275,8 @@ impl Arena {
             overhead: 0,
             purge_debt: 0,
             last_purge_ms: 0,
+            quick_review_ms: 0,
+            purge_aged: false,
             trim_floor: 0,
             just_trimmed: false,
             trim_thrash: false,
@@ -1061,6 +1070,26 @@ impl ArenaState {
         self.quick_low = self.quick_count;
     }
 
+    /// The time-based side of the aging rules, for an arena whose traffic is too light (or
+    /// absent: its threads are gone or blocked) for the traffic clocks to move: every
+    /// [`QUICK_REVIEW_MS`] the quick lists are reviewed (the chunks untouched for a whole
+    /// interval are merged into the bins, where they coalesce and become trimmable), and once
+    /// a purge delay has passed with large free chunks freed or aged since the last pass, a
+    /// purge pass runs. Called under the lock by other threads' cache collections
+    /// (`Heap::decay_arenas`), with the time.
+    pub fn decay(&mut self, sh: &Shared, now: u64) {
+        if self.quick_bytes > 0 && now.wrapping_sub(self.quick_review_ms) >= QUICK_REVIEW_MS {
+            self.quick_review_ms = now;
+            self.quick_review(sh);
+        }
+        if (self.purge_debt > 0 || self.purge_aged)
+            && now.wrapping_sub(self.last_purge_ms) >= sh.purge_delay_ms as u64
+        {
+            self.last_purge_ms = now;
+            self.purge();
+        }
+    }
+
     /// Merges, per class, the chunks that stayed untouched since the last review (its low-water
     /// mark) into the bins. The marks are left stale; the caller sets them.
     fn merge_idle(&mut self, sh: &Shared) {
@@ -1607,6 +1636,7 @@ impl ArenaState {
         self.purge_debt = 0;
         let ps = os::page_size();
         let mut released = 0;
+        let mut aged = false;
         let first = bin_index(PURGE_MIN_CHUNK).0;
         let mut visit = |c: Chunk| {
             // SAFETY: c is a free chunk in our bins; we keep its header and links intact and
@@ -1621,6 +1651,7 @@ impl ArenaState {
                     // Free for less than one interval: purge it next time if it is still free
                     // (a chunk reused soon would only fault its pages in again).
                     c.set_head(size, c.flags() | crate::chunk::AGED);
+                    aged = true;
                     return;
                 }
                 let lo = (c.addr() + 32 + ps - 1) & !(ps - 1);
@@ -1640,6 +1671,7 @@ impl ArenaState {
                 }
             }
         }
+        self.purge_aged = aged;
         released
     }
 }

@@ -994,7 +994,7 @@ fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
-        let mut set = |h: &PrivateHeap| {
+        let set = |h: &PrivateHeap| {
             (0..N)
                 .map(|_| {
                     let p = h.malloc(tc, BLOCK);
@@ -1125,4 +1125,71 @@ fn cache_footprint_is_bounded() {
     let grown = ThreadCache::footprint(64, 32 << 10, true);
     println!("cache footprint: fixed bounds {fixed} B, growing bounds {grown} B");
     assert!(fixed < 64 << 10 && grown < 512 << 10, "{fixed} / {grown}");
+}
+
+/// An arena nobody allocates from still ages: once a thread's cache collection runs
+/// (`Heap::decay_arenas`, here driven by hand with the cache's slow-path ticks), quick-list
+/// chunks untouched for a whole review interval are merged into the bins (and, all freed,
+/// coalesce into top and are trimmed), and large free chunks left aged by the last purge pass
+/// lose their pages once a purge delay passed, without any further free.
+#[test]
+fn idle_arenas_age_by_time() {
+    const BLOCK: usize = 512 << 10;
+    let mut t = tunables();
+    t.mmap_threshold = 4 << 20;
+    t.mmap_threshold_dynamic = false;
+    t.purge_delay_ms = 300;
+    t.arena_max = 1;
+    let h = PrivateHeap::new(&t).expect("private heap");
+    let tc = h.new_cache();
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        // Large blocks with guards, all freed: 20 MiB of debt runs a pass, which ages them.
+        let big: Vec<_> = (0..40)
+            .map(|_| {
+                let p = h.malloc(tc, BLOCK);
+                ptr::write_bytes(p, 0x5A, BLOCK);
+                assert!(!h.malloc(tc, 40 << 10).is_null());
+                p
+            })
+            .collect();
+        // Small blocks, freed and flushed to the quick lists.
+        let small: Vec<_> = (0..20_000).map(|i| h.malloc(tc, 16 + i % 500)).collect();
+        for &p in &small {
+            h.free(tc, p);
+        }
+        for &p in &big {
+            h.free(tc, p);
+        }
+        (*tc).flush_all(&h);
+        let kept = quick_bytes(&h);
+        assert!(kept > 2 << 20, "quick lists hold {kept}");
+        let resident = |p: *mut u8| page_resident(p.add(BLOCK / 2));
+        let aged_resident = big.iter().filter(|&&p| resident(p)).count();
+        let tick = || {
+            for _ in 0..64 {
+                (*tc).maybe_collect(&h);
+            }
+        };
+        // Two review intervals: the first review notes what the lists hold, the second
+        // merges what stayed untouched.
+        for _ in 0..2 {
+            std::thread::sleep(std::time::Duration::from_millis(
+                crate::arena::QUICK_REVIEW_MS + 20,
+            ));
+            tick();
+        }
+        let left = quick_bytes(&h);
+        assert!(
+            left < kept / 10,
+            "quick lists kept {left} of {kept} bytes while idle"
+        );
+        let now_resident = big.iter().filter(|&&p| resident(p)).count();
+        assert!(
+            now_resident < aged_resident / 2,
+            "idle large free chunks kept their pages: {aged_resident} -> {now_resident} resident"
+        );
+        check_heap(&h).unwrap();
+        h.drop_cache(tc);
+    }
 }

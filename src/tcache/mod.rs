@@ -823,17 +823,23 @@ impl ThreadCache {
             self.gc_ms = now;
             // SAFETY: forwarded.
             unsafe { self.collect(heap) };
+            // SAFETY: the arena pointer is valid for the heap's life.
+            heap.decay_arenas(unsafe { &*self.arena }, now);
         }
     }
 
     /// Gives back what the idle classes hold: a class not refilled since the last collection
     /// keeps half its chunks (the older half goes back to the arenas) and half its grown bound
-    /// (down to the initial one). A class in steady use refills at least once an interval and
-    /// keeps everything; one whose use stopped is empty after a few intervals, so memory a
-    /// thread cached for a past phase goes back where other threads can use it.
+    /// (down to the initial one). A class that refilled within the interval keeps everything;
+    /// one whose use stopped is empty after a few intervals, so memory a thread cached for a
+    /// past phase goes back where other threads can use it. (A class in use that never
+    /// misses — its stack big enough for every batch — is halved too, and refills back: a few
+    /// refills every other interval.)
     ///
     /// # Safety
     /// Owning thread; `heap` owns the cache.
+    // The class index runs over several per-class arrays at once.
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn collect(&mut self, heap: &Heap) {
         for c in 0..NCLASSES {
             if !self.caches(c) || core::mem::replace(&mut self.used[c], false) {

@@ -31,13 +31,14 @@ fn report() {
         .unwrap_or_default();
     let s = arena_malloc::stats();
     eprintln!(
-        "{rss} | arenas {} threads {} resident {} committed {} in_use {} bins {} (purged {}) quick {} top {} tcache {} remote {} overhead {} huge {}",
+        "{rss} | arenas {} threads {} resident {} committed {} in_use {} bins {} in {} chunks (purged {}) quick {} top {} tcache {} remote {} overhead {} huge {}",
         s.arenas,
         s.threads,
         s.resident >> 10,
         s.arena_committed >> 10,
         s.in_use >> 10,
         s.free_in_bins >> 10,
+        s.free_chunks,
         s.purged >> 10,
         s.quick_bytes >> 10,
         s.top >> 10,
