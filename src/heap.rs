@@ -1287,14 +1287,14 @@ impl Heap {
         // blocks in the heap's reservations, the only ones it pipelines (a thread whose blocks
         // lie on the program break would pay for the test and gain nothing).
         unsafe {
+            if self.free_pipeline.load(Ordering::Relaxed)
+                && region::contains(p.addr().wrapping_sub(HEADER))
+            {
+                t.ring_arm();
+            }
             t.maybe_collect(self);
             let keep = t.overflow(self, cls);
             if keep < t.count(cls) {
-                if self.free_pipeline.load(Ordering::Relaxed)
-                    && region::contains(p.addr().wrapping_sub(HEADER))
-                {
-                    t.ring_arm();
-                }
                 t.flush(self, cls, keep, true);
             }
             if !t.push(cls, p) {
