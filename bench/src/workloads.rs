@@ -56,6 +56,16 @@ pub const WORKLOADS: &[Workload] = &[
         run: service,
     },
     Workload {
+        name: "pipeline4",
+        about: "dispatcher -> 4 workers -> collector over bounded channels: every request and response freed by another thread; short-lived helper threads",
+        run: pipeline4,
+    },
+    Workload {
+        name: "pipeline16",
+        about: "the same pipeline with 16 workers: threads outnumber the cores",
+        run: pipeline16,
+    },
+    Workload {
         name: "prodcons",
         about: "4 producers allocate batches of Box<[u8]> (16 B-8 KiB), 4 consumers free them",
         run: prodcons,
@@ -220,8 +230,8 @@ fn parse_query(target: &str) -> (String, Vec<(String, String)>) {
     (path.to_string(), pairs)
 }
 
-fn handle_request(req: &Request) -> Response {
-    let mut lines = req.body.split("\r\n");
+fn handle_request(id: u64, body: &str) -> Response {
+    let mut lines = body.split("\r\n");
     let request_line = lines.next().unwrap_or("");
     let target = request_line.split(' ').nth(1).unwrap_or("/");
     let (path, query) = parse_query(target);
@@ -238,7 +248,7 @@ fn handle_request(req: &Request) -> Response {
         .map(|i| {
             format!(
                 "{{\"id\":{},\"name\":\"{}-{}\",\"tags\":[\"{}\"]}}",
-                req.id.wrapping_mul(31).wrapping_add(i as u64),
+                id.wrapping_mul(31).wrapping_add(i as u64),
                 segments.last().copied().unwrap_or("root"),
                 i,
                 query.get("q").map_or("none", String::as_str)
@@ -258,7 +268,7 @@ fn handle_request(req: &Request) -> Response {
     out_headers.sort_unstable();
     out_headers.push(format!("content-length: {}", body.len()));
     Response {
-        id: req.id,
+        id,
         status: 200,
         headers: out_headers,
         body,
@@ -281,7 +291,7 @@ fn service_worker(rx: &mpsc::Receiver<Request>) -> u64 {
     let mut log: Vec<String> = Vec::new();
     let mut sum = 0u64;
     for req in rx {
-        let resp = handle_request(&req);
+        let resp = handle_request(req.id, &req.body);
         log.push(format!("{} {} {}", req.id, resp.status, resp.body.len()));
         // The response goes back to the client thread, which frees it; the request
         // (allocated by the client) is freed here.
@@ -294,6 +304,87 @@ fn service_worker(rx: &mpsc::Receiver<Request>) -> u64 {
         }
     }
     sum.wrapping_add(digest_log(log))
+}
+
+// --- pipeline ------------------------------------------------------------------------
+
+/// A request on its way through the pipeline.
+struct Job {
+    id: u64,
+    body: String,
+}
+
+/// Multi-stage service: one dispatcher builds requests and deals them round-robin to the
+/// workers over bounded channels; each worker parses its request (and frees it: the
+/// dispatcher allocated it), builds a response and sends it on to one collector, which
+/// frees it (a worker allocated it). So every block dies on another thread than the one that
+/// made it, and at 16 workers threads outnumber the cores. Every 128 requests a worker
+/// hands its access log to a short-lived helper thread.
+fn pipeline(p: &Params, default_workers: usize) -> u64 {
+    let workers = p.threads_or(default_workers);
+    let total = p.n(60_000);
+    thread::scope(|s| {
+        let (done_tx, done_rx) = mpsc::sync_channel::<Response>(256);
+        let collector = s.spawn(move || {
+            let mut sum = 0u64;
+            for resp in done_rx {
+                let mut h = mix(resp.id, u64::from(resp.status));
+                for line in &resp.headers {
+                    h = mix(h, line.len() as u64);
+                }
+                sum = sum.wrapping_add(mix(h, resp.body.len() as u64));
+            }
+            sum
+        });
+        let mut queues = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::sync_channel::<Job>(64);
+            queues.push(tx);
+            let done = done_tx.clone();
+            handles.push(s.spawn(move || pipeline_worker(&rx, &done)));
+        }
+        drop(done_tx);
+        let mut rng = Rng::new(4242);
+        for n in 0..total {
+            let body = make_request(&mut rng, n as u64 % 97, n as u64);
+            queues[n % workers]
+                .send(Job { id: n as u64, body })
+                .expect("pipeline worker gone");
+        }
+        drop(queues);
+        let mut sum = 0u64;
+        for h in handles {
+            sum = sum.wrapping_add(h.join().expect("pipeline worker panicked"));
+        }
+        sum.wrapping_add(collector.join().expect("pipeline collector panicked"))
+    })
+}
+
+fn pipeline_worker(rx: &mpsc::Receiver<Job>, done: &mpsc::SyncSender<Response>) -> u64 {
+    const LOG_BATCH: usize = 128;
+    let mut log: Vec<String> = Vec::new();
+    let mut sum = 0u64;
+    for job in rx {
+        let resp = handle_request(job.id, &job.body);
+        log.push(format!("{} {} {}", job.id, resp.status, resp.body.len()));
+        drop(job);
+        done.send(resp).expect("pipeline collector gone");
+        if log.len() == LOG_BATCH {
+            let batch = std::mem::take(&mut log);
+            let helper = thread::spawn(move || digest_log(batch));
+            sum = sum.wrapping_add(helper.join().expect("pipeline helper panicked"));
+        }
+    }
+    sum.wrapping_add(digest_log(log))
+}
+
+fn pipeline4(p: &Params) -> u64 {
+    pipeline(p, 4)
+}
+
+fn pipeline16(p: &Params) -> u64 {
+    pipeline(p, 16)
 }
 
 // --- prodcons ------------------------------------------------------------------------
