@@ -1193,3 +1193,55 @@ fn idle_arenas_age_by_time() {
         h.drop_cache(tc);
     }
 }
+
+/// An aligned request whose class is cached takes a cached chunk that happens to be aligned
+/// (among the newest few), with no arena work; the others are left in the stack, and the
+/// alignment always holds.
+#[test]
+fn aligned_requests_take_aligned_cached_chunks() {
+    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let tc = h.new_cache();
+    // 48-byte chunks carved one after another: their payloads run through every residue
+    // modulo 64, so some of the newest eight are 64-aligned.
+    let cls = request_class(32).0;
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        let v: Vec<*mut u8> = (0..16).map(|_| h.malloc(tc, 32)).collect();
+        for &p in &v {
+            h.free(tc, p);
+        }
+        let cached = (*tc).count(cls);
+        assert!(cached >= 8);
+        let aligned_among_newest = (*tc).cached(cls)[cached - 8..]
+            .iter()
+            .filter(|&&p| p as usize % 64 == 0)
+            .count();
+        assert!(
+            aligned_among_newest > 0,
+            "no 64-aligned chunk among the newest eight"
+        );
+        let free_before = h.stats().free_in_bins;
+        let p = h.memalign(tc, 64, 32);
+        assert_eq!(p as usize % 64, 0);
+        assert_eq!(
+            (*tc).count(cls),
+            cached - 1,
+            "the block did not come from the cache"
+        );
+        assert!(v.contains(&p));
+        assert_eq!(h.stats().free_in_bins, free_before);
+        // Alignments the stack cannot serve still work (carved from the arena).
+        let mut got = vec![p];
+        for shift in 5..13 {
+            let q = h.memalign(tc, 1 << shift, 200);
+            assert_eq!(q as usize % (1 << shift), 0, "alignment {}", 1 << shift);
+            ptr::write_bytes(q, 0xAB, 200);
+            got.push(q);
+        }
+        for q in got {
+            h.free(tc, q);
+        }
+        check_heap(&h).unwrap();
+        h.drop_cache(tc);
+    }
+}

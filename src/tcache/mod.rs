@@ -69,6 +69,9 @@ pub const GROW_STACK: usize = 512;
 /// A stack grows to at most about this many bytes of chunks (at least its initial bound).
 pub const GROW_CLASS_BYTES: usize = 2 << 20;
 
+/// Chunks an aligned allocation looks at in its class's stack ([`ThreadCache::pop_aligned`]).
+pub const ALIGNED_SCAN: usize = 8;
+
 /// Chunks the first refill of a class takes.
 const FIRST_FILL: u16 = 4;
 /// Most chunks one stack may hold (T4: 8 bytes each, less than 64 KiB).
@@ -523,6 +526,35 @@ impl ThreadCache {
     pub unsafe fn pop(&self, cls: usize) -> *mut u8 {
         // SAFETY: forwarded.
         unsafe { self.pop_bin(cls + 1) }
+    }
+
+    /// Takes a cached chunk of class `cls` whose payload is aligned to `align` (a power of
+    /// two), looking at the newest [`ALIGNED_SCAN`] chunks only; null when none is. A chunk
+    /// found below the top trades places with the top one (the stack holds one class, so
+    /// its order is free, T2), then is popped as usual.
+    ///
+    /// # Safety
+    /// Owning thread; `cls < NCLASSES`.
+    pub unsafe fn pop_aligned(&self, cls: usize, align: usize) -> *mut u8 {
+        let b = &self.bins[cls + 1];
+        let t = b.top.load(Ordering::Relaxed);
+        let n = self.count(cls).min(ALIGNED_SCAN);
+        for j in 1..=n {
+            // SAFETY: T1: the newest `count` slots below `t` are filled; j <= count.
+            unsafe {
+                let s = t.sub(j);
+                let p = s.read();
+                if p as usize & (align - 1) == 0 {
+                    if j > 1 {
+                        let top = t.sub(1);
+                        s.write(top.read());
+                        top.write(p);
+                    }
+                    return self.pop_from(b);
+                }
+            }
+        }
+        ptr::null_mut()
     }
 
     /// Takes a chunk from stack `i` (class `i - 1`), or null.
