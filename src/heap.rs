@@ -198,6 +198,10 @@ pub struct Heap {
     main_reserve_len: PAtomicUsize,
     /// Tunables::free_pipeline.
     free_pipeline: PAtomicBool,
+    /// Whether the main arena belongs to the process's main thread alone: set where it grows
+    /// the program break (`Tunables::use_brk`). See `attach_locked` and docs/design.md, "Who
+    /// gets the main arena".
+    main_thread_only: PAtomicBool,
     /// A user heap's huge blocks (empty in the others).
     tracked: Mutex<tracked::List>,
 }
@@ -250,6 +254,7 @@ impl Heap {
                 main_reserve: PAtomicUsize::new(0),
                 main_reserve_len: PAtomicUsize::new(0),
                 free_pipeline: PAtomicBool::new(true),
+                main_thread_only: PAtomicBool::new(false),
                 tracked: sync::new_mutex(tracked::List::new()),
             }
         }
@@ -291,6 +296,7 @@ impl Heap {
         self.tcache_grow_bytes
             .store(t.tcache_grow_bytes, Ordering::Relaxed);
         self.free_pipeline.store(t.free_pipeline, Ordering::Relaxed);
+        self.main_thread_only.store(t.use_brk, Ordering::Relaxed);
         self.tcache_max_size
             .store(t.tcache_max_size.min(MAX_CLASS_REQUEST), Ordering::Relaxed);
 
@@ -399,11 +405,28 @@ impl Heap {
         }
     }
 
-    /// Chooses an arena for a new thread (registry lock held by the caller): an arena no thread
-    /// uses (the main arena first), else a new one while under the cap, else the least used.
+    /// Chooses an arena for a new thread (registry lock held by the caller).
+    ///
+    /// Where the main arena grows the program break (`main_thread_only`), it is the process's
+    /// main thread's alone: that thread always gets it, and another thread gets it only when no
+    /// thread arena exists and none can be made (an arena cap of 1, or the OS refusing a
+    /// region). Elsewhere the main arena is an arena like the others. Among the arenas a
+    /// thread may get: one no thread uses (lowest index first), else a new one while under the
+    /// cap (main arena included in the count), else the least used (lowest index on ties).
     fn attach_locked(&self) -> *const Arena {
         let n = self.narenas.load(Ordering::Acquire);
-        for i in 0..n {
+        // The first arena this thread may be handed.
+        let first = if self.main_thread_only.load(Ordering::Relaxed) {
+            if os::is_main_thread() {
+                let a = self.arena(0);
+                a.attached.fetch_add(1, Ordering::Relaxed);
+                return a;
+            }
+            1
+        } else {
+            0
+        };
+        for i in first..n {
             let a = self.arena(i);
             if a.attached.load(Ordering::Relaxed) == 0 {
                 a.attached.fetch_add(1, Ordering::Relaxed);
@@ -424,8 +447,10 @@ impl Heap {
                 return a;
             }
         }
-        let mut best = self.arena(0);
-        for i in 1..n {
+        // No thread arena to share: the main arena, whatever the rule.
+        let first = if first < n { first } else { 0 };
+        let mut best = self.arena(first);
+        for i in first + 1..n {
             let a = self.arena(i);
             if a.attached.load(Ordering::Relaxed) < best.attached.load(Ordering::Relaxed) {
                 best = a;
@@ -433,6 +458,19 @@ impl Heap {
         }
         best.attached.fetch_add(1, Ordering::Relaxed);
         best
+    }
+
+    /// The arena that serves a thread with no cache (while its cache is made or after its
+    /// exit destructor ran): the main arena, except where that is the main thread's alone
+    /// (`attach_locked`) and another thread asks: then a thread arena, if any.
+    fn cacheless_arena(&self) -> &Arena {
+        if self.main_thread_only.load(Ordering::Relaxed) {
+            let n = self.arena_count();
+            if n > 1 && !os::is_main_thread() {
+                return self.arena(1 + os::thread_id() % (n - 1));
+            }
+        }
+        self.main_arena()
     }
 
     /// Makes a thread cache attached to an arena. Null when out of memory.
@@ -606,8 +644,14 @@ impl Heap {
     fn lock_some_arena_slow<'a>(&'a self, own: &'a Arena) -> ArenaGuard<'a> {
         let n = self.arena_count();
         let start = own.index;
+        // A thread arena's thread never moves onto a main arena that is the main thread's.
+        let skip_main = own.index != 0 && self.main_thread_only.load(Ordering::Relaxed);
         for k in 1..n {
-            let a = self.arena((start + k) % n);
+            let i = (start + k) % n;
+            if i == 0 && skip_main {
+                continue;
+            }
+            let a = self.arena(i);
             if let Some(g) = a.try_lock() {
                 return g;
             }
@@ -858,7 +902,7 @@ impl Heap {
             // SAFETY: caller: our cache; its arena lives as long as the heap.
             unsafe { &*(*tc).arena }
         } else {
-            self.main_arena()
+            self.cacheless_arena()
         };
         let mut g = self.lock_some_arena(own);
         // SAFETY: lock held.
@@ -907,7 +951,7 @@ impl Heap {
             // SAFETY: caller: our cache.
             unsafe { &*(*tc).arena }
         } else {
-            self.main_arena()
+            self.cacheless_arena()
         };
         let mut g = self.lock_some_arena(own);
         // SAFETY: lock held.
@@ -1015,7 +1059,7 @@ impl Heap {
             // SAFETY: caller: our cache.
             unsafe { &*(*tc).arena }
         } else {
-            self.main_arena()
+            self.cacheless_arena()
         };
         let mut g = self.lock_some_arena(own);
         // SAFETY: lock held.

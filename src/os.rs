@@ -376,6 +376,19 @@ pub fn futex_wake(word: &AtomicU32) {
     }
 }
 
+/// The kernel's id of the calling thread.
+pub fn thread_id() -> usize {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as usize }
+}
+
+/// Whether the calling thread is the process's main thread (its thread id is the process id;
+/// in a child of `fork`, the thread that forked). One system call each: for rare paths only.
+pub fn is_main_thread() -> bool {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    thread_id() == unsafe { libc::getpid() } as usize
+}
+
 /// Yields the CPU to another runnable thread.
 pub fn yield_now() {
     // SAFETY: no preconditions.
