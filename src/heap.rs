@@ -121,6 +121,11 @@ pub struct Shared {
     /// values with [`region::USER`], its huge blocks are tracked, and it gives its granules
     /// back as [`region::DROPPED`].
     pub user: bool,
+    /// In the crate's unit tests: a clock the test sets by hand (milliseconds; 0: the OS's
+    /// clock), so that what a test checks of the time-based passes does not depend on how fast
+    /// the machine runs.
+    #[cfg(test)]
+    pub test_clock: PAtomicUsize,
     /// Live huge blocks.
     pub huge_count: PAtomicUsize,
     /// Bytes mapped for huge blocks.
@@ -129,6 +134,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The heap's clock in milliseconds: [`os::now_ms`], or a test's hand-set clock.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        #[cfg(test)]
+        {
+            let t = self.test_clock.load(Ordering::Relaxed);
+            if t != 0 {
+                return t as u64;
+            }
+        }
+        os::now_ms()
+    }
+
     /// The main arena.
     #[inline]
     pub fn main_arena(&self) -> *const Arena {
@@ -231,6 +249,8 @@ impl Heap {
                     purge_delay_ms: crate::config::PURGE_DELAY_MS_DEFAULT,
                     user: false,
                     main_segs: MainSegs::new(),
+                    #[cfg(test)]
+                    test_clock: PAtomicUsize::new(0),
                     huge_count: PAtomicUsize::new(0),
                     huge_bytes: PAtomicUsize::new(0),
                     main: PAtomicUsize::new(0),
@@ -524,7 +544,15 @@ impl Heap {
         let a = self.attach_locked();
         // SAFETY: tc is unused metadata memory, aligned.
         unsafe {
-            ThreadCache::init_at(tc, bytes, a, count, max_size, grow_budget);
+            ThreadCache::init_at(
+                tc,
+                bytes,
+                a,
+                count,
+                max_size,
+                grow_budget,
+                self.shared.now_ms(),
+            );
             (*tc).next_live = reg.live;
             if !reg.live.is_null() {
                 (*reg.live).prev_live = tc;

@@ -3,7 +3,8 @@
 //! cache links in src/tcache/link.rs). Each case runs in a child process: the test re-executes
 //! this binary with `HARDEN_CASE` naming the case, the child performs the misuse through
 //! `arena_malloc::capi`, and the parent asserts death by SIGABRT and the message on stderr.
-//! A child that survives the misuse exits 0, which fails the test ("not detected").
+//! A child that survives the misuse prints `CHILD SURVIVED` and leaves by `_exit(0)` (no
+//! exit-time drain that could abort late), which fails the test.
 
 // Each case body is a deliberate misuse run in a throw-away child: there is no safety
 // argument to write per block.
@@ -26,8 +27,20 @@ fn case(name: &str, expect: &str, body: unsafe fn()) {
     if std::env::var("HARDEN_CASE").as_deref() == Ok(name) {
         // SAFETY: the misuse is the point; the child dies (or reports non-detection).
         unsafe { body() };
-        eprintln!("NOT DETECTED: {name}");
-        std::process::exit(0);
+        // A free that runs pipelined is checked at most `RING` frees later (src/tcache,
+        // `ThreadCache::ring_push`): that many frees of fresh blocks, and the misuse must have
+        // been caught by then.
+        for _ in 0..arena_malloc::tcache::RING {
+            // SAFETY: a fresh block, freed once.
+            unsafe { f(m(24)) };
+        }
+        // Not detected by the misuse itself: say so, and leave without the exit-time drain of
+        // pipelined frees (`_exit` runs no `atexit` handler), whose abort would pass for one.
+        println!("CHILD SURVIVED: {name}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: ends the process at once; nothing is left to clean up in a throw-away child.
+        unsafe { libc::_exit(0) };
     }
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
@@ -47,6 +60,11 @@ fn case(name: &str, expect: &str, body: unsafe fn()) {
         Some(libc::SIGABRT),
         "{name}: expected SIGABRT, got {:?}\n--- stderr\n{}",
         o.status,
+        o.stderr
+    );
+    assert!(
+        !o.stdout.contains("CHILD SURVIVED"),
+        "{name}: the misuse went undetected; the abort came later\n--- stderr\n{}",
         o.stderr
     );
     assert!(
@@ -200,7 +218,7 @@ fn double_free_huge_immediate() {
 fn double_free_huge_after_other_frees() {
     case(
         "double_free_huge_after_other_frees",
-        "double free",
+        "double free of a huge block",
         || unsafe {
             let p = m(4 << 20);
             f(p);
@@ -234,7 +252,7 @@ fn free_wild_pointer() {
 
 #[test]
 fn free_interior_pointer() {
-    case("free_interior_pointer", "invalid pointer", || unsafe {
+    case("free_interior_pointer", "interior pointer", || unsafe {
         let p = m(200);
         f(p.add(64));
     });
@@ -242,10 +260,14 @@ fn free_interior_pointer() {
 
 #[test]
 fn free_interior_pointer_huge() {
-    case("free_interior_pointer_huge", "invalid pointer", || unsafe {
-        let p = m(1 << 20);
-        f(p.add(4096));
-    });
+    case(
+        "free_interior_pointer_huge",
+        "invalid pointer (not a block allocated by arena-malloc)",
+        || unsafe {
+            let p = m(1 << 20);
+            f(p.add(4096));
+        },
+    );
 }
 
 #[test]
@@ -295,29 +317,37 @@ fn free_of_overflowing_block() {
 
 #[test]
 fn realloc_freed_small() {
-    case("realloc_freed_small", "realloc(): ", || unsafe {
-        let p = m(40);
-        f(p);
-        realloc(p.cast(), 100);
-    });
+    case(
+        "realloc_freed_small",
+        "realloc(): pointer already freed",
+        || unsafe {
+            let p = m(40);
+            f(p);
+            realloc(p.cast(), 100);
+        },
+    );
 }
 
 #[test]
 fn realloc_freed_medium() {
-    case("realloc_freed_medium", "realloc(): ", || unsafe {
-        let _guard = m(40_000);
-        let p = m(60_000);
-        let _fence = m(40_000);
-        f(p);
-        realloc(p.cast(), 70_000);
-    });
+    case(
+        "realloc_freed_medium",
+        "realloc(): pointer already freed",
+        || unsafe {
+            let _guard = m(40_000);
+            let p = m(60_000);
+            let _fence = m(40_000);
+            f(p);
+            realloc(p.cast(), 70_000);
+        },
+    );
 }
 
 #[test]
 fn realloc_freed_medium_merged_into_top() {
     case(
         "realloc_freed_medium_merged_into_top",
-        "realloc(): ",
+        "realloc(): pointer already freed",
         || unsafe {
             let _guard = m(40_000);
             let p = m(60_000);
@@ -331,7 +361,7 @@ fn realloc_freed_medium_merged_into_top() {
 fn realloc_freed_huge() {
     case(
         "realloc_freed_huge",
-        "realloc(): invalid pointer",
+        "realloc(): invalid pointer (unmapped address: a wild pointer, or a huge block already freed)",
         || unsafe {
             let p = m(4 << 20);
             f(p);
@@ -382,18 +412,22 @@ fn write_after_free_cached_one_byte() {
 
 #[test]
 fn write_after_free_bin_links() {
-    case("write_after_free_bin_links", "corrupted", || unsafe {
-        let _g = m(40_000);
-        let a = m(60_000);
-        let _h = m(40_000);
-        let b = m(70_000);
-        let _i = m(40_000);
-        f(a);
-        f(b);
-        // Sort them into their bins, then break `b`'s links.
-        let _ = m(200_000 - 4096);
-        core::ptr::write_bytes(b, 0x41, 16);
-        let _ = m(70_000);
-        let _ = m(60_000);
-    });
+    case(
+        "write_after_free_bin_links",
+        "corrupted free list",
+        || unsafe {
+            let _g = m(40_000);
+            let a = m(60_000);
+            let _h = m(40_000);
+            let b = m(70_000);
+            let _i = m(40_000);
+            f(a);
+            f(b);
+            // Sort them into their bins, then break `b`'s links.
+            let _ = m(200_000 - 4096);
+            core::ptr::write_bytes(b, 0x41, 16);
+            let _ = m(70_000);
+            let _ = m(60_000);
+        },
+    );
 }

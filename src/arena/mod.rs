@@ -1409,7 +1409,7 @@ impl ArenaState {
                 if self.purge_debt >= PURGE_DEBT {
                     // A pass at most once per delay (the clock is read only once the debt
                     // is due; a coarse clock read costs a few nanoseconds).
-                    let now = os::now_ms();
+                    let now = sh.now_ms();
                     if now.wrapping_sub(self.last_purge_ms) >= sh.purge_delay_ms as u64 {
                         self.last_purge_ms = now;
                         self.purge();

@@ -209,12 +209,22 @@ fn arena_cap_and_reuse() {
     // SAFETY: caches of this heap, used by this thread only.
     unsafe {
         let arenas: Vec<_> = a.iter().map(|&tc| (*tc).arena).collect();
+        // Six threads on three arenas: two each, in index order (the least used, lowest index
+        // on ties).
+        for (i, &ar) in arenas.iter().enumerate() {
+            assert!(
+                ptr::eq(ar, heap.arena(i % 3)),
+                "cache {i} on the wrong arena"
+            );
+        }
         heap.drop_cache(a[1]);
-        // the freed arena is reused by the next new thread
+        // The arena that lost a thread is the least used: the next new thread gets it.
         let b = heap.new_cache();
         assert!(
-            ptr::eq((*b).arena, arenas[1]) || (*(*b).arena).attached.load(Ordering::Relaxed) >= 1
+            ptr::eq((*b).arena, arenas[1]),
+            "the new thread did not take the arena a thread left"
         );
+        assert_eq!((*arenas[1]).attached.load(Ordering::Relaxed), 2);
         let dropped = a[1];
         for tc in a.into_iter().filter(|&t| t != dropped).chain([b]) {
             heap.drop_cache(tc);
@@ -586,6 +596,9 @@ fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
     let mut t = tunables();
     t.tcache_grow_bytes = 0;
     let h = PrivateHeap::new(&t).expect("private heap");
+    // The heap's clock stands still unless the test moves it: no pass is due by time but
+    // where the test says so, however slow the machine.
+    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
     let tc = h.new_cache();
     let (sizes, order) = shuffled_mix(30_000, 7);
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
@@ -652,6 +665,9 @@ fn quick_lists_respect_quick_max() {
     let mut t = tunables();
     t.quick_max = 1 << 20;
     let h = PrivateHeap::new(&t).expect("private heap");
+    // The heap's clock stands still unless the test moves it: no pass is due by time but
+    // where the test says so, however slow the machine.
+    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
     let tc = h.new_cache();
     let (sizes, order) = shuffled_mix(10_000, 11);
     // SAFETY: as above.
@@ -888,6 +904,9 @@ fn a_refill_that_meets_only_inexact_chunks_still_allocates() {
     t.tcache_count = 1;
     t.quick_max = 0;
     let h = PrivateHeap::new(&t).expect("private heap");
+    // The heap's clock stands still unless the test moves it: no pass is due by time but
+    // where the test says so, however slow the machine.
+    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread only; blocks are freed once.
     unsafe {
@@ -991,6 +1010,9 @@ fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
     t.mmap_threshold_dynamic = false;
     t.purge_delay_ms = 300;
     let h = PrivateHeap::new(&t).expect("private heap");
+    // The heap's clock stands still unless the test moves it: no pass is due by time but
+    // where the test says so, however slow the machine.
+    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -1022,9 +1044,9 @@ fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
             x.iter().chain(&y).all(|&p| page_resident(mid(p))),
             "a pass ran within the delay, or took chunks on their first pass"
         );
-        std::thread::sleep(std::time::Duration::from_millis(
-            t.purge_delay_ms as u64 + 50,
-        ));
+        h.shared()
+            .test_clock
+            .fetch_add(t.purge_delay_ms + 50, Ordering::Relaxed);
         for &p in &z {
             h.free(tc, p);
         }
@@ -1059,6 +1081,7 @@ fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
 fn cache_bounds_grow_for_batches_and_shrink_when_idle() {
     const BATCH: usize = 256;
     let h = PrivateHeap::new(&tunables()).expect("private heap");
+    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
     let tc = h.new_cache();
     let cls = chunk_class(4096 + HEADER).unwrap().0;
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
@@ -1099,9 +1122,10 @@ fn cache_bounds_grow_for_batches_and_shrink_when_idle() {
         // collections run); after a few collection intervals the 4 KiB class is given back.
         let mut n = 16;
         for _ in 0..6 {
-            std::thread::sleep(std::time::Duration::from_millis(
-                crate::tcache::GC_INTERVAL_MS + 10,
-            ));
+            h.shared().test_clock.fetch_add(
+                crate::tcache::GC_INTERVAL_MS as usize + 10,
+                Ordering::Relaxed,
+            );
             for _ in 0..20 {
                 round(n);
                 n = if n >= 2048 { 16 } else { n + 16 };
@@ -1141,6 +1165,9 @@ fn idle_arenas_age_by_time() {
     t.purge_delay_ms = 300;
     t.arena_max = 1;
     let h = PrivateHeap::new(&t).expect("private heap");
+    // The heap's clock stands still unless the test moves it: no pass is due by time but
+    // where the test says so, however slow the machine.
+    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -1174,9 +1201,10 @@ fn idle_arenas_age_by_time() {
         // Two review intervals: the first review notes what the lists hold, the second
         // merges what stayed untouched.
         for _ in 0..2 {
-            std::thread::sleep(std::time::Duration::from_millis(
-                crate::arena::QUICK_REVIEW_MS + 20,
-            ));
+            h.shared().test_clock.fetch_add(
+                crate::arena::QUICK_REVIEW_MS as usize + 20,
+                Ordering::Relaxed,
+            );
             tick();
         }
         let left = quick_bytes(&h);

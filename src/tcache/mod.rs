@@ -247,7 +247,8 @@ impl ThreadCache {
     /// Initialises a cache in place with per-class bounds from `count` and `max_size`, which
     /// may grow by `grow_budget` bytes of chunks in all; the cache and its stacks take `bytes`
     /// bytes at `at` (bounds are cut to fit when `bytes` is less than
-    /// [`ThreadCache::footprint`], as for a recycled cache made under other settings).
+    /// [`ThreadCache::footprint`], as for a recycled cache made under other settings);
+    /// `now_ms`, the heap's clock, starts its first collection interval.
     ///
     /// # Safety
     /// `at` is writable for `bytes` bytes, 64-aligned and not in use; `bytes` is at least
@@ -259,6 +260,7 @@ impl ThreadCache {
         count: usize,
         max_size: usize,
         grow_budget: usize,
+        now_ms: u64,
     ) {
         let capacity = (bytes - core::mem::size_of::<ThreadCache>()) / 8;
         let (mut maxes, mut caps) = Self::bounds(count, max_size, grow_budget > 0);
@@ -307,7 +309,7 @@ impl ThreadCache {
                 base_max: maxes,
                 grown_bytes: 0,
                 grow_budget,
-                gc_ms: crate::os::now_ms(),
+                gc_ms: now_ms,
                 gc_tick: 0,
             })
         };
@@ -798,7 +800,7 @@ impl ThreadCache {
             // Out of budget: the classes idle since the last collection give back their grown
             // bounds first (a program's phases move from class to class faster than the
             // collection interval: `c-simple` spends ~20 ms per size).
-            let now = crate::os::now_ms();
+            let now = heap.shared().now_ms();
             if self.grown_bytes > 0 && now.wrapping_sub(self.gc_ms) >= GC_MIN_MS {
                 self.gc_ms = now;
                 // SAFETY: forwarded.
@@ -850,7 +852,7 @@ impl ThreadCache {
         if self.gc_tick % GC_TICKS != 0 {
             return;
         }
-        let now = crate::os::now_ms();
+        let now = heap.shared().now_ms();
         if now.wrapping_sub(self.gc_ms) >= GC_INTERVAL_MS {
             self.gc_ms = now;
             // SAFETY: forwarded.
