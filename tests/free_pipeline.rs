@@ -10,7 +10,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
 
-use common::{child_case, expect_abort, run_child, watchdog};
+use common::{child_case, expect_abort, solo, watchdog};
 
 #[global_allocator]
 static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
@@ -57,26 +57,9 @@ fn pending() -> usize {
     arena_malloc::stats().frees_pending
 }
 
-/// These tests read process-wide counts: each runs in a child process of its own, where no
-/// other test allocates. Returns true in that child (run the body), false in the parent (done).
-fn solo(test: &str) -> bool {
-    if child_case().as_deref() == Some("solo") {
-        return true;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = run_child(test, "solo");
-    assert!(
-        out.status.success(),
-        "{test}: child failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    false
-}
-
 #[test]
 fn overflowing_frees_run_pipelined_and_nothing_is_lost() {
-    if !solo("overflowing_frees_run_pipelined_and_nothing_is_lost") {
+    if !solo("overflowing_frees_run_pipelined_and_nothing_is_lost", 60) {
         return;
     }
     watchdog(120);
@@ -134,7 +117,7 @@ fn overflowing_frees_run_pipelined_and_nothing_is_lost() {
 
 #[test]
 fn a_thread_that_exits_leaves_no_pending_free() {
-    if !solo("a_thread_that_exits_leaves_no_pending_free") {
+    if !solo("a_thread_that_exits_leaves_no_pending_free", 60) {
         return;
     }
     watchdog(120);
@@ -163,7 +146,7 @@ fn a_thread_that_exits_leaves_no_pending_free() {
 /// keeps pipelining its frees between refills, instead of only until its next refill.
 #[test]
 fn a_refill_drains_the_ring_and_keeps_the_pipeline_on() {
-    if !solo("a_refill_drains_the_ring_and_keeps_the_pipeline_on") {
+    if !solo("a_refill_drains_the_ring_and_keeps_the_pipeline_on", 60) {
         return;
     }
     watchdog(120);
@@ -198,7 +181,7 @@ fn a_refill_drains_the_ring_and_keeps_the_pipeline_on() {
 
 #[test]
 fn the_pipeline_turns_itself_off_without_overflows() {
-    if !solo("the_pipeline_turns_itself_off_without_overflows") {
+    if !solo("the_pipeline_turns_itself_off_without_overflows", 60) {
         return;
     }
     watchdog(120);

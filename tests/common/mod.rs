@@ -72,9 +72,14 @@ pub unsafe fn check(p: *const u8, len: usize, seed: u8) -> bool {
 /// Runs this test binary again with `ARENA_TEST_CHILD=<case>` and the test filter `test`, and
 /// returns its output.
 pub fn run_child(test: &str, case: &str) -> Output {
+    run_child_for(test, case, 60)
+}
+
+/// [`run_child`] with a time limit of `secs` seconds.
+pub fn run_child_for(test: &str, case: &str, secs: u32) -> Output {
     let exe = std::env::current_exe().unwrap();
     Command::new("timeout")
-        .arg("60")
+        .arg(secs.to_string())
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env("ARENA_TEST_CHILD", case)
@@ -110,6 +115,26 @@ pub fn expect_abort(test: &str, case: &str, want: &str) -> String {
         "case {case}: expected '{want}' in the abort message, got: {err}"
     );
     line
+}
+
+/// For a test that reads process-wide figures (stats, RSS, thread counts): runs it in a child
+/// process of its own (this binary again, filtered to `test`, within `secs` seconds), where no
+/// other test allocates and no other test's thread exists. Returns true in that child (run the
+/// body there); in the parent, asserts that the child ran exactly this test and passed, and
+/// returns false (done).
+pub fn solo(test: &str, secs: u32) -> bool {
+    if child_case().as_deref() == Some("solo") {
+        return true;
+    }
+    let out = run_child_for(test, "solo", secs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{test}: child failed ({:?}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
 }
 
 /// The child case selected for this process, if any.
