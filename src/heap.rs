@@ -453,10 +453,13 @@ impl Heap {
                 return a;
             }
         }
-        #[cfg(not(loom_mutation = "attach_ignores_cap"))]
-        let room = n < self.arena_max();
-        #[cfg(loom_mutation = "attach_ignores_cap")]
-        let room = n < MAX_ARENAS;
+        // Mutation (loom check, see docs/loom.md): the cap ignored.
+        let cap = if sync::mutation::on("attach_ignores_cap") {
+            MAX_ARENAS
+        } else {
+            self.arena_max()
+        };
+        let room = n < cap;
         if room {
             if let Some(a) = self.create_arena(n) {
                 self.arenas[n].store(a.cast_mut(), Ordering::Release);
@@ -497,8 +500,12 @@ impl Heap {
     pub fn new_cache(&self) -> *mut ThreadCache {
         // Mutation (loom check, see docs/loom.md): choose the arena before taking the registry
         // lock, so two threads can race to create the same last arena.
-        #[cfg(loom_mutation = "attach_unlocked")]
-        let a = self.attach_locked();
+        let unlocked = sync::mutation::on("attach_unlocked");
+        let early = if unlocked {
+            self.attach_locked()
+        } else {
+            ptr::null()
+        };
         let mut reg = self.registry.lock();
         let count = self.tcache_count.load(Ordering::Relaxed);
         let max_size = self.tcache_max_size.load(Ordering::Relaxed);
@@ -540,8 +547,11 @@ impl Heap {
             reg.slab_left -= size;
             (tc, size)
         };
-        #[cfg(not(loom_mutation = "attach_unlocked"))]
-        let a = self.attach_locked();
+        let a = if unlocked {
+            early
+        } else {
+            self.attach_locked()
+        };
         // SAFETY: tc is unused metadata memory, aligned.
         unsafe {
             ThreadCache::init_at(
@@ -571,16 +581,22 @@ impl Heap {
         // The flush must come before the cache goes back on the free list: a new thread may get
         // the same cache memory as soon as the registry lock is released (loom_thread_exit).
         // SAFETY: caller: we are its only user. Frees pending in its ring are done first.
-        #[cfg(not(loom_mutation = "exit_recycle_before_flush"))]
-        unsafe {
-            self.drain_ring(tc);
-            (*tc).flush_all(self)
-        };
+        let late_flush = sync::mutation::on("exit_recycle_before_flush");
+        if !late_flush {
+            // SAFETY: as above.
+            unsafe {
+                self.drain_ring(tc);
+                (*tc).flush_all(self)
+            };
+        }
         let mut reg = self.registry.lock();
         // SAFETY: registry lock held; tc is on the live list.
         unsafe {
             let a = &*(*tc).arena;
-            a.attached.fetch_sub(1, Ordering::Relaxed);
+            // Mutation (loom check): the arena stays attached to a thread that is gone.
+            if !sync::mutation::on("exit_keeps_attached") {
+                a.attached.fetch_sub(1, Ordering::Relaxed);
+            }
             let (p, n) = ((*tc).prev_live, (*tc).next_live);
             if p.is_null() {
                 reg.live = n;
@@ -595,8 +611,7 @@ impl Heap {
         }
         reg.nlive -= 1;
         // Mutation (loom check, see docs/loom.md): flush after the cache was recycled.
-        #[cfg(loom_mutation = "exit_recycle_before_flush")]
-        {
+        if late_flush {
             drop(reg);
             // SAFETY: none: this is the bug the mutation plants.
             unsafe { (*tc).flush_all(self) };
@@ -1410,7 +1425,12 @@ impl Heap {
     unsafe fn free_to_arena(&self, c: Chunk) {
         // SAFETY: caller: checked in-use chunk of ours.
         unsafe {
-            let a = self.arena_of(c);
+            // Mutation (loom check): the chunk goes to the main arena, whichever it came from.
+            let a = if sync::mutation::on("free_to_main_arena") {
+                self.main_arena()
+            } else {
+                self.arena_of(c)
+            };
             let mut g = a.lock();
             g.release(&self.shared, c);
         }

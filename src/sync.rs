@@ -14,7 +14,8 @@
 //! allocates and never parks through `parking_lot_core` (whose parking allocates through the
 //! global allocator, which is us). It implements `lock_api::RawMutex`, so the arena and
 //! registry locks are `parking_lot::lock_api::Mutex<RawLock, T>`. Under loom the same state
-//! machine runs on loom's atomics, with `yield_now` in place of the futex sleep.
+//! machine runs on loom's atomics, over a model of the futex (`Futex`: compare-and-sleep as one
+//! step, wake one sleeper), so that loom finds a lost wake-up as a deadlock.
 
 /// Real atomics for process-wide statics, never swapped for loom's.
 pub mod process {
@@ -68,6 +69,39 @@ impl<T> UnsafeCell<T> {
     }
 }
 
+/// Planted bugs for the loom models (`docs/loom.md`, "Mutations"): the real code asks
+/// [`mutation::on`] at each planted site. Under loom the test sets the mutation it checks
+/// ([`mutation::set`]), for its own OS thread only: loom runs all of a model's threads as
+/// coroutines on the thread that called the model, so a model run by another test on another
+/// thread never sees it. In every other build `on` is a constant `false`, and each site
+/// compiles to the real code alone.
+pub mod mutation {
+    #[cfg(all(test, loom))]
+    std::thread_local! {
+        static ACTIVE: core::cell::Cell<&'static str> = const { core::cell::Cell::new("") };
+    }
+
+    /// Plants `name` (or none: `""`) for the models this thread runs next.
+    #[cfg(all(test, loom))]
+    pub fn set(name: &'static str) {
+        ACTIVE.with(|a| a.set(name));
+    }
+
+    /// Whether the planted bug `name` is active.
+    #[cfg(all(test, loom))]
+    #[inline]
+    pub fn on(name: &str) -> bool {
+        ACTIVE.with(|a| a.get() == name)
+    }
+
+    /// Whether the planted bug `name` is active: never, outside the loom models.
+    #[cfg(not(all(test, loom)))]
+    #[inline(always)]
+    pub const fn on(_name: &str) -> bool {
+        false
+    }
+}
+
 /// Hint for a spin-wait loop; under loom it yields to the model's scheduler.
 #[inline]
 pub fn spin_hint() {
@@ -84,14 +118,57 @@ const CONTENDED: u32 = 2;
 /// Spins before sleeping. Under loom every spin is a scheduling point that only lengthens the
 /// explored paths, so one is enough there (the state machine is the same).
 #[cfg(not(all(test, loom)))]
-const SPINS: u32 = 100;
+pub(crate) const SPINS: u32 = 100;
 #[cfg(all(test, loom))]
-const SPINS: u32 = 1;
+pub(crate) const SPINS: u32 = 1;
 
 /// A futex-based raw lock that never allocates.
 #[derive(Debug)]
 pub struct RawLock {
     state: AtomicU32,
+    /// Under loom, the kernel's side of the futex word.
+    #[cfg(all(test, loom))]
+    futex: Futex,
+}
+
+/// Under loom: the kernel's side of a futex word, so that a lost wake-up leaves a sleeper
+/// asleep and loom reports the deadlock. `wait` compares the word and goes to sleep as one
+/// step, as the kernel does under its hash-bucket lock (here a loom mutex); `wake` wakes one
+/// sleeper, if any. A sleeper never returns without a wake (the real one may, spuriously:
+/// the lock loops on its state either way).
+#[cfg(all(test, loom))]
+#[derive(Debug)]
+struct Futex {
+    wakes: loom::sync::Mutex<u64>,
+    sleepers: loom::sync::Condvar,
+}
+
+#[cfg(all(test, loom))]
+impl Futex {
+    fn new() -> Self {
+        Futex {
+            wakes: loom::sync::Mutex::new(0),
+            sleepers: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Sleeps until the next `wake` if `word` still holds `val`.
+    fn wait(&self, word: &AtomicU32, val: u32) {
+        let mut g = self.wakes.lock().unwrap();
+        if word.load(Ordering::SeqCst) != val {
+            return;
+        }
+        let seen = *g;
+        while *g == seen {
+            g = self.sleepers.wait(g).unwrap();
+        }
+    }
+
+    /// Wakes one sleeper.
+    fn wake(&self) {
+        *self.wakes.lock().unwrap() += 1;
+        self.sleepers.notify_one();
+    }
 }
 
 impl Default for RawLock {
@@ -113,6 +190,7 @@ impl RawLock {
     pub fn new() -> Self {
         RawLock {
             state: AtomicU32::new(FREE),
+            futex: Futex::new(),
         }
     }
 
@@ -121,11 +199,12 @@ impl RawLock {
     pub fn try_acquire(&self) -> bool {
         // Acquire: pairs with the Release in `release`, so the holder sees the previous
         // holder's writes.
-        #[cfg(not(loom_mutation = "lock_acquire_relaxed"))]
-        let ord = Ordering::Acquire;
         // Mutation (loom check, see docs/loom.md): the fast path forgets to acquire.
-        #[cfg(loom_mutation = "lock_acquire_relaxed")]
-        let ord = Ordering::Relaxed;
+        let ord = if mutation::on("lock_acquire_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
         self.state
             .compare_exchange(FREE, HELD, ord, Ordering::Relaxed)
             .is_ok()
@@ -168,6 +247,11 @@ impl RawLock {
             }
             self.sleep();
             s = self.spin();
+            // Mutation (loom check): a woken sleeper takes a free lock as HELD, so that its
+            // release wakes none of the others still asleep.
+            if s == FREE && mutation::on("lock_woken_takes_held") && self.try_acquire() {
+                return;
+            }
         }
     }
 
@@ -177,7 +261,7 @@ impl RawLock {
     }
     #[cfg(all(test, loom))]
     fn sleep(&self) {
-        loom::thread::yield_now();
+        self.futex.wait(&self.state, CONTENDED);
     }
 
     /// Releases the lock.
@@ -185,11 +269,15 @@ impl RawLock {
     pub fn release(&self) {
         // Release: pairs with the Acquire of the next `try_acquire`/`acquire`, publishing
         // everything written under the lock.
-        #[cfg(not(loom_mutation = "lock_release_relaxed"))]
-        let prev = self.state.swap(FREE, Ordering::Release);
-        #[cfg(loom_mutation = "lock_release_relaxed")]
-        let prev = self.state.swap(FREE, Ordering::Relaxed);
-        if prev == CONTENDED {
+        // Mutation (loom check): the release forgets to publish.
+        let ord = if mutation::on("lock_release_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        let prev = self.state.swap(FREE, ord);
+        // Mutation (loom check): a sleeper is left asleep.
+        if prev == CONTENDED && !mutation::on("lock_wake_dropped") {
             self.wake();
         }
     }
@@ -199,7 +287,9 @@ impl RawLock {
         crate::os::futex_wake(&self.state);
     }
     #[cfg(all(test, loom))]
-    fn wake(&self) {}
+    fn wake(&self) {
+        self.futex.wake();
+    }
 
     /// Whether the lock is held by someone (a snapshot).
     pub fn is_locked(&self) -> bool {
@@ -338,30 +428,47 @@ mod loom_mutex {
     }
 }
 
-/// A plain (non-atomic) pointer in a loom cell with the atomics' `load`/`store` API: the
-/// `tcache_count_torn` mutation swaps it in for the thread caches' stack tops, so that loom
-/// reports the statistics reader's unsynchronised read of a top that its owner writes.
+/// A pointer with the atomics' `load`/`store` API that is an atomic, except under the
+/// `tcache_count_torn` mutation, which makes it a plain pointer in a loom cell: the thread
+/// caches' stack tops, so that loom reports the statistics reader's unsynchronised read of a
+/// top that its owner writes. The mutation is read once, when the pointer is made.
 #[cfg(all(test, loom))]
 #[derive(Debug)]
-pub struct PlainPtr<T>(loom::cell::UnsafeCell<*mut T>);
+pub struct MaybePlainPtr<T> {
+    atomic: AtomicPtr<T>,
+    plain: loom::cell::UnsafeCell<*mut T>,
+    torn: bool,
+}
 
 #[cfg(all(test, loom))]
-impl<T> PlainPtr<T> {
+impl<T> MaybePlainPtr<T> {
     /// A new value.
     pub fn new(v: *mut T) -> Self {
-        PlainPtr(loom::cell::UnsafeCell::new(v))
+        MaybePlainPtr {
+            atomic: AtomicPtr::new(v),
+            plain: loom::cell::UnsafeCell::new(v),
+            torn: mutation::on("tcache_count_torn"),
+        }
     }
-    /// Reads the value (a tracked, non-atomic read; `_o` is ignored).
+    /// Reads the value (under the mutation a tracked, non-atomic read).
     #[track_caller]
-    pub fn load(&self, _o: Ordering) -> *mut T {
-        // SAFETY: loom checks the access; the value is a plain pointer.
-        self.0.with(|p| unsafe { *p })
+    pub fn load(&self, o: Ordering) -> *mut T {
+        if self.torn {
+            // SAFETY: loom checks the access; the value is a plain pointer.
+            self.plain.with(|p| unsafe { *p })
+        } else {
+            self.atomic.load(o)
+        }
     }
-    /// Writes the value (a tracked, non-atomic write; `_o` is ignored).
+    /// Writes the value (under the mutation a tracked, non-atomic write).
     #[track_caller]
-    pub fn store(&self, v: *mut T, _o: Ordering) {
-        // SAFETY: as for `load`.
-        self.0.with_mut(|p| unsafe { *p = v });
+    pub fn store(&self, v: *mut T, o: Ordering) {
+        if self.torn {
+            // SAFETY: as for `load`.
+            self.plain.with_mut(|p| unsafe { *p = v });
+        } else {
+            self.atomic.store(v, o);
+        }
     }
 }
 

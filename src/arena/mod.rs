@@ -353,26 +353,39 @@ impl Arena {
     pub unsafe fn push_remote(&self, head: *mut u8, tail: *mut u8, bytes: usize) {
         // Counted before the chain is published, so that the drainer's `fetch_sub` (after its
         // Acquire swap) can never run first and wrap the figure below zero (loom_stats).
-        #[cfg(not(loom_mutation = "remote_bytes_late"))]
-        self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let late = sync::mutation::on("remote_bytes_late");
+        if !late {
+            self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
         let mut old = self.remote.load(Ordering::Relaxed);
+        // Mutation (loom check): a plain store in place of the CAS, so that two pushers can
+        // lose one another's chain.
+        if sync::mutation::on("remote_push_lost") {
+            // SAFETY: the caller owns `tail`.
+            unsafe { link::set(tail, old) };
+            self.remote.store(head, Ordering::Release);
+            return;
+        }
         loop {
             // SAFETY: the caller owns `tail`.
             unsafe { link::set(tail, old) };
             // Release: pairs with the Acquire swap in `drain_remote`, publishing the links and
             // the chunks' contents.
-            #[cfg(not(loom_mutation = "remote_push_relaxed"))]
-            let ord = Ordering::Release;
-            #[cfg(loom_mutation = "remote_push_relaxed")]
-            let ord = Ordering::Relaxed;
+            // Mutation (loom check): the push forgets to publish.
+            let ord = if sync::mutation::on("remote_push_relaxed") {
+                Ordering::Relaxed
+            } else {
+                Ordering::Release
+            };
             match self
                 .remote
                 .compare_exchange_weak(old, head, ord, Ordering::Relaxed)
             {
                 Ok(_) => {
                     // Mutation (loom check, see docs/loom.md): counted after publishing.
-                    #[cfg(loom_mutation = "remote_bytes_late")]
-                    self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    if late {
+                        self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    }
                     return;
                 }
                 Err(cur) => old = cur,
@@ -413,12 +426,21 @@ impl ArenaGuard<'_> {
             return;
         }
         // Acquire: pairs with the Release CAS in `push_remote`.
-        #[cfg(not(loom_mutation = "remote_drain_relaxed"))]
-        let ord = Ordering::Acquire;
         // Mutation (loom check, see docs/loom.md): the drain forgets to acquire.
-        #[cfg(loom_mutation = "remote_drain_relaxed")]
-        let ord = Ordering::Relaxed;
-        let mut p = self.arena.remote.swap(ptr::null_mut(), ord);
+        let ord = if sync::mutation::on("remote_drain_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
+        // Mutation (loom check): a load and a store in place of the swap, so that a chain
+        // pushed between the two is lost.
+        let mut p = if sync::mutation::on("remote_drain_not_swapped") {
+            let p = self.arena.remote.load(Ordering::Acquire);
+            self.arena.remote.store(ptr::null_mut(), Ordering::Relaxed);
+            p
+        } else {
+            self.arena.remote.swap(ptr::null_mut(), ord)
+        };
         let sh = self.arena.shared();
         let mut bytes = 0;
         while !p.is_null() {

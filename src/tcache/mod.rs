@@ -53,11 +53,12 @@ use crate::sync::Ordering;
 
 /// A stack's top: the owner writes it with a plain store, any thread may read it (statistics),
 /// so it is an atomic.
-#[cfg(not(all(test, loom, loom_mutation = "tcache_count_torn")))]
+#[cfg(not(all(test, loom)))]
 type Top = crate::sync::AtomicPtr<*mut u8>;
-/// Mutation (loom check, see docs/loom.md): the top as a plain, non-atomic pointer.
-#[cfg(all(test, loom, loom_mutation = "tcache_count_torn"))]
-type Top = crate::sync::PlainPtr<*mut u8>;
+/// Under loom the top is a plain, non-atomic pointer when the mutation `tcache_count_torn`
+/// (docs/loom.md) is planted.
+#[cfg(all(test, loom))]
+type Top = crate::sync::MaybePlainPtr<*mut u8>;
 
 /// Most chunks a stack holds while its thread frees that class without allocating it (see
 /// [`ThreadCache::overflow`]).

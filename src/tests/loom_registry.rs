@@ -48,8 +48,7 @@ fn loom_registry_race_for_last_arena() {
 
 /// A thread without a cache allocates while another thread holds the main arena's lock: it
 /// must take the other arena (or wait), and the block must go back to the arena it came from.
-#[test]
-fn loom_registry_busy_arena_tries_another() {
+pub(crate) fn busy_arena_tries_another() {
     model("registry_busy_arena_tries_another", || {
         let h = heap(2);
         // Two caches: the main arena and a second arena exist, both attached.
@@ -76,10 +75,14 @@ fn loom_registry_busy_arena_tries_another() {
     });
 }
 
+#[test]
+fn loom_registry_busy_arena_tries_another() {
+    busy_arena_tries_another();
+}
+
 /// A thread exits while another attaches: if the newcomer saw the exit, it reuses the exited
 /// thread's arena instead of making a new one; either way the cap holds and nothing leaks.
-#[test]
-fn loom_registry_reuse_after_exit() {
+pub(crate) fn reuse_after_exit() {
     model("registry_reuse_after_exit", || {
         let h = heap(3);
         let main_tc = Ptr(h.new_cache()); // keeps the main arena attached
@@ -119,4 +122,9 @@ fn loom_registry_reuse_after_exit() {
         }
         check_quiescent(&h);
     });
+}
+
+#[test]
+fn loom_registry_reuse_after_exit() {
+    reuse_after_exit();
 }

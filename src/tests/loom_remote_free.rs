@@ -45,8 +45,7 @@ fn loom_remote_free_races_owner() {
 
 /// Two threads push remote frees onto the same arena while a third holds and releases its lock:
 /// concurrent pushers must not lose each other's chains.
-#[test]
-fn loom_remote_free_two_pushers() {
+pub(crate) fn two_pushers() {
     model("remote_free_two_pushers", || {
         let h = heap(1);
         let (p, q) = two_blocks(&h);
@@ -70,11 +69,15 @@ fn loom_remote_free_two_pushers() {
     });
 }
 
+#[test]
+fn loom_remote_free_two_pushers() {
+    two_pushers();
+}
+
 /// Three threads: the owner allocates through its cache (a refill that takes the lock and
 /// drains) and flushes back, while two other threads free one main-arena chunk each. Every
 /// chunk ends up freed exactly once.
-#[test]
-fn loom_remote_free_two_freers_vs_cache_owner() {
+pub(crate) fn two_freers_vs_cache_owner() {
     model("remote_free_two_freers_vs_cache_owner", || {
         let h = heap(1);
         let owner = Ptr(h.new_cache());
@@ -101,4 +104,9 @@ fn loom_remote_free_two_freers_vs_cache_owner() {
         unsafe { h.drop_cache(owner.0) };
         check_quiescent(&h);
     });
+}
+
+#[test]
+fn loom_remote_free_two_freers_vs_cache_owner() {
+    two_freers_vs_cache_owner();
 }

@@ -3,12 +3,13 @@
 //!
 //! | file | protocol |
 //! |---|---|
+//! | `loom_lock.rs` | the arena/registry lock alone: exclusion, publication, no lost wake-up (futex modelled) |
 //! | `loom_registry.rs` | thread → arena attachment: cap, race for the last arena, try another arena when busy, reuse after exit |
 //! | `loom_remote_free.rs` | frees pushed on an arena's lock-free remote list racing the owner's allocation and drain |
 //! | `loom_tcache_flush.rs` | thread-cache refill and flush racing another thread's flush into the same arena |
 //! | `loom_thread_exit.rs` | thread exit (flush, detach, recycle) racing a new thread's attach |
 //! | `loom_stats.rs` | statistics read while the counters change |
-//! | `loom_mutation.rs` | `cfg(loom_mutation)`: the planted bug is reported by its model |
+//! | `loom_mutation.rs` | every planted bug (`sync::mutation`) is reported by its model, with its report |
 //!
 //! Run (see `docs/loom.md` for timings and the mutations each model catches):
 //! `RUSTFLAGS="--cfg loom -C debug-assertions" LOOM_MAX_PREEMPTIONS=2 cargo test --lib --release loom_`
@@ -18,23 +19,13 @@
 
 #![allow(clippy::undocumented_unsafe_blocks)] // test code: every unsafe call is a heap entry point used as documented
 
+mod loom_lock;
 mod loom_registry;
 mod loom_remote_free;
 mod loom_stats;
 mod loom_tcache_flush;
 mod loom_thread_exit;
 
-#[cfg(any(
-    loom_mutation = "lock_release_relaxed",
-    loom_mutation = "lock_acquire_relaxed",
-    loom_mutation = "remote_push_relaxed",
-    loom_mutation = "remote_drain_relaxed",
-    loom_mutation = "remote_bytes_late",
-    loom_mutation = "attach_ignores_cap",
-    loom_mutation = "attach_unlocked",
-    loom_mutation = "exit_recycle_before_flush",
-    loom_mutation = "tcache_count_torn"
-))]
 mod loom_mutation;
 
 use crate::check;
@@ -153,6 +144,18 @@ pub(crate) fn check_quiescent(h: &PrivateHeap) {
     // SAFETY: no other thread runs any more.
     if let Err(e) = unsafe { check::check_heap(h) } {
         panic!("heap check failed: {e}");
+    }
+    for i in 0..h.arena_count() {
+        let g = h.arena(i).lock();
+        // SAFETY: lock held; top valid.
+        let top = unsafe { g.top.size() };
+        let free = g.overhead + g.bins.free_bytes + g.quick_bytes + top;
+        assert!(
+            free <= g.committed,
+            "arena {i} accounts more free than committed bytes ({free} > {}): a chunk freed \
+             into an arena it does not belong to, or freed twice",
+            g.committed
+        );
     }
     let s = h.stats();
     assert_eq!(s.threads, 0, "live caches left: {s:?}");
