@@ -22,7 +22,14 @@ pub fn watchdog(secs: u64) {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator for the test's own `seed`, mixed with `ARENA_TEST_SEED` when that is set
+    /// (`.ci/soak.sh` sets a new one per run and prints it, so a failure can be replayed).
     pub fn new(seed: u64) -> Self {
+        let extra: u64 = std::env::var("ARENA_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let seed = seed ^ extra.wrapping_mul(0xD6E8_FEB8_6659_FD93);
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     pub fn next(&mut self) -> u64 {
