@@ -1521,7 +1521,7 @@ impl Heap {
                     if want > MAX_CLASS_REQUEST + HEADER
                         && want < self.shared.mmap_threshold.load(Ordering::Relaxed)
                     {
-                        if let Some(got) = g.take_top_if_room(&self.shared, want) {
+                        if let Some(got) = g.take_top_for_move(&self.shared, want) {
                             drop(g);
                             let q = Self::hand_out(got.chunk);
                             // Memory from top may be poisoned (feature `asan`); `realloc`

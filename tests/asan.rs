@@ -102,5 +102,9 @@ fn heap_overflow_is_reported() {
 #[test]
 #[cfg_attr(not(feature = "asan"), ignore = "needs feature asan and an ASan build")]
 fn use_after_free_is_reported() {
-    run_case("use_after_free", "use_after_free_is_reported", "read_volatile");
+    run_case(
+        "use_after_free",
+        "use_after_free_is_reported",
+        "read_volatile",
+    );
 }

@@ -1476,16 +1476,20 @@ impl ArenaState {
                 let mut target = want;
                 let ts = next.size();
                 if ts < want - size + TOP_MIN {
-                    // When the quick lists' rule merges chunks instead of letting top grow, none
-                    // of them merges into top (its lower neighbour is this block): the block
-                    // takes what top holds, or moves, and `malloc_chunk` finds them.
-                    let may_grow = self.quick_bytes == 0
-                        || self.quick_before_growth(sh, want - size + TOP_MIN - ts);
-                    if !(may_grow && self.grow(sh, want - size)) {
+                    // The quick lists' rule has its say (it merges their idle chunks, or all of
+                    // them past their growth share), but the block at the start of top grows
+                    // all the same: none of the merged chunks can merge into top (its lower
+                    // neighbour is this block), and moving the block instead would take as many
+                    // bytes from the bins, copy it, and leave it where it cannot grow again.
+                    // Whether the lists held chunks at this moment depended on when the cache
+                    // collections and reviews last ran, and so did the speed of a growth loop
+                    // (issue 29).
+                    if self.quick_bytes > 0 {
+                        self.quick_before_growth(sh, want - size + TOP_MIN - ts);
+                    }
+                    if !self.grow(sh, want - size) {
                         target = nb;
-                        if self.top.size() < nb - size + TOP_MIN
-                            && !(may_grow && self.grow(sh, nb - size))
-                        {
+                        if self.top.size() < nb - size + TOP_MIN && !self.grow(sh, nb - size) {
                             return false;
                         }
                     }
@@ -1515,18 +1519,18 @@ impl ArenaState {
         }
     }
 
-    /// Carves `nb` bytes from the start of top when top already holds them (it does not grow
-    /// for them): the new home of a large block that `realloc` must move, where its later
-    /// growth is in place. Its memory counts as used already, so the footprint does not grow.
+    /// Carves `nb` bytes from the start of top, growing top when it lacks them: the new home
+    /// of a large block that `realloc` must move, where its later growth is in place. Growing
+    /// top for it (at most `nb` bytes) rather than taking a best fit from the bins is what
+    /// makes a block that keeps growing stop moving: a best fit is hemmed in by its
+    /// neighbours, and whether top happened to hold `nb` bytes depended on which time-based
+    /// passes (cache collections, quick-list reviews) had run. The old block, freed by the
+    /// caller, goes back to the bins.
     ///
     /// # Safety
     /// Lock held (guaranteed by `&mut`); `nb` is a normalised chunk size.
-    pub unsafe fn take_top_if_room(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
-        // SAFETY: top valid (A1).
-        if unsafe { self.top.size() } < nb + TOP_MIN {
-            return None;
-        }
-        // SAFETY: top holds `nb + TOP_MIN` bytes, so `take_top` does not grow it.
+    pub unsafe fn take_top_for_move(&mut self, sh: &Shared, nb: usize) -> Option<Got> {
+        // SAFETY: top valid (A1); `take_top` grows it when needed.
         unsafe { self.take_top(sh, nb) }
     }
 

@@ -362,6 +362,29 @@ fn main() -> ExitCode {
     };
     let md = table.markdown();
     println!("\n{md}");
+    // Whether a pattern runs at one speed: the slowest repetition over the fastest, per
+    // allocator. Each pattern runs after the others in this one process, so a speed that
+    // depends on what state earlier patterns and the time-based passes left (issue 29: the
+    // realloc ×1.5 loop at 65–100 ns in some runs, 470 ns in others) shows here.
+    let mut spread = String::from("| pattern | ");
+    spread.push_str(&ALLOCATORS.join(" | "));
+    spread.push_str(" |\n|---|");
+    spread.push_str(&"--:|".repeat(ALLOCATORS.len()));
+    spread.push('\n');
+    for (p, per_alloc) in patterns.iter().zip(&samples) {
+        spread.push_str(&format!("| {} |", p.label()));
+        for xs in per_alloc {
+            let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = xs.iter().cloned().fold(0.0, f64::max);
+            if lo > 0.0 && lo.is_finite() {
+                spread.push_str(&format!(" {:.2}× ({lo:.0}–{hi:.0}) |", hi / lo));
+            } else {
+                spread.push_str(" – |");
+            }
+        }
+        spread.push('\n');
+    }
+    println!("Spread over the {reps} repetitions: slowest ÷ fastest (ns range)\n\n{spread}");
 
     let info = SysInfo::collect();
     let report = format!(
@@ -370,7 +393,9 @@ fn main() -> ExitCode {
          of {reps} interleaved repetitions ({preset} scale {scale}). In brackets: the median over \
          repetitions of the peer's time divided by arena-malloc's in the same repetition (above 1 = \
          arena-malloc is faster); last row: geometric mean.\n\n\
-         ## Machine\n\n{}\n## Results\n\n{md}\n## Patterns\n\n\
+         ## Machine\n\n{}\n## Results\n\n{md}\n## Spread\n\nSlowest repetition ÷ fastest, \
+         per allocator (ns range in brackets): a pattern whose speed depends on what ran before \
+         it or on when a timer last fired shows a large spread.\n\n{spread}\n## Patterns\n\n\
          - alloc+free pair: allocate one block, write a byte, free it; repeated.\n\
          - random sizes, shuffled frees: allocate N blocks of 16–1015 B (seeded), then free them \
            in a shuffled order; ns per block (one alloc + one free).\n\
@@ -382,7 +407,7 @@ fn main() -> ExitCode {
            1024-slot lock-free ring to another thread, which frees them; ns per block.\n\n\
          The ring and the timing loops themselves cost a few ns per operation for every \
          allocator alike. The machine's speed drifts; compare ratios, not absolute times.\n",
-        info.markdown()
+        info.markdown(),
     );
     match Paths::discover() {
         Ok(paths) => {
