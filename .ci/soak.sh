@@ -7,20 +7,21 @@
 #   bash .ci/soak.sh 20                                            # cargo test, 20 times
 #   bash .ci/soak.sh 100 --features override --test override_heap # one test binary
 #
-# Arguments after N go to `cargo test` as they are. Logs: target/soak/run-<i>.log (kept for
-# failing runs). Exits non-zero if any run failed. Not part of CI (docs/testing.md).
+# Arguments after N go to `cargo test` as they are. Logs: target/soak/<start time>/run-<i>.log
+# (kept for failing runs). Exits non-zero if any run failed. Not part of CI (docs/testing.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-10}"
 shift || true
 export CARGO_TERM_COLOR=never
 cargo test -q --no-run "$@" >/dev/null 2>&1 || { cargo test -q --no-run "$@"; exit 1; }
-mkdir -p target/soak
+dir="target/soak/$(date +%Y%m%d-%H%M%S)-$$"
+mkdir -p "$dir"
 failed=0
 start=$SECONDS
 for i in $(seq 1 "$n"); do
     seed=$(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM ))
-    log="target/soak/run-$i.log"
+    log="$dir/run-$i.log"
     t0=$SECONDS
     if ARENA_TEST_SEED="$seed" cargo test -q "$@" >"$log" 2>&1; then
         echo "run $i/$n seed $seed: ok ($((SECONDS - t0)) s)"

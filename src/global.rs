@@ -470,6 +470,6 @@ extern "C" fn fork_child() {
             break;
         }
         // SAFETY: its thread does not exist in the child.
-        unsafe { HEAP.drop_cache(orphan) };
+        unsafe { HEAP.drop_orphaned_cache(orphan) };
     }
 }

@@ -618,6 +618,21 @@ impl Heap {
         }
     }
 
+    /// Drops the cache of a thread that does not exist any more because the process forked
+    /// (the child's copy of another thread's cache): its marks are written again first
+    /// (`ThreadCache::remark_all`: the thread may have stopped mid-push), then it is dropped
+    /// as at a thread's exit.
+    ///
+    /// # Safety
+    /// `tc` came from this heap's `new_cache`, and its thread does not exist.
+    pub unsafe fn drop_orphaned_cache(&self, tc: *mut ThreadCache) {
+        // SAFETY: caller: no thread uses the cache.
+        unsafe {
+            (*tc).remark_all();
+            self.drop_cache(tc);
+        }
+    }
+
     /// Does the frees pending in a cache's ring (the pipelined `free`, see
     /// `ThreadCache::ring_swap`), checking each as `free` does.
     ///

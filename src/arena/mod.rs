@@ -1476,17 +1476,14 @@ impl ArenaState {
                 let mut target = want;
                 let ts = next.size();
                 if ts < want - size + TOP_MIN {
-                    // The quick lists' rule has its say (it merges their idle chunks, or all of
-                    // them past their growth share), but the block at the start of top grows
-                    // all the same: none of the merged chunks can merge into top (its lower
-                    // neighbour is this block), and moving the block instead would take as many
-                    // bytes from the bins, copy it, and leave it where it cannot grow again.
-                    // Whether the lists held chunks at this moment depended on when the cache
-                    // collections and reviews last ran, and so did the speed of a growth loop
-                    // (issue 29).
-                    if self.quick_bytes > 0 {
-                        self.quick_before_growth(sh, want - size + TOP_MIN - ts);
-                    }
+                    // The quick lists' rule (merge their chunks rather than grow) does not
+                    // apply here: none of their chunks could merge into top (its lower
+                    // neighbour is this block), so merging them would only move the block —
+                    // as many bytes taken from the bins, a copy, and a place where it cannot
+                    // grow again — and leave the lists' chunks merged for nothing. Whether the
+                    // lists held chunks at this moment depended on when the cache collections
+                    // and reviews last ran, and so did the speed of a growth loop (issue 29).
+                    // Top grows by at most the block's own growth.
                     if !self.grow(sh, want - size) {
                         target = nb;
                         if self.top.size() < nb - size + TOP_MIN && !self.grow(sh, nb - size) {

@@ -7,6 +7,15 @@ use super::*;
 use crate::check::check_heap;
 use std::collections::BTreeMap;
 
+/// A private heap whose clock stands still (`Shared::test_clock`): its time-based passes
+/// (purges, quick-list reviews, cache collections) run only where a test moves the clock, so
+/// no test depends on how fast the machine runs.
+fn frozen(t: &Tunables) -> PrivateHeap {
+    let h = PrivateHeap::new(t).expect("private heap");
+    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    h
+}
+
 fn tunables() -> Tunables {
     let mut t = Tunables::defaults(2);
     t.main_reserve = 256 << 20;
@@ -69,7 +78,7 @@ fn size_for(rng: &mut Rng) -> usize {
 }
 
 fn run_model(seed: u64, ops: usize, ncaches: usize) {
-    let heap = PrivateHeap::new(&tunables()).expect("private heap");
+    let heap = frozen(&tunables());
     let caches: Vec<*mut ThreadCache> = (0..ncaches).map(|_| heap.new_cache()).collect();
     let mut rng = Rng(seed | 1);
     let mut live: BTreeMap<usize, Live> = BTreeMap::new();
@@ -203,7 +212,7 @@ fn model_several_caches_cross_frees() {
 
 #[test]
 fn arena_cap_and_reuse() {
-    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let heap = frozen(&tunables());
     let a: Vec<_> = (0..6).map(|_| heap.new_cache()).collect();
     assert_eq!(heap.arena_count(), 3, "cap of 3 arenas");
     // SAFETY: caches of this heap, used by this thread only.
@@ -237,7 +246,7 @@ fn arena_cap_and_reuse() {
 
 #[test]
 fn a_flush_into_a_busy_arena_goes_remote_as_bundles() {
-    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let heap = frozen(&tunables());
     let tc = heap.new_cache();
     // SAFETY: one thread drives the cache; blocks are ours.
     unsafe {
@@ -284,7 +293,7 @@ fn a_flush_into_a_busy_arena_goes_remote_as_bundles() {
 
 #[test]
 fn remote_list_is_drained_by_the_next_lock_holder() {
-    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let heap = frozen(&tunables());
     let tc = heap.new_cache();
     // SAFETY: one thread drives the cache; blocks are ours.
     unsafe {
@@ -363,7 +372,7 @@ fn realloc_walk(heap: &PrivateHeap, tc: *mut ThreadCache, steps: &[usize]) -> us
 
 #[test]
 fn realloc_headroom_keeps_contents_and_bound() {
-    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let heap = frozen(&tunables());
     let tc = heap.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -407,7 +416,7 @@ fn realloc_headroom_keeps_contents_and_bound() {
 /// best-fit hole, so that its later growth is in place.
 #[test]
 fn realloc_moves_large_blocks_to_top() {
-    let heap = PrivateHeap::new(&tunables()).unwrap();
+    let heap = frozen(&tunables());
     let tc = ptr::null_mut();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -470,7 +479,7 @@ fn grow_target_bound_and_classes() {
 fn fuzz_regression_heap() -> PrivateHeap {
     let mut t = Tunables::defaults(2);
     t.main_reserve = 64 << 20;
-    PrivateHeap::new(&t).expect("private heap")
+    frozen(&t)
 }
 
 /// Regression (found by the `capi` fuzz target): a chunk that had been in a thread cache kept
@@ -595,10 +604,7 @@ fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
     // collections ran (they move chunks between the cache and the lists).
     let mut t = tunables();
     t.tcache_grow_bytes = 0;
-    let h = PrivateHeap::new(&t).expect("private heap");
-    // The heap's clock stands still unless the test moves it: no pass is due by time but
-    // where the test says so, however slow the machine.
-    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    let h = frozen(&t);
     let tc = h.new_cache();
     let (sizes, order) = shuffled_mix(30_000, 7);
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
@@ -664,10 +670,7 @@ fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
 fn quick_lists_respect_quick_max() {
     let mut t = tunables();
     t.quick_max = 1 << 20;
-    let h = PrivateHeap::new(&t).expect("private heap");
-    // The heap's clock stands still unless the test moves it: no pass is due by time but
-    // where the test says so, however slow the machine.
-    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    let h = frozen(&t);
     let tc = h.new_cache();
     let (sizes, order) = shuffled_mix(10_000, 11);
     // SAFETY: as above.
@@ -688,7 +691,7 @@ fn quick_lists_respect_quick_max() {
 /// budget merges the lists, and their memory serves it.
 #[test]
 fn growth_after_a_batch_keeps_the_quick_lists_within_a_budget() {
-    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let h = frozen(&tunables());
     let tc = h.new_cache();
     let (sizes, order) = shuffled_mix(30_000, 5);
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
@@ -761,7 +764,7 @@ fn trim_floor_follows_regrowth_and_decays_when_unused() {
     let mut t = tunables();
     t.mmap_threshold = 8 << 20;
     t.mmap_threshold_dynamic = false;
-    let h = PrivateHeap::new(&t).expect("private heap");
+    let h = frozen(&t);
     const BLOCK: usize = 1 << 20;
     const ROUND: usize = 24; // 24 MiB a round
     let floor = |h: &Heap| h.main_arena().lock().trim_floor();
@@ -839,7 +842,7 @@ fn trim_floor_follows_regrowth_and_decays_when_unused() {
 /// top, and the refills still take their whole batches (few lock holds).
 #[test]
 fn medium_refills_fit_the_holes_of_a_fragmented_heap() {
-    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let h = frozen(&tunables());
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
         // 100 holes of 16 KiB, each between two live 64-byte blocks (cacheless: the main arena).
@@ -903,10 +906,7 @@ fn a_refill_that_meets_only_inexact_chunks_still_allocates() {
     let mut t = tunables();
     t.tcache_count = 1;
     t.quick_max = 0;
-    let h = PrivateHeap::new(&t).expect("private heap");
-    // The heap's clock stands still unless the test moves it: no pass is due by time but
-    // where the test says so, however slow the machine.
-    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    let h = frozen(&t);
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread only; blocks are freed once.
     unsafe {
@@ -953,7 +953,7 @@ fn a_refill_that_meets_only_inexact_chunks_still_allocates() {
 /// checker, and none is handed out twice when a second round takes them back.
 #[test]
 fn a_long_quick_list_keeps_every_chunk_once() {
-    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let h = frozen(&tunables());
     let tc = h.new_cache();
     let n = 8292;
     // SAFETY: private heap driven from this thread only; blocks are freed once.
@@ -1009,10 +1009,7 @@ fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
     t.mmap_threshold = 4 << 20;
     t.mmap_threshold_dynamic = false;
     t.purge_delay_ms = 300;
-    let h = PrivateHeap::new(&t).expect("private heap");
-    // The heap's clock stands still unless the test moves it: no pass is due by time but
-    // where the test says so, however slow the machine.
-    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    let h = frozen(&t);
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -1080,8 +1077,7 @@ fn purge_waits_for_its_delay_and_takes_only_aged_chunks() {
 #[test]
 fn cache_bounds_grow_for_batches_and_shrink_when_idle() {
     const BATCH: usize = 256;
-    let h = PrivateHeap::new(&tunables()).expect("private heap");
-    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    let h = frozen(&tunables());
     let tc = h.new_cache();
     let cls = chunk_class(4096 + HEADER).unwrap().0;
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
@@ -1164,10 +1160,7 @@ fn idle_arenas_age_by_time() {
     t.mmap_threshold_dynamic = false;
     t.purge_delay_ms = 300;
     t.arena_max = 1;
-    let h = PrivateHeap::new(&t).expect("private heap");
-    // The heap's clock stands still unless the test moves it: no pass is due by time but
-    // where the test says so, however slow the machine.
-    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    let h = frozen(&t);
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -1227,7 +1220,7 @@ fn idle_arenas_age_by_time() {
 /// alignment always holds.
 #[test]
 fn aligned_requests_take_aligned_cached_chunks() {
-    let h = PrivateHeap::new(&tunables()).expect("private heap");
+    let h = frozen(&tunables());
     let tc = h.new_cache();
     // 48-byte chunks carved one after another: their payloads run through every residue
     // modulo 64, so some of the newest eight are 64-aligned.
@@ -1285,8 +1278,7 @@ fn realloc_growth_stays_in_place_while_quick_lists_hold_chunks() {
     let mut t = tunables();
     t.mmap_threshold = 4 << 20;
     t.mmap_threshold_dynamic = false;
-    let h = PrivateHeap::new(&t).expect("private heap");
-    h.shared().test_clock.store(1 << 30, Ordering::Relaxed);
+    let h = frozen(&t);
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -1330,5 +1322,48 @@ fn realloc_growth_stays_in_place_while_quick_lists_hold_chunks() {
         );
         check_heap(&h).unwrap();
         h.drop_cache(tc);
+    }
+}
+
+/// `fork`'s child drops the caches of the threads it does not have, and one of them may have
+/// stopped between storing a stack's new top and writing the pushed chunk's mark. That torn
+/// push is simulated (a cached chunk's mark wiped), the cache is dropped as `fork_child` drops
+/// it, and another cache then refills the class from the arena's quick list, whose pops check
+/// every mark. Found by `.ci/soak.sh 20`: `fork_while_threads_allocate`'s child aborted with
+/// "a freed chunk in a thread cache was overwritten" in 2 runs of 20.
+#[test]
+fn an_orphaned_cache_torn_mid_push_is_dropped_cleanly() {
+    // The torn chunk at every depth of the stack (which position a flush makes a quick-list
+    // bundle's head, whose words are rewritten anyway, depends on the order it flushes in).
+    for depth in 0..8 {
+        let mut t = tunables();
+        t.arena_max = 1;
+        let h = frozen(&t);
+        let orphan = h.new_cache();
+        let me = h.new_cache();
+        // SAFETY: private heap driven from this thread; the orphan's "thread" is this one,
+        // stopped.
+        unsafe {
+            let cls = request_class(48).0;
+            let blocks: Vec<_> = (0..8).map(|_| h.malloc(orphan, 48)).collect();
+            for &p in &blocks {
+                h.free(orphan, p);
+            }
+            let n = (*orphan).count(cls);
+            assert!(n >= 8, "{n} cached");
+            let torn = (*orphan).cached(cls)[n - 1 - depth];
+            link::clear_key(torn);
+            h.drop_orphaned_cache(orphan);
+            let again: Vec<_> = (0..64).map(|_| h.malloc(me, 48)).collect();
+            assert!(
+                again.contains(&torn),
+                "depth {depth}: the torn chunk was not handed out again"
+            );
+            for p in again {
+                h.free(me, p);
+            }
+            check_heap(&h).unwrap();
+            h.drop_cache(me);
+        }
     }
 }

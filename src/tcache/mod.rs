@@ -692,6 +692,27 @@ impl ThreadCache {
         unsafe { core::slice::from_raw_parts(self.bases[cls], self.count(cls)) }
     }
 
+    /// Writes the freed mark of every cached chunk again. For the child's copy of a cache whose
+    /// thread vanished in a `fork`: that thread may have stopped between storing a stack's new
+    /// top and writing the pushed chunk's mark (`push_to_marked`), leaving a chunk in the stack
+    /// without it, which a later refill from the arena would take for an overwritten chunk.
+    /// Every chunk in the stacks is free in the child, so marking them all is exact.
+    ///
+    /// # Safety
+    /// No thread uses the cache (its thread is gone); its stacks hold chunks of this heap.
+    pub unsafe fn remark_all(&self) {
+        for cls in 0..NCLASSES {
+            if !self.caches(cls) {
+                continue;
+            }
+            // SAFETY: caller: nobody else uses the cache; T1: the slots hold cached payloads.
+            for &p in unsafe { self.cached(cls) } {
+                // SAFETY: a cached chunk's payload holds at least 16 writable bytes.
+                unsafe { link::put_cached_mark(p, link::mark_of(p, self.mark_key)) };
+            }
+        }
+    }
+
     /// Bound of class `cls`.
     pub fn max(&self, cls: usize) -> usize {
         self.bins[cls + 1].max as usize
