@@ -49,7 +49,7 @@ use crate::size_class::{
     request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
 };
 use crate::sync::process::AtomicPtr as PAtomicPtr;
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 
 /// A stack's top: the owner writes it with a plain store, any thread may read it (statistics),
 /// so it is an atomic.
@@ -549,9 +549,18 @@ impl ThreadCache {
                 let p = s.read();
                 if p as usize & (align - 1) == 0 {
                     if j > 1 {
+                        // The two chunks trade slots with the top chunk out of the stack and
+                        // then `p` out of it, never with one chunk in two slots: a `fork`
+                        // copying the stack mid-swap would leave the child a cache holding a
+                        // chunk twice (see `flush`). The fences keep the stores in order.
                         let top = t.sub(1);
-                        s.write(top.read());
+                        let x = top.read();
+                        b.top.store(top, Ordering::Relaxed);
+                        fence(Ordering::Release);
+                        s.write(x);
                         top.write(p);
+                        fence(Ordering::Release);
+                        b.top.store(t, Ordering::Relaxed);
                     }
                     return self.pop_from(b);
                 }
@@ -951,9 +960,20 @@ impl ThreadCache {
         // leaves the child a cache that no longer holds the released chunks, so the child's
         // flush of this vanished thread's cache does not release them a second time
         // (tests/fork.rs found it). The slots above the top are scratch space.
+        // The rotation itself runs on a stack cut to nothing: a `fork` that copies the slots
+        // half rotated (a chunk in two slots, another in none) would leave the child a cache
+        // holding a chunk twice, and its flush of the vanished thread's cache would free it
+        // twice (`fork_while_threads_allocate`'s child aborted "double free" in 1 soak run of
+        // 8). Cut first, the child's copy holds fewer chunks (leaked there), never one twice.
+        // The fences keep the stores in this order for a copy taken from another CPU.
         unsafe {
             let all = core::slice::from_raw_parts_mut(base, n);
-            all.rotate_left(n - keep);
+            if keep > 0 {
+                self.bins[cls + 1].top.store(base, Ordering::Relaxed);
+                fence(Ordering::Release);
+                all.rotate_left(n - keep);
+                fence(Ordering::Release);
+            }
             self.bins[cls + 1]
                 .top
                 .store(base.add(keep), Ordering::Relaxed);
