@@ -67,10 +67,12 @@ fi
 missed=0
 for m in $listed; do
     out=$(run_driver "$m") && rc=0 || rc=$?
-    want=$(printf '%s\n' "$out" | sed -n 's/^EXPECT //p' | head -n 1)
-    rest=$(printf '%s\n' "$out" | grep -v '^EXPECT ' || true)
-    if [ "$rc" -ne 0 ] && [ -n "$want" ] && printf '%s\n' "$rest" | grep -qF -- "$want" \
-        && ! printf '%s\n' "$rest" | grep -q 'MUTATION NOT CAUGHT'; then
+    want=$(sed -n '/EXPECT /{s/^.*EXPECT //p;q;}' <<<"$out")
+    rest=$(grep -v 'EXPECT ' <<<"$out" || true)
+    # Here-strings, not pipes: `grep -q` leaves at its first match, and under pipefail the
+    # writer's SIGPIPE would fail the test by chance (a long deadlock report did, once).
+    if [ "$rc" -ne 0 ] && [ -n "$want" ] && grep -qF -- "$want" <<<"$rest" \
+        && ! grep -q 'MUTATION NOT CAUGHT' <<<"$rest"; then
         echo "mutation $m: caught ($want)"
     else
         echo "mutation $m: NOT caught as expected (exit $rc, expected '$want'):" >&2

@@ -75,6 +75,8 @@ fn threads_in_waves_with_cross_thread_frees() {
     if !solo("threads_in_waves_with_cross_thread_frees", 240) {
         return;
     }
+    // Counted with this thread's pipelined frees done and its cache empty, before and after.
+    arena_malloc::flush_thread_cache();
     let before = arena_malloc::stats();
     let scale: usize = std::env::var("ARENA_STRESS_SCALE")
         .ok()
@@ -140,6 +142,7 @@ fn threads_in_waves_with_cross_thread_frees() {
             }
         }
     }
+    arena_malloc::flush_thread_cache();
     let s = arena_malloc::stats();
     eprintln!("in use before {} after {}", before.in_use, s.in_use);
     // Every block was freed and every worker has exited (its cache went back): in use returns

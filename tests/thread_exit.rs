@@ -45,6 +45,7 @@ fn destructors_allocate_after_the_cache_is_gone() {
     let mut key: libc::pthread_key_t = 0;
     // make sure our own key exists first (the allocator makes it at its first use)
     drop(Box::new(1u8));
+    arena_malloc::flush_thread_cache();
     let before = arena_malloc::stats();
     assert_eq!(
         // SAFETY: plain key creation; the destructor never unwinds.
@@ -67,6 +68,7 @@ fn destructors_allocate_after_the_cache_is_gone() {
             .collect();
         hs.into_iter().for_each(|h| h.join().unwrap());
     }
+    arena_malloc::flush_thread_cache();
     let s = arena_malloc::stats();
     let cap = (arena_malloc::os::cpu_count() * arena_malloc::config::ARENAS_PER_CPU)
         .clamp(2, arena_malloc::config::MAX_ARENAS);
@@ -88,6 +90,7 @@ fn thousands_of_short_threads_reuse_arenas() {
     if !solo("thousands_of_short_threads_reuse_arenas", 180) {
         return;
     }
+    arena_malloc::flush_thread_cache();
     let before = arena_malloc::stats();
     for _ in 0..100 {
         let hs: Vec<_> = (0..20)
@@ -97,6 +100,7 @@ fn thousands_of_short_threads_reuse_arenas() {
             assert!(h.join().unwrap().starts_with(b"thread"));
         }
     }
+    arena_malloc::flush_thread_cache();
     let s = arena_malloc::stats();
     assert_eq!(s.threads, before.threads, "caches of exited threads: {s}");
     assert!(
