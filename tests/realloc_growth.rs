@@ -12,9 +12,8 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
-use std::process::Command;
 
-use common::{child_case, Rng};
+use common::{solo_with, Rng};
 
 #[global_allocator]
 static GLOBAL: arena_malloc::ArenaMalloc = arena_malloc::ArenaMalloc;
@@ -100,29 +99,13 @@ fn grow_loop(rounds: usize) -> (usize, i64) {
 
 #[test]
 fn realloc_growth_stays_in_place_whatever_ran_before() {
-    if child_case().as_deref() != Some("grow") {
-        // In a child of its own (no other test's blocks), with a purge delay of 1 ms so that
-        // the time-based passes are due all through.
-        let out = Command::new("timeout")
-            .arg("120")
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "realloc_growth_stays_in_place_whatever_ran_before",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("ARENA_TEST_CHILD", "grow")
-            .env("ARENA_MALLOC_PURGE_DELAY_MS", "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("test result: ok. 1 passed"),
-            "child failed ({:?}):\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+    // In a child of its own (no other test's blocks), with a purge delay of 1 ms so that the
+    // time-based passes are due all through.
+    if !solo_with(
+        "realloc_growth_stays_in_place_whatever_ran_before",
+        120,
+        &[("ARENA_MALLOC_PURGE_DELAY_MS", "1")],
+    ) {
         return;
     }
     fragmenting_patterns();

@@ -84,8 +84,14 @@ pub fn run_child(test: &str, case: &str) -> Output {
 
 /// [`run_child`] with a time limit of `secs` seconds.
 pub fn run_child_for(test: &str, case: &str, secs: u32) -> Output {
+    run_child_with(test, case, secs, &[])
+}
+
+/// [`run_child_for`] with extra environment variables for the child.
+pub fn run_child_with(test: &str, case: &str, secs: u32, env: &[(&str, &str)]) -> Output {
     let exe = std::env::current_exe().unwrap();
     Command::new("timeout")
+        .envs(env.iter().copied())
         .arg(secs.to_string())
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -130,10 +136,15 @@ pub fn expect_abort(test: &str, case: &str, want: &str) -> String {
 /// body there); in the parent, asserts that the child ran exactly this test and passed, and
 /// returns false (done).
 pub fn solo(test: &str, secs: u32) -> bool {
+    solo_with(test, secs, &[])
+}
+
+/// [`solo`] with extra environment variables for the child (settings read once at start).
+pub fn solo_with(test: &str, secs: u32, env: &[(&str, &str)]) -> bool {
     if child_case().as_deref() == Some("solo") {
         return true;
     }
-    let out = run_child_for(test, "solo", secs);
+    let out = run_child_with(test, "solo", secs, env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("test result: ok. 1 passed"),
