@@ -74,50 +74,8 @@ pub const SIZE_MASK: usize = ((1 << 44) - 1) & !FLAG_MASK;
 /// Largest chunk size the head can describe.
 pub const MAX_CHUNK_SIZE: usize = SIZE_MASK;
 
-/// The process-wide keys, in one cache line (the fast paths read two of them).
-#[repr(C, align(64))]
-#[derive(Debug)]
-pub struct Keys {
-    /// Key of header tags (0 until `init_secrets`).
-    pub tag: AtomicUsize,
-    /// Key mixed into free-list links.
-    pub link: AtomicUsize,
-    /// Marker stored at payload+8 of chunks in caches and remote lists.
-    pub cache: AtomicUsize,
-}
-
-/// The keys.
-pub static KEYS: Keys = Keys {
-    tag: AtomicUsize::new(0),
-    link: AtomicUsize::new(0x2545_f491_4f6c_dd10),
-    cache: AtomicUsize::new(0x7c3a_91d2_a55a_0f0f),
-};
-#[allow(non_upper_case_globals)]
-const SECRET: &AtomicUsize = &KEYS.tag;
-
-/// Sets the process-wide keys (header tags, free-list links) from the kernel's random bytes,
-/// once, before the first heap makes its first chunk. Later calls do nothing.
-pub fn init_secrets() {
-    static CLAIMED: AtomicUsize = AtomicUsize::new(0);
-    if SECRET.load(Ordering::Acquire) != 0 {
-        return;
-    }
-    if CLAIMED
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
-        crate::tcache::link::set_keys(
-            crate::os::random_u64(2) as usize,
-            crate::os::random_u64(3) as usize,
-        );
-        // Release: pairs with the Acquire above, so every heap sees the link keys first.
-        SECRET.store((crate::os::random_u64(1) as usize) | 1, Ordering::Release);
-    } else {
-        while SECRET.load(Ordering::Acquire) == 0 {
-            crate::os::yield_now();
-        }
-    }
-}
+/// The tag key (0 until [`crate::keys::init`]).
+const SECRET: &AtomicUsize = &crate::keys::KEYS.tag;
 
 /// The keyed hash behind a tag, of a chunk address and a head word (whose tag bits it ignores):
 /// its top 16 bits, with bit 48 forced on, are the tag. The head's low 48 bits move up by 16
@@ -135,7 +93,7 @@ fn tag_hash_keyed(addr: usize, head: usize, s: usize) -> usize {
 }
 
 /// The key of header tags (for callers that keep a copy, such as thread caches; 0 before
-/// [`init_secrets`]).
+/// [`crate::keys::init`]).
 #[inline]
 pub fn tag_key() -> usize {
     SECRET.load(Ordering::Relaxed)

@@ -376,7 +376,7 @@ fn drive(heap: &Heap, actions: &[Action], ncaches: usize) {
                 }
                 Action::FlushCache => {
                     if !tc.is_null() {
-                        (*tc).flush_all(heap);
+                        heap.flush_cache(tc);
                     }
                 }
                 Action::Switch { cache } => cur = usize::from(cache) % caches.len(),

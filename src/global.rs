@@ -427,7 +427,7 @@ pub fn flush_thread_cache() {
         // SAFETY: our own cache.
         unsafe {
             HEAP.drain_ring(tc);
-            (*tc).flush_all(&HEAP)
+            HEAP.flush_cache(tc)
         };
     }
 }

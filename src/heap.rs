@@ -18,6 +18,8 @@ use crate::arena::{self, remote_cap, Arena, ArenaGuard, Growth};
 use crate::chunk::{Chunk, ALIGN, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, SIZE_MASK};
 use crate::config::{Tunables, COMMIT_STEP, MAX_ARENAS, MMAP_THRESHOLD_MAX};
 use crate::os::{self, fatal};
+use crate::region_map;
+use crate::shared::Shared;
 use crate::size_class::{
     chunk_class, request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, MAX_REQUEST,
     SMALL_MAX_REQUEST,
@@ -27,160 +29,8 @@ use crate::sync::process::{AtomicBool as PAtomicBool, AtomicUsize as PAtomicUsiz
 use crate::sync::{self, const_fn_unless_loom, AtomicPtr, AtomicUsize, Mutex, Ordering};
 use crate::tcache::{link, ThreadCache};
 
+mod cache;
 mod tracked;
-
-/// Most main-arena segments recorded for pointer validation.
-pub const MAX_MAIN_SEGS: usize = 32;
-
-/// Address ranges of the main arena's own segments (break or reservation), readable without
-/// its lock so that `free` can validate pointers.
-#[derive(Debug)]
-pub struct MainSegs {
-    lo: [PAtomicUsize; MAX_MAIN_SEGS],
-    hi: [PAtomicUsize; MAX_MAIN_SEGS],
-    n: PAtomicUsize,
-}
-
-impl MainSegs {
-    const fn new() -> Self {
-        MainSegs {
-            lo: [const { PAtomicUsize::new(0) }; MAX_MAIN_SEGS],
-            hi: [const { PAtomicUsize::new(0) }; MAX_MAIN_SEGS],
-            n: PAtomicUsize::new(0),
-        }
-    }
-    /// Records a new segment (main arena lock held).
-    pub fn push(&self, lo: usize, hi: usize) {
-        let n = self.n.load(Ordering::Relaxed);
-        if n < MAX_MAIN_SEGS {
-            self.lo[n].store(lo, Ordering::Relaxed);
-            self.hi[n].store(hi, Ordering::Relaxed);
-            // Release: pairs with the Acquire in `contains`.
-            self.n.store(n + 1, Ordering::Release);
-        }
-    }
-    /// Moves the end of the newest segment (main arena lock held).
-    pub fn set_last_end(&self, hi: usize) {
-        let n = self.n.load(Ordering::Relaxed);
-        if n > 0 && n <= MAX_MAIN_SEGS {
-            self.hi[n - 1].store(hi, Ordering::Relaxed);
-        }
-    }
-    /// Whether `addr` lies in the first recorded segment (in `override` builds, where the
-    /// main arena grows the program break, usually its only one).
-    #[inline(always)]
-    pub fn first_contains(&self, addr: usize) -> bool {
-        let lo = self.lo[0].load(Ordering::Relaxed);
-        addr.wrapping_sub(lo) < self.hi[0].load(Ordering::Relaxed).wrapping_sub(lo)
-    }
-
-    /// Whether `addr` lies in a recorded segment (the first one is checked without a loop: it
-    /// is usually the only one).
-    #[inline(always)]
-    pub fn contains(&self, addr: usize) -> bool {
-        let lo = self.lo[0].load(Ordering::Relaxed);
-        if addr.wrapping_sub(lo) < self.hi[0].load(Ordering::Relaxed).wrapping_sub(lo) {
-            return true;
-        }
-        self.contains_slow(addr)
-    }
-
-    #[cold]
-    fn contains_slow(&self, addr: usize) -> bool {
-        let n = self.n.load(Ordering::Acquire);
-        for i in 1..n.min(MAX_MAIN_SEGS) {
-            if addr >= self.lo[i].load(Ordering::Relaxed)
-                && addr < self.hi[i].load(Ordering::Relaxed)
-            {
-                return true;
-            }
-        }
-        false
-    }
-}
-
-/// Heap-wide settings and counters that arenas read (process atomics: not part of any modelled
-/// protocol).
-#[derive(Debug)]
-pub struct Shared {
-    /// Requests at or above get their own mapping.
-    pub mmap_threshold: PAtomicUsize,
-    /// Whether the threshold adapts.
-    pub mmap_dynamic: PAtomicBool,
-    /// Top above this is trimmed.
-    pub trim_threshold: PAtomicUsize,
-    /// Top kept on trim, added on growth.
-    pub top_pad: usize,
-    /// Most bytes one arena keeps in its quick lists.
-    pub quick_max: usize,
-    /// Least time between two purge passes of an arena (milliseconds).
-    pub purge_delay_ms: usize,
-    /// Main arena segments.
-    pub main_segs: MainSegs,
-    /// Whether this is a user heap (`arena_malloc::Heap`): its reservations carry the map
-    /// values with [`region::USER`], its huge blocks are tracked, and it gives its granules
-    /// back as [`region::DROPPED`].
-    pub user: bool,
-    /// In the crate's unit tests: a clock the test sets by hand (milliseconds; 0: the OS's
-    /// clock), so that what a test checks of the time-based passes does not depend on how fast
-    /// the machine runs.
-    #[cfg(test)]
-    pub test_clock: PAtomicUsize,
-    /// Live huge blocks.
-    pub huge_count: PAtomicUsize,
-    /// Bytes mapped for huge blocks.
-    pub huge_bytes: PAtomicUsize,
-    main: PAtomicUsize,
-}
-
-impl Shared {
-    /// The heap's clock in milliseconds: [`os::now_ms`], or a test's hand-set clock.
-    #[inline]
-    pub fn now_ms(&self) -> u64 {
-        #[cfg(test)]
-        {
-            let t = self.test_clock.load(Ordering::Relaxed);
-            if t != 0 {
-                return t as u64;
-            }
-        }
-        os::now_ms()
-    }
-
-    /// The main arena.
-    #[inline]
-    pub fn main_arena(&self) -> *const Arena {
-        self.main.load(Ordering::Relaxed) as *const Arena
-    }
-
-    /// The region map value of this heap's regions.
-    #[inline]
-    pub fn region_kind(&self) -> u8 {
-        if self.user {
-            region::USER_REGION
-        } else {
-            region::REGION
-        }
-    }
-
-    /// The region map value of this heap's main reservation.
-    fn main_kind(&self) -> u8 {
-        if self.user {
-            region::USER_MAIN_RESERVE
-        } else {
-            region::MAIN_RESERVE
-        }
-    }
-
-    /// The region map value left behind by this heap's unmapped reservations.
-    fn left_kind(&self) -> u8 {
-        if self.user {
-            region::DROPPED
-        } else {
-            region::NOT_OURS
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Registry {
@@ -240,21 +90,7 @@ impl Heap {
         /// An empty heap; [`Heap::init`] must run before use.
         pub fn new() -> Heap {
             Heap {
-                shared: Shared {
-                    mmap_threshold: PAtomicUsize::new(crate::config::MMAP_THRESHOLD_DEFAULT),
-                    mmap_dynamic: PAtomicBool::new(true),
-                    trim_threshold: PAtomicUsize::new(crate::config::TRIM_THRESHOLD_DEFAULT),
-                    top_pad: crate::config::TOP_PAD_DEFAULT,
-                    quick_max: crate::config::QUICK_MAX_DEFAULT,
-                    purge_delay_ms: crate::config::PURGE_DELAY_MS_DEFAULT,
-                    user: false,
-                    main_segs: MainSegs::new(),
-                    #[cfg(test)]
-                    test_clock: PAtomicUsize::new(0),
-                    huge_count: PAtomicUsize::new(0),
-                    huge_bytes: PAtomicUsize::new(0),
-                    main: PAtomicUsize::new(0),
-                },
+                shared: Shared::new(),
                 arenas: new_arena_table(),
                 narenas: AtomicUsize::new(0),
                 registry: sync::new_mutex(Registry {
@@ -294,7 +130,7 @@ impl Heap {
     /// # Safety
     /// Called once, before any other use, at the heap's final address.
     pub unsafe fn init(&self, t: &Tunables) -> bool {
-        crate::chunk::init_secrets();
+        crate::keys::init();
         let sh = &self.shared;
         sh.mmap_threshold.store(t.mmap_threshold, Ordering::Relaxed);
         sh.mmap_dynamic
@@ -334,7 +170,7 @@ impl Heap {
         };
         // SAFETY: meta is fresh, writable and page aligned.
         let a = unsafe { Arena::init_at(meta.cast(), &self.shared, 0, growth) };
-        sh.main.store(a as usize, Ordering::Relaxed);
+        sh.set_main_arena(a as usize);
         // SAFETY: the arena is fully built; nobody else sees it yet.
         let ok = unsafe {
             let mut g = (*a).lock();
@@ -343,7 +179,7 @@ impl Heap {
                 _ => match os::map_aligned(t.main_reserve, crate::config::REGION_SIZE, false) {
                     Some(base) if os::commit(base, COMMIT_STEP) => {
                         // R1: the whole reservation is readable and ours until `Drop`.
-                        region::register(base as usize, t.main_reserve, sh.main_kind());
+                        region_map::register(base as usize, t.main_reserve, sh.main_kind());
                         self.main_reserve.store(base as usize, Ordering::Relaxed);
                         self.main_reserve_len
                             .store(t.main_reserve, Ordering::Relaxed);
@@ -370,7 +206,7 @@ impl Heap {
     #[inline]
     pub fn main_arena(&self) -> &Arena {
         // SAFETY: set by init, lives as long as the heap.
-        unsafe { &*self.shared.main_arena() }
+        unsafe { &*(self.shared.main_arena() as *const Arena) }
     }
 
     /// Arenas made so far.
@@ -586,7 +422,7 @@ impl Heap {
             // SAFETY: as above.
             unsafe {
                 self.drain_ring(tc);
-                (*tc).flush_all(self)
+                self.flush_cache(tc)
             };
         }
         let mut reg = self.registry.lock();
@@ -614,7 +450,7 @@ impl Heap {
         if late_flush {
             drop(reg);
             // SAFETY: none: this is the bug the mutation plants.
-            unsafe { (*tc).flush_all(self) };
+            unsafe { self.flush_cache(tc) };
         }
     }
 
@@ -759,7 +595,7 @@ impl Heap {
     /// `p` is the payload of a live chunk of this heap's arenas (not a huge block).
     #[inline]
     pub unsafe fn arena_of_payload(&self, p: *mut u8) -> &Arena {
-        if region::kind(p as usize) & !region::USER == region::REGION {
+        if region_map::kind(p as usize) & !region_map::USER == region_map::REGION {
             // SAFETY: caller: a region chunk; its header holds its arena.
             unsafe { &*region::arena_of(p) }
         } else {
@@ -934,7 +770,7 @@ impl Heap {
             let t = unsafe { &mut *tc };
             if t.caches(cls) {
                 // SAFETY: forwarded.
-                return unsafe { t.refill(self, cls) };
+                return unsafe { self.refill(t, cls) };
             }
         }
         let nb = CLASS_CHUNK_SIZE[cls];
@@ -1139,11 +975,11 @@ impl Heap {
     pub unsafe fn check_ptr(&self, p: *mut u8, op: Op) -> Chunk {
         // One test for "16-aligned and below the region map's limit" (a power of two), on the
         // chunk address `a` (a null `p` wraps high and fails it).
-        const ODD: usize = !(region::MAP_LIMIT - 1) | 15;
+        const ODD: usize = !(region_map::MAP_LIMIT - 1) | 15;
         let a = (p as usize).wrapping_sub(HEADER);
         // SAFETY: a < MAP_LIMIT when the first test passes. A user heap checks every pointer
         // in `check_unusual` (its granules are not `contains`'s, the others' must be refused).
-        if a & ODD != 0 || !unsafe { region::contains_below_limit(a) } || self.shared.user {
+        if a & ODD != 0 || !unsafe { region_map::contains_below_limit(a) } || self.shared.user {
             // SAFETY: forwarded.
             unsafe { self.check_unusual(p, op) };
         }
@@ -1165,13 +1001,13 @@ impl Heap {
             fatal(op.msg(Problem::Misaligned));
         }
         let a = (p as usize).wrapping_sub(HEADER);
-        let k = region::kind(a);
-        if k & region::USER != 0 && k != region::DROPPED {
+        let k = region_map::kind(a);
+        if k & region_map::USER != 0 && k != region_map::DROPPED {
             // A live user heap's reservation (readable: R1). Only that heap may free there.
             if !self.shared.user {
                 fatal(op.msg(Problem::UserHeap));
             }
-            let mine = if k == region::USER_REGION {
+            let mine = if k == region_map::USER_REGION {
                 // SAFETY: a live region; its header names its arena, which lives in the
                 // arena's first region, unmapped last.
                 ptr::eq(unsafe { (*region::arena_of(p)).shared() }, &self.shared)
@@ -1184,7 +1020,7 @@ impl Heap {
             }
             return;
         }
-        if self.shared.user && k != region::NOT_OURS && k != region::DROPPED {
+        if self.shared.user && k != region_map::NOT_OURS && k != region_map::DROPPED {
             // The global heap's (or a test heap's) reservations.
             fatal(op.msg(Problem::NotThisHeap));
         }
@@ -1202,7 +1038,7 @@ impl Heap {
     #[inline(never)]
     unsafe fn check_foreign(&self, p: *mut u8, op: Op) {
         // A pointer into what a dropped user heap gave back is named as such when it fails.
-        let dropped = region::kind((p as usize).wrapping_sub(HEADER)) == region::DROPPED;
+        let dropped = region_map::kind((p as usize).wrapping_sub(HEADER)) == region_map::DROPPED;
         let fail = |problem| {
             fatal(op.msg(if dropped { Problem::Dropped } else { problem }));
         };
@@ -1283,7 +1119,7 @@ impl Heap {
             return false;
         }
         // One test for "16-aligned and below the region map's limit" (null wraps high).
-        const ODD: usize = !(region::MAP_LIMIT - 1) | 15;
+        const ODD: usize = !(region_map::MAP_LIMIT - 1) | 15;
         let a = (p as usize).wrapping_sub(HEADER);
         // SAFETY: a < MAP_LIMIT when the first test passes. A header in the heap's reservations
         // (R1) or in the main arena's first segment (the program break, in `override` builds)
@@ -1292,7 +1128,7 @@ impl Heap {
             return false;
         }
         // SAFETY: as above.
-        if !unsafe { region::contains_below_limit(a) } {
+        if !unsafe { region_map::contains_below_limit(a) } {
             // The break (an `override` build's main arena): off the path of region blocks.
             cold_path();
             if !self.shared.main_segs.first_contains(a) {
@@ -1401,14 +1237,14 @@ impl Heap {
         // lie on the program break would pay for the test and gain nothing).
         unsafe {
             if self.free_pipeline.load(Ordering::Relaxed)
-                && region::contains(p.addr().wrapping_sub(HEADER))
+                && region_map::contains(p.addr().wrapping_sub(HEADER))
             {
                 t.ring_arm();
             }
-            t.maybe_collect(self);
-            let keep = t.overflow(self, cls);
+            self.maybe_collect(t);
+            let keep = self.overflow(t, cls);
             if keep < t.count(cls) {
-                t.flush(self, cls, keep, true);
+                self.flush_class(t, cls, keep, true);
             }
             if !t.push(cls, p) {
                 self.free_to_arena(Chunk::from_payload(p));
@@ -1733,7 +1569,7 @@ impl Heap {
             }
             let base = self.main_reserve.load(Ordering::Relaxed);
             if base != 0 {
-                region::register(base, self.main_reserve_len.load(Ordering::Relaxed), left);
+                region_map::register(base, self.main_reserve_len.load(Ordering::Relaxed), left);
                 os::unmap(
                     ptr::with_exposed_provenance_mut(base),
                     self.main_reserve_len.load(Ordering::Relaxed),

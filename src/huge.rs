@@ -16,8 +16,8 @@
 
 use crate::chunk::{Chunk, HEADER, IS_MMAPPED};
 use crate::config::MMAP_THRESHOLD_MAX;
-use crate::heap::Shared;
 use crate::os;
+use crate::shared::Shared;
 use crate::sync::process::Ordering;
 
 /// Maps a huge block for `n` bytes aligned to `align` (a power of two); null on failure.

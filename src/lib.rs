@@ -87,7 +87,13 @@ pub mod heap;
 #[doc(hidden)]
 pub mod huge;
 #[doc(hidden)]
+pub mod keys;
+#[doc(hidden)]
 pub mod os;
+#[doc(hidden)]
+pub mod region_map;
+#[doc(hidden)]
+pub mod shared;
 #[doc(hidden)]
 pub mod size_class;
 mod stats;

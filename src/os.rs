@@ -16,7 +16,17 @@
 use core::ffi::CStr;
 use core::ptr;
 
-use crate::sync::process::{AtomicU32, AtomicUsize, Ordering};
+use self::process::{AtomicU32, AtomicUsize, Ordering};
+
+/// Real atomics for process-wide statics (the cached page size, the tag secret, the region
+/// map), never swapped for loom's: loom's atomics cannot live in a `static`. Defined here, in
+/// the bottom layer, so that `os` needs nothing above it; `sync` re-exports it as
+/// `sync::process` for everyone else.
+pub mod process {
+    pub use core::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
+}
 
 /// Cached OS page size (0 until first read).
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);

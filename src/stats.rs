@@ -247,7 +247,7 @@ mod tests {
                 h.free(tc, p);
             }
             // The cache's flush sends its small chunks to the quick lists, whole.
-            (*tc).flush_all(&h);
+            h.flush_cache(tc);
             let s1 = h.stats();
             assert_identity(&s1);
             assert!(s1.quick_bytes > 100 << 10, "{s1}");

@@ -1,4 +1,5 @@
-//! The sync facade: the only module that names `core::sync::atomic`, `std::sync` or `loom`.
+//! The sync facade: the only module that names `std::sync` or `loom`, and with `os` (whose
+//! [`process`] atomics it re-exports) the only one that names `core::sync::atomic`.
 //!
 //! Everything the allocator's concurrent protocols use — atomics, `Ordering`, `fence`, an
 //! `UnsafeCell` with closure accessors, the non-allocating [`Mutex`], [`spin_hint`] — comes from
@@ -17,12 +18,9 @@
 //! machine runs on loom's atomics, over a model of the futex (`Futex`: compare-and-sleep as one
 //! step, wake one sleeper), so that loom finds a lost wake-up as a deadlock.
 
-/// Real atomics for process-wide statics, never swapped for loom's.
-pub mod process {
-    pub use core::sync::atomic::{
-        AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-    };
-}
+/// Real atomics for process-wide statics, never swapped for loom's (defined in `os`, the
+/// bottom layer, which uses them itself and must not depend on this module).
+pub use crate::os::process;
 
 #[cfg(not(all(test, loom)))]
 pub use core::sync::atomic::{

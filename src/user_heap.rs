@@ -15,7 +15,7 @@
 //!   batches, frees into a busy arena through its lock-free remote list);
 //! - the heap's arenas are capped at its lane count, so a heap used by one thread has one.
 //!
-//! Its reservations carry their own region map values (`region::USER_*`), so the global
+//! Its reservations carry their own region map values (`region_map::USER_*`), so the global
 //! allocator refuses its blocks (with a message) and it refuses the global heap's and other
 //! heaps' blocks; when it is dropped its granules are marked `DROPPED`, so that a later free of
 //! one of its blocks is named as such.
@@ -246,7 +246,7 @@ impl Heap {
             let tc = lane.tc.get();
             if !tc.is_null() {
                 // SAFETY: we hold the lane, so nobody else uses its cache.
-                unsafe { (*tc).flush_all(&b.heap) };
+                unsafe { b.heap.flush_cache(tc) };
             }
             lane.busy.store(false, Ordering::Release);
         }

@@ -52,8 +52,8 @@ use crate::config::{
     BATCH_BLOCK_MAX, COMMIT_STEP, PURGE_DEBT, PURGE_MIN_CHUNK, REGION_SIZE, TRIM_ADAPT_MAX,
     TRIM_EPOCH,
 };
-use crate::heap::Shared;
 use crate::os::{self, fatal};
+use crate::shared::Shared;
 use crate::size_class::{chunk_class, NSMALL_CLASSES, SMALL_MAX_REQUEST};
 use crate::sync::{self, AtomicPtr, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::tcache::link;
@@ -512,7 +512,7 @@ impl ArenaState {
     }
 
     fn arena_is_main(&self, sh: &Shared) -> bool {
-        ptr::eq(self.arena, sh.main_arena())
+        self.arena as usize == sh.main_arena()
     }
 
     /// Starts a new segment `[start, end)` (`start` 16-aligned, `end - start ≥ TOP_MIN`) inside
@@ -1730,7 +1730,7 @@ unsafe fn quick_set_count(h: *mut u8, n: usize) {
 
 #[inline(always)]
 fn quick_mangle(slot: *mut usize, v: usize) -> usize {
-    v ^ (slot as usize >> 12) ^ crate::chunk::KEYS.link.load(Ordering::Relaxed)
+    v ^ (slot as usize >> 12) ^ crate::keys::KEYS.link.load(Ordering::Relaxed)
 }
 
 /// Stores member `p` in slot `i` of bundle head `h`.

@@ -152,7 +152,7 @@ fn run_model(seed: u64, ops: usize, ncaches: usize) {
                     if rng.below(50) == 0 {
                         heap.trim(rng.below(2) as usize * 4096);
                     } else if ncaches > 0 && rng.below(10) == 0 {
-                        (*tc).flush_all(&heap);
+                        heap.flush_cache(tc);
                     }
                 }
             }
@@ -264,7 +264,7 @@ fn a_flush_into_a_busy_arena_goes_remote_as_bundles() {
             let bytes = held * CLASS_CHUNK_SIZE[cls];
             // Hold the lock: the flush must defer everything to the remote list, in bundles.
             let g = arena.lock();
-            (*tc).flush(&heap, cls, 0, true);
+            heap.flush_class(tc, cls, 0, true);
             assert_eq!((*tc).count(cls), 0);
             assert!(arena.has_remote());
             assert_eq!(arena.remote_bytes.load(Ordering::Relaxed), bytes);
@@ -494,7 +494,7 @@ fn stale_cache_key_is_not_a_double_free() {
     unsafe {
         let p = h.malloc(tc, 24);
         h.free(tc, p); // cached: the key is at p+8
-        (*tc).flush_all(&h); // back to the arena (onto a quick list)
+        h.flush_cache(tc); // back to the arena (onto a quick list)
         h.trim(0); // consolidates the quick lists: the chunk merges into top
         let q = h.malloc(core::ptr::null_mut(), 40); // carved from top, same address
         assert_eq!(
@@ -527,7 +527,7 @@ fn stale_cache_keys_inside_coalesced_chunks() {
         for &p in &v {
             h.free(tc, p);
         }
-        (*tc).flush_all(&h);
+        h.flush_cache(tc);
         let mut got = [core::ptr::null_mut(); 64];
         for (i, g) in got.iter_mut().enumerate() {
             *g = if i % 2 == 0 {
@@ -630,7 +630,7 @@ fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
         // a quarter as many operations as the lists hold chunks (so that merging them, ~70 ns each, costs
         // at most about one merge per operation): nothing is merged yet. (The cache is emptied
         // first, so that every small block is on a quick list and the whole mix can coalesce.)
-        (*tc).flush_all(&h);
+        h.flush_cache(tc);
         let kept = quick_bytes(&h);
         let chunks = quick_chunks(&h);
         let churn = |from: usize, to: usize| {
@@ -699,7 +699,7 @@ fn growth_after_a_batch_keeps_the_quick_lists_within_a_budget() {
         mix_round(&h, tc, &sizes, &order);
         // Every chunk of the mix on a quick list of the cache's arena, the main one, which the
         // cacheless calls below use too.
-        (*tc).flush_all(&h);
+        h.flush_cache(tc);
         assert!(ptr::eq((*tc).arena, h.main_arena()));
         let kept = quick_bytes(&h);
         let committed = h.stats().arena_committed;
@@ -921,7 +921,7 @@ fn a_refill_that_meets_only_inexact_chunks_still_allocates() {
         for &p in &freed {
             h.free(tc, p);
         }
-        (*tc).flush_all(&h);
+        h.flush_cache(tc);
         // 48-byte requests: 64-byte chunks, of which there are none free.
         let mut got = Vec::new();
         for i in 0..8 {
@@ -963,9 +963,9 @@ fn a_long_quick_list_keeps_every_chunk_once() {
         for &p in &blocks {
             h.free(tc, p);
         }
-        (*tc).flush_all(&h);
+        h.flush_cache(tc);
         h.drain_ring(tc);
-        (*tc).flush_all(&h);
+        h.flush_cache(tc);
         check_heap(&h).unwrap();
         let queued = quick_chunks(&h);
         assert!(
@@ -1181,14 +1181,14 @@ fn idle_arenas_age_by_time() {
         for &p in &big {
             h.free(tc, p);
         }
-        (*tc).flush_all(&h);
+        h.flush_cache(tc);
         let kept = quick_bytes(&h);
         assert!(kept > 2 << 20, "quick lists hold {kept}");
         let resident = |p: *mut u8| page_resident(p.add(BLOCK / 2));
         let aged_resident = big.iter().filter(|&&p| resident(p)).count();
         let tick = || {
             for _ in 0..64 {
-                (*tc).maybe_collect(&h);
+                h.maybe_collect(&mut *tc);
             }
         };
         // Two review intervals: the first review notes what the lists hold, the second
@@ -1289,7 +1289,7 @@ fn realloc_growth_stays_in_place_while_quick_lists_hold_chunks() {
             for &p in &small {
                 h.free(tc, p);
             }
-            (*tc).flush_all(&h);
+            h.flush_cache(tc);
             assert!(
                 quick_bytes(&h) > 0,
                 "round {round}: the quick lists are empty"

@@ -17,7 +17,7 @@
 use core::ptr;
 
 use crate::chunk::Chunk;
-use crate::heap::Shared;
+use crate::shared::Shared;
 
 const MAGIC: usize = 0x6172_656e_615f_6870; // "arena_hp"
 

@@ -24,18 +24,12 @@
 use crate::os::fatal;
 use crate::sync::process::{AtomicUsize, Ordering};
 
-const LINK_KEY: &AtomicUsize = &crate::chunk::KEYS.link;
-const CACHE_KEY: &AtomicUsize = &crate::chunk::KEYS.cache;
+const LINK_KEY: &AtomicUsize = &crate::keys::KEYS.link;
+const CACHE_KEY: &AtomicUsize = &crate::keys::KEYS.cache;
 
 /// Bits of a demangled link that are known: a 16-aligned user-space address (or null) has its
 /// low 4 bits and its top 7 bits clear (even with 5-level page tables).
 const LINK_KNOWN_ZERO: usize = !0 << 57 | 15;
-
-/// Sets the process-wide keys; once, at start.
-pub fn set_keys(link_key: usize, cache_key: usize) {
-    LINK_KEY.store(link_key & !15, Ordering::Relaxed);
-    CACHE_KEY.store(cache_key | 1, Ordering::Relaxed);
-}
 
 /// The freed mark of payload `p`.
 #[inline(always)]

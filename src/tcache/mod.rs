@@ -42,9 +42,9 @@ pub mod link;
 
 use core::ptr;
 
-use crate::arena::{region, Arena};
-use crate::chunk::{Chunk, HEADER, MIN_CHUNK};
-use crate::heap::Heap;
+use crate::arena::Arena;
+use crate::chunk::{HEADER, MIN_CHUNK};
+use crate::region_map;
 use crate::size_class::{
     request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
 };
@@ -380,10 +380,10 @@ impl ThreadCache {
         // SAFETY: the index is masked to RING (a power of two).
         let slot = unsafe { r.slots.get_unchecked(i & (RING - 1)) };
         // The same test as `Heap::free_fast`'s first (null wraps high).
-        const ODD: usize = !(region::MAP_LIMIT - 1) | 15;
+        const ODD: usize = !(region_map::MAP_LIMIT - 1) | 15;
         let a = (p as usize).wrapping_sub(HEADER);
         // SAFETY: a < MAP_LIMIT when the first test passes.
-        if a & ODD != 0 || !unsafe { region::contains_below_limit(a) } {
+        if a & ODD != 0 || !unsafe { region_map::contains_below_limit(a) } {
             return RingOut::Now;
         }
         // A block freed again while its first free is still pending: caught here, at once.
@@ -737,17 +737,11 @@ impl ThreadCache {
             .sum()
     }
 
-    /// Refills class `cls` from the arenas and returns one chunk's payload (null when out of
-    /// memory).
-    ///
-    /// # Safety
-    /// Owning thread; `cls` is cached and its stack is empty; `heap` owns the cache.
-    #[cold]
-    #[inline(never)]
-    pub unsafe fn refill(&mut self, heap: &Heap, cls: usize) -> *mut u8 {
-        // SAFETY: forwarded.
-        unsafe { self.maybe_collect(heap) };
-        // The thread allocates this class: its stack gets its full bound back (`overflow`).
+    /// Starts a refill of class `cls` (its stack is empty): the stack gets its full bound
+    /// back (the thread allocates this class: see [`ThreadCache::overflow`]) and the next
+    /// refill's batch doubles. Returns how many chunks to take: the batch, at most the stack's
+    /// room plus the one the refill hands out.
+    pub fn begin_refill(&mut self, cls: usize) -> usize {
         self.refilled[cls] = true;
         self.used[cls] = true;
         let full = low16(self.bases[cls].wrapping_add(self.bins[cls + 1].max as usize));
@@ -755,57 +749,29 @@ impl ThreadCache {
         b.full = full;
         let want = b.fill as usize;
         b.fill = (b.fill * 2).min((b.max / 2).max(1));
-        let nb = CLASS_CHUNK_SIZE[cls];
         let room = b.max as usize - self.count(cls);
-        // SAFETY: the arena pointer is valid for the heap's life.
-        let own = unsafe { &*self.arena };
-        let mut g = heap.lock_some_arena(own);
-        let sh = heap.shared();
-        let mut first: *mut u8 = ptr::null_mut();
-        let start = self.bins[cls + 1].top.load(Ordering::Relaxed);
-        let mut t = start;
-        // SAFETY: lock held; each chunk handed to the sink is in use and ours; at most `want`
-        // chunks come, and one of them is returned, so the stack gets at most `want - 1 <= room`.
+        want.min(room + 1)
+    }
+
+    /// The first free slot of stack `cls`, where a refill writes its chunks' payloads (each
+    /// put in the cache with `link::put_cached`) in address order.
+    pub fn refill_slots(&self, cls: usize) -> *mut *mut u8 {
+        self.bins[cls + 1].top.load(Ordering::Relaxed)
+    }
+
+    /// Ends a refill that filled the slots `[start, end)` of stack `cls` (`start` from
+    /// [`ThreadCache::refill_slots`]): reverses them, so that pops hand out ascending
+    /// addresses, and moves the top past them.
+    ///
+    /// # Safety
+    /// Owning thread; `[start, end)` are the slots just filled, within the stack's bound.
+    pub unsafe fn end_refill(&mut self, cls: usize, start: *mut *mut u8, end: *mut *mut u8) {
+        // SAFETY: caller: [start, end) are the slots just filled.
         unsafe {
-            g.malloc_batch(sh, nb, want.min(room + 1), |c: Chunk, marked: bool| {
-                let p = c.payload();
-                if first.is_null() {
-                    // Memory fresh from the arena may hold a stale freed mark at payload+8;
-                    // clear it so that freeing this block is not taken for a double free.
-                    link::clear_key(p);
-                    first = p;
-                } else {
-                    // `malloc_batch` gives chunks of exactly `nb` bytes (T2); a quick-list chunk
-                    // is marked already (and may well be out of the CPU cache: no store; the
-                    // `expensive-checks` canary in word 0 must be written though).
-                    if !marked || cfg!(feature = "expensive-checks") {
-                        link::put_cached(p);
-                    }
-                    t.write(p);
-                    t = t.add(1);
-                }
-            });
-            if first.is_null() {
-                // No chunk of exactly the class: the arena may hold only chunks a step above it
-                // (whose remainder is too small to split off; they cannot go on the stack, T2,
-                // and a batch gives back each one it meets), or memory is short. The request
-                // itself takes whatever chunk serves it: its size is in its header.
-                if let Some(got) = g.malloc_chunk(sh, nb) {
-                    let p = got.chunk.payload();
-                    link::clear_key(p);
-                    first = p;
-                }
-            }
-        }
-        drop(g);
-        // The batch came in address order; reverse it so that pops hand out ascending addresses.
-        // SAFETY: [start, t) are the slots just filled.
-        unsafe {
-            let n = t.offset_from(start) as usize;
+            let n = end.offset_from(start) as usize;
             core::slice::from_raw_parts_mut(start, n).reverse();
         }
-        self.bins[cls + 1].top.store(t, Ordering::Relaxed);
-        first
+        self.bins[cls + 1].top.store(end, Ordering::Relaxed);
     }
 
     /// Stack `cls` is full and a chunk is being freed: returns how many of its chunks to keep
@@ -820,9 +786,17 @@ impl ThreadCache {
     /// stack, out of reach of the arena (and of the thread that will want them), so the stack is
     /// bounded to [`FREER_STACK`] chunks and flushed whole. Its next refill restores the bound.
     ///
+    /// `now` reads the heap's clock; `release` gives chunks back to their arenas (a slice of
+    /// payloads, and their chunk size).
+    ///
     /// # Safety
-    /// Owning thread.
-    pub unsafe fn overflow(&mut self, heap: &Heap, cls: usize) -> usize {
+    /// Owning thread; `release` takes the chunks it is given (they are no longer cached).
+    pub unsafe fn overflow(
+        &mut self,
+        cls: usize,
+        now: impl FnOnce() -> u64,
+        release: impl FnMut(&mut [*mut u8], usize),
+    ) -> usize {
         let max = self.bins[cls + 1].max;
         if core::mem::replace(&mut self.refilled[cls], false) {
             if self.grow(cls) {
@@ -831,13 +805,15 @@ impl ThreadCache {
             // Out of budget: the classes idle since the last collection give back their grown
             // bounds first (a program's phases move from class to class faster than the
             // collection interval: `c-simple` spends ~20 ms per size).
-            let now = heap.shared().now_ms();
-            if self.grown_bytes > 0 && now.wrapping_sub(self.gc_ms) >= GC_MIN_MS {
-                self.gc_ms = now;
-                // SAFETY: forwarded.
-                unsafe { self.collect(heap) };
-                if self.grow(cls) {
-                    return self.count(cls);
+            if self.grown_bytes > 0 {
+                let now = now();
+                if now.wrapping_sub(self.gc_ms) >= GC_MIN_MS {
+                    self.gc_ms = now;
+                    // SAFETY: forwarded.
+                    unsafe { self.collect(release) };
+                    if self.grow(cls) {
+                        return self.count(cls);
+                    }
                 }
             }
             return max as usize / 2;
@@ -873,24 +849,21 @@ impl ThreadCache {
         b.fill = b.fill.min((b.max / 2).max(1));
     }
 
-    /// Runs [`ThreadCache::collect`] when [`GC_INTERVAL_MS`] passed since the last one (the
-    /// slow paths call it: refills and overflows; every [`GC_TICKS`]th call reads the clock).
-    ///
-    /// # Safety
-    /// Owning thread; `heap` owns the cache.
-    pub unsafe fn maybe_collect(&mut self, heap: &Heap) {
+    /// Whether [`ThreadCache::collect`] is due: [`GC_INTERVAL_MS`] passed since the last one
+    /// (the slow paths ask: refills and overflows; every [`GC_TICKS`]th asking reads the clock
+    /// with `now`). When it is, returns the time read, which the collection's interval starts
+    /// from.
+    pub fn collection_due(&mut self, now: impl FnOnce() -> u64) -> Option<u64> {
         self.gc_tick = self.gc_tick.wrapping_add(1);
         if self.gc_tick % GC_TICKS != 0 {
-            return;
+            return None;
         }
-        let now = heap.shared().now_ms();
+        let now = now();
         if now.wrapping_sub(self.gc_ms) >= GC_INTERVAL_MS {
             self.gc_ms = now;
-            // SAFETY: forwarded.
-            unsafe { self.collect(heap) };
-            // SAFETY: the arena pointer is valid for the heap's life.
-            heap.decay_arenas(unsafe { &*self.arena }, now);
+            return Some(now);
         }
+        None
     }
 
     /// Gives back what the idle classes hold: a class not refilled since the last collection
@@ -901,11 +874,13 @@ impl ThreadCache {
     /// misses — its stack big enough for every batch — is halved too, and refills back: a few
     /// refills every other interval.)
     ///
+    /// `release` gives chunks back to their arenas (see [`ThreadCache::flush`]).
+    ///
     /// # Safety
-    /// Owning thread; `heap` owns the cache.
+    /// Owning thread; `release` takes the chunks it is given.
     // The class index runs over several per-class arrays at once.
     #[allow(clippy::needless_range_loop)]
-    pub unsafe fn collect(&mut self, heap: &Heap) {
+    pub unsafe fn collect(&mut self, mut release: impl FnMut(&mut [*mut u8], usize)) {
         for c in 0..NCLASSES {
             if !self.caches(c) || core::mem::replace(&mut self.used[c], false) {
                 continue;
@@ -916,7 +891,7 @@ impl ThreadCache {
             let n = self.count(c);
             if n > 0 {
                 // SAFETY: forwarded.
-                unsafe { self.flush(heap, c, (n / 2).min(new), false) };
+                unsafe { self.flush(c, (n / 2).min(new), &mut release) };
             }
             if new < max {
                 self.grown_bytes -= (max - new) * CLASS_CHUNK_SIZE[c];
@@ -942,13 +917,20 @@ impl ThreadCache {
         (b.full.wrapping_sub(b.empty) / 8) as usize
     }
 
-    /// Sends all but the newest `keep` chunks of class `cls` back to their arenas.
+    /// Sends all but the newest `keep` chunks of class `cls` back to their arenas: `release`
+    /// gets the payloads that leave the stack (which no longer holds them) and their chunk
+    /// size.
     ///
     /// # Safety
-    /// Owning thread.
+    /// Owning thread; `release` takes the chunks it is given.
     #[cold]
     #[inline(never)]
-    pub unsafe fn flush(&mut self, heap: &Heap, cls: usize, keep: usize, may_defer: bool) {
+    pub unsafe fn flush(
+        &mut self,
+        cls: usize,
+        keep: usize,
+        release: impl FnOnce(&mut [*mut u8], usize),
+    ) {
         let n = self.count(cls);
         if n <= keep {
             return;
@@ -977,22 +959,23 @@ impl ThreadCache {
             self.bins[cls + 1]
                 .top
                 .store(base.add(keep), Ordering::Relaxed);
-            heap.release_slice(&mut all[keep..], CLASS_CHUNK_SIZE[cls], may_defer);
+            release(&mut all[keep..], CLASS_CHUNK_SIZE[cls]);
         }
     }
 
-    /// Empties every stack (thread exit, cache teardown).
+    /// Empties every stack (thread exit, cache teardown), giving the chunks to `release` as
+    /// [`ThreadCache::flush`] does.
     ///
     /// # Safety
-    /// Owning thread, or the cache's owner no longer exists.
-    pub unsafe fn flush_all(&mut self, heap: &Heap) {
+    /// Owning thread, or the cache's owner no longer exists; `release` takes the chunks.
+    pub unsafe fn flush_all(&mut self, mut release: impl FnMut(&mut [*mut u8], usize)) {
         for c in 0..NCLASSES {
             // Classes that are not cached hold nothing (and cost loom a scheduling point each).
             if !self.caches(c) {
                 continue;
             }
             // SAFETY: forwarded.
-            unsafe { self.flush(heap, c, 0, false) };
+            unsafe { self.flush(c, 0, &mut release) };
         }
     }
 

@@ -96,7 +96,7 @@ pub(crate) fn two_freers_vs_cache_owner() {
             let r = h.malloc(t, 48); // refill: lock_some_arena, drain
             assert!(!r.is_null());
             h.free(t, r);
-            (*t).flush_all(&h);
+            h.flush_cache(t);
         }
         for f in freers {
             f.join().unwrap();

@@ -43,7 +43,7 @@ pub(crate) fn stats_while_counters_change() {
             thread::spawn(move || unsafe {
                 let p = h.malloc(owner.0, 24); // refill: count changes
                 h.free(owner.0, p); // push: count changes
-                (*owner.0).flush(&h, crate::size_class::request_class(24).0, 0, true);
+                h.flush_class(owner.0, crate::size_class::request_class(24).0, 0, true);
                 h.release_slice(&mut [b.0], 0, true); // remote free or locked free
             })
         };

@@ -32,7 +32,7 @@ pub(crate) fn refill_and_flush_race_remote_flush() {
         let flusher = {
             let h = h.clone();
             thread::spawn(move || unsafe {
-                (*other.0).flush(&h, cls, 0, true);
+                h.flush_class(other.0, cls, 0, true);
                 assert_eq!((*other.0).count(cls), 0);
             })
         };
@@ -42,7 +42,7 @@ pub(crate) fn refill_and_flush_race_remote_flush() {
             assert!(!p.is_null());
             assert!(t.count(cls) <= t.max(cls));
             h.free(owner.0, p);
-            t.flush(&h, cls, 0, true);
+            h.flush_class(t, cls, 0, true);
             assert_eq!(t.count(cls), 0);
         }
         flusher.join().unwrap();
