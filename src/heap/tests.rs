@@ -5,6 +5,9 @@
 
 use super::*;
 use crate::check::check_heap;
+use crate::chunk::{Chunk, IS_MMAPPED, MIN_CHUNK};
+use crate::size_class::{chunk_class, request_to_chunk, SMALL_MAX_REQUEST};
+use crate::tcache::link;
 use std::collections::BTreeMap;
 
 /// A private heap whose clock stands still (`Shared::test_clock`): its time-based passes
