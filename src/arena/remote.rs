@@ -1,0 +1,123 @@
+//! Remote frees: chunks freed by threads that found the arena's lock busy wait on a lock-free
+//! list (`Arena::remote`), pushed as a chain with one compare-exchange, and whoever takes the
+//! lock next drains them. A thread cache's flush pushes its chunks as bundles (`bundle.rs`), so
+//! the drainer reads one head per bundle.
+
+use core::ptr;
+
+use super::bundle::{quick_count_of, quick_slot_get, remote_cap};
+use super::{Arena, ArenaGuard};
+use crate::chunk::Chunk;
+use crate::os::fatal;
+use crate::sync::{self, Ordering};
+use crate::tcache::link;
+
+impl Arena {
+    /// Pushes a chain of chunks (payloads linked head → … → tail through `tcache::link`) whose
+    /// frees are pending; the next lock holder frees them.
+    ///
+    /// # Safety
+    /// Every chunk in the chain belongs to this arena, is in use, and is owned by the caller.
+    pub unsafe fn push_remote(&self, head: *mut u8, tail: *mut u8, bytes: usize) {
+        // Counted before the chain is published, so that the drainer's `fetch_sub` (after its
+        // Acquire swap) can never run first and wrap the figure below zero (loom_stats).
+        let late = sync::mutation::on("remote_bytes_late");
+        if !late {
+            self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        let mut old = self.remote.load(Ordering::Relaxed);
+        // Mutation (loom check): a plain store in place of the CAS, so that two pushers can
+        // lose one another's chain.
+        if sync::mutation::on("remote_push_lost") {
+            // SAFETY: the caller owns `tail`.
+            unsafe { link::set(tail, old) };
+            self.remote.store(head, Ordering::Release);
+            return;
+        }
+        loop {
+            // SAFETY: the caller owns `tail`.
+            unsafe { link::set(tail, old) };
+            // Release: pairs with the Acquire swap in `drain_remote`, publishing the links and
+            // the chunks' contents.
+            // Mutation (loom check): the push forgets to publish.
+            let ord = if sync::mutation::on("remote_push_relaxed") {
+                Ordering::Relaxed
+            } else {
+                Ordering::Release
+            };
+            match self
+                .remote
+                .compare_exchange_weak(old, head, ord, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    // Mutation (loom check, see docs/loom.md): counted after publishing.
+                    if late {
+                        self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
+    /// Whether frees are pending on the remote list (a snapshot).
+    pub fn has_remote(&self) -> bool {
+        !self.remote.load(Ordering::Relaxed).is_null()
+    }
+}
+
+impl ArenaGuard<'_> {
+    /// Frees every chunk pending on the remote list.
+    #[inline]
+    pub fn drain_remote(&mut self) {
+        if self.arena.remote.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        // Acquire: pairs with the Release CAS in `push_remote`.
+        // Mutation (loom check, see docs/loom.md): the drain forgets to acquire.
+        let ord = if sync::mutation::on("remote_drain_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
+        // Mutation (loom check): a load and a store in place of the swap, so that a chain
+        // pushed between the two is lost.
+        let mut p = if sync::mutation::on("remote_drain_not_swapped") {
+            let p = self.arena.remote.load(Ordering::Acquire);
+            self.arena.remote.store(ptr::null_mut(), Ordering::Relaxed);
+            p
+        } else {
+            self.arena.remote.swap(ptr::null_mut(), ord)
+        };
+        let sh = self.arena.shared();
+        let mut bytes = 0;
+        while !p.is_null() {
+            // SAFETY: chunks on the remote list are in use, belong to this arena, and are ours
+            // now (A4); the link, count and slots were written by the pusher before its
+            // Release. Each entry is a bundle head: its members have its size and carry the
+            // freed mark (they come from a thread cache), so they are released unread.
+            unsafe {
+                let next = link::get(p);
+                let c = Chunk::from_payload(p);
+                let size = c.size();
+                let n = if remote_cap(size) > 0 {
+                    quick_count_of(p)
+                } else {
+                    0
+                };
+                if n > remote_cap(size) {
+                    fatal("malloc(): corrupted remote-free bundle (write after free?)");
+                }
+                for i in 0..n {
+                    let m = Chunk::from_payload(quick_slot_get(p, i));
+                    self.g.release_sized(sh, m, size, true);
+                }
+                bytes += size * (n + 1);
+                self.g.release(sh, c);
+                p = next;
+            }
+        }
+        self.arena.remote_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
