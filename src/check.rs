@@ -8,7 +8,7 @@
 
 use crate::arena::{Arena, ArenaState, TOP_MIN};
 use crate::bins::{bin_index, BinIdx, FIRST_LARGE, NBINS, UNSORTED};
-use crate::chunk::{Chunk, ALIGN, FENCE, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE};
+use crate::chunk::{Chunk, ALIGN, FENCE, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::heap::Heap;
 use crate::size_class::CLASS_CHUNK_SIZE;
 use crate::tcache::{link, ThreadCache};
@@ -31,9 +31,10 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
     let mut free_found_hash = 0u64;
     let top = st.top;
     let mut saw_top = false;
-    let nsegs = st.nsegs;
-    if nsegs >= crate::arena::MAX_SEGS {
-        return Ok(()); // too many segments recorded to walk them all
+    let nsegs = st.segment_count();
+    if !st.segments_complete() {
+        // The table of segments could not grow (no memory): some chunks cannot be reached.
+        return Err("arena segments not all recorded (out of memory for the table)");
     }
     // SAFETY: caller: lock held; every read below stays inside recorded segments.
     unsafe {
@@ -46,7 +47,8 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         if !top.is_free() {
             return Err("A1: top not marked FREE");
         }
-        for (i, &(start, end)) in st.segs[..nsegs].iter().enumerate() {
+        for i in 0..nsegs {
+            let (start, end) = st.segment(i);
             let current = i + 1 == nsegs;
             let mut c = Chunk::at(top.ptr().with_addr(start));
             let mut prev_free = false;
@@ -149,9 +151,9 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
                         return Err("B1: large bin not sorted");
                     }
                 }
-                if !st.segs[..nsegs]
-                    .iter()
-                    .any(|&(lo, hi)| c.addr() >= lo && c.addr() + size <= hi)
+                if !(0..nsegs)
+                    .map(|k| st.segment(k))
+                    .any(|(lo, hi)| c.addr() >= lo && c.addr() + size <= hi)
                 {
                     return Err("B: chunk in a bin lies outside the arena's segments");
                 }
@@ -214,13 +216,10 @@ pub unsafe fn check_arena(st: &ArenaState) -> CheckResult {
         {
             return Err("A5: a quick list's count does not match its chunks");
         }
-        if st.nsegs < crate::arena::MAX_SEGS
-            && st.committed != st.overhead + chunk_bytes + top.size()
-        {
+        if st.committed != st.overhead + chunk_bytes + top.size() {
             return Err("A2: committed != overhead + chunks + top");
         }
     }
-    let _ = PREV_INUSE;
     Ok(())
 }
 

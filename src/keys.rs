@@ -20,6 +20,11 @@ pub struct Keys {
     pub cache: AtomicUsize,
 }
 
+/// Bits known to be clear in a pointer stored under the link key, once demangled: a 16-aligned
+/// user-space address (or null) has its low 4 bits and its top 7 bits clear (even with 5-level
+/// page tables). Free-list links and bundle slots check them when read.
+pub const KNOWN_ZERO: usize = !0 << 57 | 15;
+
 /// The keys.
 pub static KEYS: Keys = Keys {
     tag: AtomicUsize::new(0),

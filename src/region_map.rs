@@ -44,14 +44,6 @@ pub unsafe fn contains_below_limit(addr: usize) -> bool {
     (b.load(Ordering::Acquire) as i8) > 0
 }
 
-/// Whether `addr` lies in a live reservation of a user heap (`arena_malloc::Heap`), which
-/// [`contains`] leaves out: R1 holds for it too.
-#[inline]
-pub fn contains_user(addr: usize) -> bool {
-    let k = kind(addr);
-    k == USER_MAIN_RESERVE || k == USER_REGION
-}
-
 /// Map value of a granule that is not ours.
 pub const NOT_OURS: u8 = 0;
 /// Map value of a granule of the main arena's reservation (no region header).

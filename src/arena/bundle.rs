@@ -118,7 +118,10 @@ pub(super) unsafe fn quick_slot_get(h: *mut u8, i: usize) -> *mut u8 {
         let slot = h.cast::<usize>().add(QUICK_HEAD_WORDS + i);
         quick_mangle(slot, slot.read())
     };
-    if v & 15 != 0 || v == 0 {
+    // The slot must demangle to a 16-aligned user-space address: every bit outside one is a
+    // write into the bundle (before, only the low 4 bits were tested, and an overwritten slot
+    // with them clear handed out a wild pointer).
+    if v & crate::keys::KNOWN_ZERO != 0 || v == 0 {
         fatal("malloc(): corrupted quick list (write after free?)");
     }
     ptr::with_exposed_provenance_mut(v)

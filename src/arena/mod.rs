@@ -159,10 +159,18 @@ pub struct ArenaState {
     top_low: usize,
     region_flag: usize,
     arena: *const Arena,
-    /// Segments (start of first chunk, end), for the checker; the last is the current one.
-    pub segs: [(usize, usize); MAX_SEGS],
-    /// Number of valid entries in `segs` (saturates at `MAX_SEGS`).
-    pub nsegs: usize,
+    /// Segments (start of first chunk, end), for the checker; the last is the current one. The
+    /// first [`MAX_SEGS`] are here, the others in `seg_more` (see [`ArenaState::segment`]).
+    segs: [(usize, usize); MAX_SEGS],
+    /// Number of segments recorded.
+    nsegs: usize,
+    /// Segments past the first `MAX_SEGS`: a mapping of `seg_more_cap` entries, or null. An
+    /// arena of regions has one segment per region, so a heap past 4 GiB gets here.
+    seg_more: *mut (usize, usize),
+    seg_more_cap: usize,
+    /// A segment could not be recorded (no memory for the table): the checker cannot walk
+    /// the arena whole.
+    segs_lost: bool,
     /// Regions this arena mapped (newest first, linked through their headers).
     pub regions: *mut RegionHeader,
     /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
@@ -256,6 +264,9 @@ impl Arena {
             arena: at,
             segs: [(0, 0); MAX_SEGS],
             nsegs: 0,
+            seg_more: ptr::null_mut(),
+            seg_more_cap: 0,
+            segs_lost: false,
             regions: ptr::null_mut(),
             quick: [ptr::null_mut(); NSMALL_CLASSES],
             quick_count: [0; NSMALL_CLASSES],
@@ -341,6 +352,3 @@ impl ArenaGuard<'_> {
         self.arena
     }
 }
-
-#[cfg(test)]
-mod tests;

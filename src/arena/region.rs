@@ -43,6 +43,14 @@ pub struct RegionHeader {
 pub const FIRST_CHUNK_OFFSET: usize = core::mem::size_of::<RegionHeader>();
 const _: () = assert!(FIRST_CHUNK_OFFSET % 16 == 0);
 
+#[cfg(test)]
+std::thread_local! {
+    /// In the crate's unit tests: called with each region this thread publishes, right after
+    /// it becomes visible in the region map.
+    pub static ON_PUBLISH: core::cell::Cell<Option<fn(*mut RegionHeader)>> =
+        const { core::cell::Cell::new(None) };
+}
+
 /// The header of the region holding `addr`.
 ///
 /// # Safety
@@ -54,7 +62,7 @@ pub unsafe fn header_of(p: *mut u8) -> *mut RegionHeader {
 
 impl RegionHeader {
     /// Maps a new region for `arena` (whose previous region is `prev`), committing its first
-    /// `commit` bytes, and registers it.
+    /// `commit` bytes, and publishes it in the region map once its header is whole (R1).
     /// `kind` is `region_map::REGION` or `region_map::USER_REGION`.
     pub fn map(
         arena: *const Arena,
@@ -62,6 +70,20 @@ impl RegionHeader {
         commit: usize,
         kind: u8,
     ) -> Option<*mut RegionHeader> {
+        let r = Self::map_unpublished(prev, commit)?;
+        // SAFETY: the region is ours alone until published; its header is whole once the arena
+        // pointer is stored.
+        unsafe {
+            (*r).arena = arena;
+            Self::publish(r, kind);
+        }
+        Some(r)
+    }
+
+    /// Maps a new region whose header names no arena yet (the first region of an arena, which
+    /// holds the arena itself), committing its first `commit` bytes. Not in the region map:
+    /// nothing outside the caller can reach it until [`RegionHeader::publish`].
+    pub fn map_unpublished(prev: *mut RegionHeader, commit: usize) -> Option<*mut RegionHeader> {
         let base = os::map_aligned(REGION_SIZE, REGION_SIZE, false)?;
         // SAFETY: the first `commit` bytes of our fresh reservation.
         if !unsafe { os::commit(base, commit) } {
@@ -73,24 +95,39 @@ impl RegionHeader {
         // SAFETY: committed, aligned, ours.
         unsafe {
             r.write(RegionHeader {
-                arena,
+                arena: core::ptr::null(),
                 prev,
                 committed: AtomicUsize::new(commit),
             })
         };
-        // SAFETY: R1: the region is mapped, readable (committed or reserved read-only) and ours;
-        // the Release inside publishes the header.
-        unsafe { register(base as usize, REGION_SIZE, kind) };
         Some(r)
     }
 
-    /// Sets the arena pointer (for the first region, whose arena lives inside it).
+    /// Sets the arena pointer of a region not yet published.
     ///
     /// # Safety
-    /// The region is not yet used by anyone else.
+    /// `r` is from [`RegionHeader::map_unpublished`] and not yet published.
     pub unsafe fn set_arena(r: *mut RegionHeader, a: *const Arena) {
         // SAFETY: caller: sole user.
         unsafe { (*r).arena = a };
+    }
+
+    /// Marks the region in the region map (`kind`, as for [`RegionHeader::map`]): from here on a
+    /// `free` of any address in it reads its header, which the map's Release store publishes.
+    ///
+    /// # Safety
+    /// `r` is from [`RegionHeader::map_unpublished`], its arena set, not yet published.
+    pub unsafe fn publish(r: *mut RegionHeader, kind: u8) {
+        // SAFETY: R1: the region is mapped, readable (committed or reserved read-only) and ours,
+        // and its header is whole; the Release inside publishes it.
+        unsafe { register(r as usize, REGION_SIZE, kind) };
+        #[cfg(test)]
+        // SAFETY: the header is whole (the hook only reads it).
+        ON_PUBLISH.with(|h| {
+            if let Some(f) = h.get() {
+                f(r)
+            }
+        });
     }
 
     /// Records the committed length (bytes from the base).

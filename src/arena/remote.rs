@@ -61,7 +61,8 @@ impl Arena {
         }
     }
 
-    /// Whether frees are pending on the remote list (a snapshot).
+    /// Whether frees are pending on the remote list (a snapshot; tests).
+    #[cfg(test)]
     pub fn has_remote(&self) -> bool {
         !self.remote.load(Ordering::Relaxed).is_null()
     }
@@ -100,6 +101,11 @@ impl ArenaGuard<'_> {
             unsafe {
                 let next = link::get(p);
                 let c = Chunk::from_payload(p);
+                // The head's size files every chunk of the bundle: check its tag first (an
+                // overwritten header would misfile them all).
+                if !c.tag_ok() {
+                    fatal("malloc(): corrupted chunk header on a remote-free list (write after free?)");
+                }
                 let size = c.size();
                 let n = if remote_cap(size) > 0 {
                     quick_count_of(p)

@@ -2,10 +2,12 @@
 //! committed step by step, or 64 MiB regions), growing the current one or starting the next,
 //! and the first segment of a new arena.
 
+use core::ptr;
+
 use super::{ArenaState, Growth, MAX_SEGS, TOP_MIN};
 use crate::chunk::{Chunk, ALIGN, FENCE, FREE, HEADER, IN_REGION, PREV_INUSE};
 use crate::config::{COMMIT_STEP, REGION_SIZE};
-use crate::os::{self};
+use crate::os;
 use crate::shared::Shared;
 
 use super::region::{self, RegionHeader};
@@ -21,17 +23,93 @@ impl ArenaState {
         self.seg_end
     }
 
+    /// Number of segments recorded (see [`ArenaState::segment`]).
+    pub fn segment_count(&self) -> usize {
+        self.nsegs
+    }
+
+    /// Segment `i` (< [`ArenaState::segment_count`]): start of its first chunk, and its end.
+    pub fn segment(&self, i: usize) -> (usize, usize) {
+        debug_assert!(i < self.nsegs);
+        if i < MAX_SEGS {
+            self.segs[i]
+        } else {
+            // SAFETY: entries below `nsegs` were written (`push_seg`); the table is ours.
+            unsafe { self.seg_more.add(i - MAX_SEGS).read() }
+        }
+    }
+
+    /// Whether every segment is recorded (false only after the table could not grow).
+    pub fn segments_complete(&self) -> bool {
+        !self.segs_lost
+    }
+
+    fn segment_slot(&mut self, i: usize) -> *mut (usize, usize) {
+        if i < MAX_SEGS {
+            &raw mut self.segs[i]
+        } else {
+            // SAFETY: callers pass i < nsegs, whose entries are in the table.
+            unsafe { self.seg_more.add(i - MAX_SEGS) }
+        }
+    }
+
     fn push_seg(&mut self, start: usize, end: usize) {
-        if self.nsegs < MAX_SEGS {
-            self.segs[self.nsegs] = (start, end);
-            self.nsegs += 1;
+        let i = self.nsegs;
+        if self.segs_lost {
+            return;
+        }
+        if i >= MAX_SEGS && i - MAX_SEGS == self.seg_more_cap && !self.grow_segment_table() {
+            self.segs_lost = true;
+            return;
+        }
+        self.nsegs = i + 1;
+        // SAFETY: slot `i` is in the inline array or the (grown) table.
+        unsafe { self.segment_slot(i).write((start, end)) };
+    }
+
+    /// Doubles the table of segments past the first `MAX_SEGS` (one OS page at first).
+    fn grow_segment_table(&mut self) -> bool {
+        let entry = core::mem::size_of::<(usize, usize)>();
+        let old_len = self.seg_more_cap * entry;
+        let Some(len) = os::page_align_up((old_len * 2).max(1)) else {
+            return false;
+        };
+        let Some(t) = os::map(len) else {
+            return false;
+        };
+        let t = t.cast::<(usize, usize)>();
+        if !self.seg_more.is_null() {
+            // SAFETY: both tables are ours and distinct; the old one holds `seg_more_cap`
+            // entries, and the new one has room for them; the old mapping is ours to drop.
+            unsafe {
+                ptr::copy_nonoverlapping(self.seg_more, t, self.seg_more_cap);
+                os::unmap(self.seg_more.cast(), old_len);
+            }
+        }
+        self.seg_more = t;
+        self.seg_more_cap = len / entry;
+        true
+    }
+
+    /// Unmaps the table of segments past the first `MAX_SEGS` (the heap's teardown).
+    ///
+    /// # Safety
+    /// The arena is not used again.
+    pub unsafe fn drop_segment_table(&mut self) {
+        if !self.seg_more.is_null() {
+            let len = self.seg_more_cap * core::mem::size_of::<(usize, usize)>();
+            // SAFETY: caller: nothing reads the table again; it is our own mapping.
+            unsafe { os::unmap(self.seg_more.cast(), len) };
+            self.seg_more = ptr::null_mut();
+            self.seg_more_cap = 0;
         }
     }
 
     pub(super) fn set_seg_end(&mut self, sh: &Shared, end: usize) {
         self.seg_end = end;
-        if self.nsegs > 0 && self.nsegs < MAX_SEGS {
-            self.segs[self.nsegs - 1].1 = end;
+        if self.nsegs > 0 && !self.segs_lost {
+            // SAFETY: the newest entry is recorded (and is the current segment).
+            unsafe { (*self.segment_slot(self.nsegs - 1)).1 = end };
         }
         if !self.region.is_null() && self.region_flag != 0 {
             // SAFETY: the current region's header stays mapped while the arena lives.
@@ -188,9 +266,8 @@ impl ArenaState {
         let start = (base as usize + ALIGN - 1) & !(ALIGN - 1);
         let end = base as usize + incr;
         self.overhead += start - base as usize;
-        if end - start < nb + TOP_MIN {
-            // Too small to be useful: keep it as a closed segment of its own.
-        }
+        // A segment too small for the request still becomes the top (the next contiguous
+        // growth extends it); the result tells the caller the request does not fit yet.
         let had_top = self.seg_end != 0;
         // SAFETY: [start, end) is ours, fresh from sbrk.
         unsafe { self.start_segment(sh, base, start, end, 0, had_top) };

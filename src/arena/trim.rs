@@ -141,20 +141,18 @@ impl ArenaState {
         release
     }
 
-    /// Returns the OS pages inside large free chunks to the OS (`MADV_DONTNEED`). Large free
-    /// chunks never wait in the unsorted bin (see `free_chunk`), so only the large bins are
-    /// walked.
-    pub fn purge(&mut self) -> usize {
-        self.purge_pass()
-    }
-
-    /// Purges every large free chunk now, aged or not (`malloc_trim`).
+    /// Purges every large free chunk now, aged or not (`malloc_trim`): the first pass ages
+    /// them, the second purges.
     pub fn purge_all(&mut self) -> usize {
-        self.purge_pass();
-        self.purge_pass()
+        self.purge();
+        self.purge()
     }
 
-    fn purge_pass(&mut self) -> usize {
+    /// One purge pass: returns the OS pages inside large free chunks to the OS
+    /// (`MADV_DONTNEED`) — those already aged by an earlier pass; the others are marked aged.
+    /// Large free chunks never wait in the unsorted bin (see `free_chunk`), so only the large
+    /// bins are walked. Returns the bytes released.
+    pub fn purge(&mut self) -> usize {
         self.purge_debt = 0;
         let ps = os::page_size();
         let mut released = 0;

@@ -123,7 +123,10 @@ impl Heap {
         unsafe {
             for i in (0..n).rev() {
                 let a = self.arena(i);
-                let mut r = a.lock().regions;
+                let mut g = a.lock();
+                g.drop_segment_table();
+                let mut r = g.regions;
+                drop(g);
                 let mut first = ptr::null_mut();
                 while !r.is_null() {
                     let prev = (*r).prev;

@@ -257,8 +257,6 @@ fn new_arena_table() -> [AtomicPtr<Arena>; MAX_ARENAS] {
     core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut()))
 }
 
-/// Whether `tc` names a usable cache (null and the `DEAD` marker 1 do not).
-#[inline(always)]
 /// The chunk size given to a block of `size` bytes that must grow to `nb > size` bytes
 /// (`realloc` headroom): up to `size + size / 4` when that is more than `nb`, so that a run of
 /// small growth steps (`+16 B`, `Vec::reserve_exact`) needs the lock and a copy only once per
@@ -293,6 +291,8 @@ fn grow_target(size: usize, nb: usize) -> usize {
 #[inline(always)]
 fn cold_path() {}
 
+/// Whether `tc` names a usable cache (null and the `DEAD` marker 1 do not).
+#[inline(always)]
 fn has_cache(tc: *mut ThreadCache) -> bool {
     tc as usize > 1
 }

@@ -23,17 +23,15 @@ impl Heap {
         let arena_off = (region::FIRST_CHUNK_OFFSET + al - 1) & !(al - 1);
         let first = (arena_off + core::mem::size_of::<Arena>() + 15) & !15;
         let commit = os::page_align_up(first + COMMIT_STEP)?;
-        let r = RegionHeader::map(
-            ptr::null(),
-            ptr::null_mut(),
-            commit,
-            self.shared.region_kind(),
-        )?;
+        let r = RegionHeader::map_unpublished(ptr::null_mut(), commit)?;
         let at: *mut Arena = r.cast::<u8>().wrapping_add(arena_off).cast();
-        // SAFETY: `at` lies in the committed head of our fresh region, aligned for Arena.
+        // SAFETY: `at` lies in the committed head of our fresh region, aligned for Arena. The
+        // region is published only once its header names the arena: a `free` of a wild pointer
+        // into it reads that header as soon as the region map has it (R1).
         unsafe {
             let a = Arena::init_at(at, &self.shared, index, Growth::Regions);
             RegionHeader::set_arena(r, a);
+            RegionHeader::publish(r, self.shared.region_kind());
             let mut g = (*a).lock();
             g.first_region(&self.shared, r, r as usize + first, commit);
             drop(g);

@@ -6,6 +6,7 @@
 use super::*;
 use crate::check::check_heap;
 use crate::chunk::{Chunk, IS_MMAPPED, MIN_CHUNK};
+use crate::config::MMAP_THRESHOLD_MAX;
 use crate::size_class::{chunk_class, request_to_chunk, SMALL_MAX_REQUEST};
 use crate::tcache::link;
 use std::collections::BTreeMap;
@@ -1368,5 +1369,199 @@ fn an_orphaned_cache_torn_mid_push_is_dropped_cleanly() {
             check_heap(&h).unwrap();
             h.drop_cache(me);
         }
+    }
+}
+
+/// An arena past `MAX_SEGS` segments (one per 64 MiB region here: each block is too big for
+/// two to share a region) is walked whole by the checker: before, `check_arena` returned `Ok`
+/// for any arena with 64 segments or more without looking at it, so a header overwritten in
+/// its newest segment went unreported.
+#[test]
+fn the_checker_walks_arenas_past_the_segment_table() {
+    let mut t = tunables();
+    t.mmap_threshold = MMAP_THRESHOLD_MAX;
+    t.mmap_threshold_dynamic = false;
+    t.main_reserve = 64 << 20;
+    let h = frozen(&t);
+    let tc = h.new_cache();
+    let n = MMAP_THRESHOLD_MAX - 4096;
+    let mut blocks = Vec::new();
+    // SAFETY: a private heap driven from this thread; every block is checked and freed.
+    unsafe {
+        let arena = &*(*tc).arena;
+        while arena.lock().segment_count() <= crate::arena::MAX_SEGS + 2 {
+            let p = h.malloc(tc, n);
+            assert!(!p.is_null(), "out of memory after {} blocks", blocks.len());
+            blocks.push(p);
+            assert!(
+                blocks.len() < 4 * crate::arena::MAX_SEGS,
+                "the arena does not add segments"
+            );
+        }
+        assert_eq!(check_heap(&h), Ok(()));
+        // Overwrite the size in the header of the newest block (in the newest segment).
+        let c = Chunk::from_payload(*blocks.last().unwrap());
+        let head = c.ptr().add(8).cast::<usize>();
+        let saved = head.read();
+        head.write(saved ^ (1 << 20));
+        let seen = crate::check::check_arena(&arena.lock());
+        head.write(saved);
+        assert!(
+            seen.is_err(),
+            "a corrupted header past segment 64 went unreported"
+        );
+        assert_eq!(check_heap(&h), Ok(()));
+        for p in blocks {
+            h.free(tc, p);
+        }
+        h.drop_cache(tc);
+    }
+    // SAFETY: no cache is in use.
+    assert_eq!(unsafe { check_heap(&h) }, Ok(()));
+}
+
+/// A region enters the region map only once its header names its arena (R1): a `free` of a
+/// wild pointer into it reads the header as soon as the map has the region. Before, a new
+/// arena's first region was published with a null arena, set a moment later (a window for a
+/// null read, and a data race on the header).
+#[test]
+fn regions_are_published_with_their_arena() {
+    use crate::arena::region::{RegionHeader, ON_PUBLISH};
+    use std::cell::Cell;
+    std::thread_local! {
+        /// (regions published on this thread, of which without an arena)
+        static SEEN: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    }
+    fn hook(r: *mut RegionHeader) {
+        // SAFETY: the hook runs on a whole, mapped header.
+        let none = unsafe { (*r).arena.is_null() };
+        SEEN.with(|s| {
+            let (n, bad) = s.get();
+            s.set((n + 1, bad + none as usize));
+        });
+    }
+    ON_PUBLISH.with(|h| h.set(Some(hook)));
+    let h = frozen(&tunables());
+    // SAFETY: a private heap driven from this thread.
+    unsafe {
+        let caches: Vec<_> = (0..3).map(|_| h.new_cache()).collect();
+        // Grow one thread arena into a second region as well.
+        let tc = *caches
+            .iter()
+            .find(|&&tc| !ptr::eq((*tc).arena, h.main_arena()))
+            .expect("a thread arena");
+        let arena = &*(*tc).arena;
+        let mut blocks = Vec::new();
+        while arena.lock().segment_count() < 2 {
+            let p = h.malloc(tc, 100 << 10);
+            assert!(!p.is_null());
+            blocks.push(p);
+        }
+        for p in blocks {
+            h.free(tc, p);
+        }
+        for tc in caches {
+            h.drop_cache(tc);
+        }
+        assert_eq!(check_heap(&h), Ok(()));
+    }
+    ON_PUBLISH.with(|h| h.set(None));
+    let (published, without_arena) = SEEN.with(|s| s.get());
+    assert!(
+        published >= 3,
+        "{published} regions published (two new arenas, one growth)"
+    );
+    assert_eq!(
+        without_arena, 0,
+        "regions published before their header named the arena"
+    );
+}
+
+/// Runs `f` and asserts that it stopped in `os::fatal` (which panics in the unit tests) with
+/// `want` in its message.
+fn dies_with(want: &str, f: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let payload = r.expect_err("not caught: the corruption went on unnoticed");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(msg.contains(want), "expected {want:?} in: {msg}");
+}
+
+/// A remote-list entry whose header was overwritten is caught when the list is drained:
+/// before, the drain filed the entry (and a bundle's members) by the size in that header,
+/// unchecked, and a 32-byte chunk went onto the quick list of 1 KiB chunks.
+#[test]
+fn a_remote_entry_with_an_overwritten_header_aborts_the_drain() {
+    let h = frozen(&tunables());
+    let tc = h.new_cache();
+    // SAFETY: a private heap driven from this thread.
+    unsafe {
+        let p = h.malloc(tc, 16);
+        assert!(!p.is_null());
+        let a = h.arena_of_payload(p);
+        let c = Chunk::from_payload(p);
+        assert_eq!(
+            crate::arena::remote_cap(c.size()),
+            0,
+            "a lone entry, no bundle"
+        );
+        link::set(p, ptr::null_mut());
+        a.push_remote(p, p, c.size());
+        let head = c.ptr().add(8).cast::<usize>();
+        let saved = head.read();
+        head.write(saved ^ (1 << 10));
+        dies_with("corrupted chunk header on a remote-free list", || {
+            drop(a.lock())
+        });
+        // The drain took the list before it stopped: the heap is whole again once the
+        // header is.
+        head.write(saved);
+        link::clear_key(p); // in use again, as the program's block
+        h.free(tc, p);
+        h.drop_cache(tc);
+        assert_eq!(check_heap(&h), Ok(()));
+    }
+}
+
+/// A quick-list bundle slot overwritten with a value whose low 4 bits demangle to zero is
+/// caught when read: before, only those 4 bits were tested, and the slot was handed out as a
+/// block at a wild address.
+#[test]
+fn an_overwritten_bundle_slot_aborts() {
+    let h = frozen(&tunables());
+    let tc = h.new_cache();
+    let n = 200;
+    let cls = crate::size_class::request_class(n).0;
+    assert!(crate::arena::QUICK_CAP[cls] > 0);
+    // SAFETY: a private heap driven from this thread.
+    unsafe {
+        let ps: Vec<_> = (0..40).map(|_| h.malloc(tc, n)).collect();
+        for &p in &ps {
+            h.free(tc, p);
+        }
+        h.flush_cache(tc); // onto the arena's quick list, in bundles
+        let a = h.arena_of_payload(ps[0]);
+        let mut head: *mut u8 = ptr::null_mut();
+        a.lock().for_each_quick(|c, p| {
+            if c == cls && head.is_null() {
+                head = p;
+            }
+        });
+        assert!(!head.is_null(), "no quick list of the class");
+        let count = head.cast::<usize>().add(2).read();
+        assert!(count > 0, "the head bundle has no members");
+        for i in 0..count {
+            let slot = head.cast::<usize>().add(3 + i);
+            slot.write(slot.read() ^ (1 << 60));
+        }
+        dies_with("corrupted quick list", || {
+            let again: Vec<_> = (0..40).map(|_| h.malloc(tc, n)).collect();
+            assert!(again.iter().all(|p| !p.is_null()));
+        });
+        // The heap is left as the abort found it (a real process would be gone): dropped
+        // without further checks.
     }
 }

@@ -21,15 +21,12 @@
 //! such a write goes unnoticed but cannot steer the allocator: a cache holds its chunks'
 //! addresses in its own memory, never in theirs.
 
+use crate::keys::KNOWN_ZERO as LINK_KNOWN_ZERO;
 use crate::os::fatal;
 use crate::sync::process::{AtomicUsize, Ordering};
 
 const LINK_KEY: &AtomicUsize = &crate::keys::KEYS.link;
 const CACHE_KEY: &AtomicUsize = &crate::keys::KEYS.cache;
-
-/// Bits of a demangled link that are known: a 16-aligned user-space address (or null) has its
-/// low 4 bits and its top 7 bits clear (even with 5-level page tables).
-const LINK_KNOWN_ZERO: usize = !0 << 57 | 15;
 
 /// The freed mark of payload `p`.
 #[inline(always)]

@@ -436,15 +436,6 @@ impl ThreadCache {
         self.ring_on.set(true);
     }
 
-    /// Turns the pipelined `free` off (the caller drains the ring next).
-    ///
-    /// # Safety
-    /// Owning thread.
-    #[inline]
-    pub unsafe fn ring_disarm(&self) {
-        self.ring_on.set(false);
-    }
-
     /// Takes the next pending pointer out of the ring (null when it is empty), for a drain.
     ///
     /// # Safety
