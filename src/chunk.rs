@@ -313,6 +313,7 @@ impl Chunk {
     /// # Safety
     /// As for [`Chunk::next`].
     #[inline(always)]
+    #[cfg(any(test, feature = "internals"))]
     pub unsafe fn prev(self) -> Chunk {
         // SAFETY: forwarded.
         unsafe { self.minus(self.prev_size()) }

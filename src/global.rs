@@ -191,6 +191,7 @@ fn slot() -> *mut ThreadCache {
 }
 
 /// This thread's cache pointer as it stands (null, [`DEAD`], or a cache).
+#[cfg(any(test, feature = "internals"))]
 pub fn current_cache() -> *mut ThreadCache {
     slot()
 }

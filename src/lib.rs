@@ -68,48 +68,62 @@
 #![deny(missing_docs)]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; lint kept in Cargo.toml
 
-// The layers, public only for the crate's own tests, fuzz targets and benchmarks: not part of
-// the API (hidden from the docs, no stability promise).
-#[doc(hidden)]
-pub mod arena;
-#[doc(hidden)]
-pub mod asan;
-#[doc(hidden)]
-pub mod bins;
-#[doc(hidden)]
-pub mod check;
-#[doc(hidden)]
-pub mod chunk;
-#[doc(hidden)]
-pub mod config;
-#[doc(hidden)]
-pub mod heap;
-#[doc(hidden)]
-pub mod huge;
-#[doc(hidden)]
-pub mod keys;
-#[doc(hidden)]
-pub mod os;
-#[doc(hidden)]
-pub mod region_map;
-#[doc(hidden)]
-pub mod shared;
-#[doc(hidden)]
-pub mod size_class;
-mod stats;
-#[doc(hidden)]
-pub mod sync;
-#[doc(hidden)]
-pub mod tcache;
+// The layers. They are the crate's internals: private, except with the feature `internals`,
+// which the crate's own tests (through its dev-dependency on itself), fuzz targets and
+// benchmarks turn on to reach them (hidden from the docs, no stability promise). A crate that
+// depends on arena-malloc sees only the API documented here.
+macro_rules! layers {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
 
-/// The C allocator API (`malloc`, `free`, …) with glibc's semantics, as Rust functions;
-/// exported unmangled with the feature `override`. Not part of the Rust API.
-#[cfg(not(all(test, loom)))]
+layers! {
+    arena;
+    asan;
+    bins;
+    chunk;
+    config;
+    heap;
+    huge;
+    keys;
+    os;
+    region_map;
+    shared;
+    size_class;
+    sync;
+    tcache;
+}
+mod stats;
+
+// The C allocator API (`malloc`, `free`, …) with glibc's semantics, as Rust functions:
+// exported unmangled with the feature `override` (public then, so that the `LD_PRELOAD`
+// package can name it), and reachable with `internals`. Not part of the Rust API.
+#[cfg(all(not(all(test, loom)), any(feature = "override", feature = "internals")))]
 #[doc(hidden)]
 pub mod capi;
-#[cfg(not(all(test, loom)))]
+#[cfg(all(
+    not(all(test, loom)),
+    not(any(feature = "override", feature = "internals"))
+))]
+#[allow(dead_code)]
+mod capi;
+layers! {
+    #[cfg(not(all(test, loom)))]
+    global;
+}
+// The invariant checkers: tests and fuzz targets only.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
-pub mod global;
+pub mod check;
+#[cfg(all(test, not(feature = "internals")))]
+mod check;
 #[cfg(not(all(test, loom)))]
 mod user_heap;
 
@@ -120,6 +134,7 @@ mod tests;
 #[doc(hidden)]
 pub mod fuzz;
 
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub use heap::PrivateHeap;
 pub use stats::Stats;

@@ -23,6 +23,7 @@ use self::process::{AtomicU32, AtomicUsize, Ordering};
 /// the bottom layer, so that `os` needs nothing above it; `sync` re-exports it as
 /// `sync::process` for everyone else.
 pub mod process {
+    #[allow(unused_imports)] // the whole set, for every layer
     pub use core::sync::atomic::{
         AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };

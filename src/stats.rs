@@ -179,10 +179,13 @@ impl fmt::Display for FixedStr {
 }
 
 /// A `fmt::Write` sink that writes to standard error through `write(2)`, for reports printed
-/// from inside the allocator (`malloc_stats`).
+/// from inside the allocator (`malloc_stats`; not built for the loom models, which have no C
+/// API).
+#[cfg(not(all(test, loom)))]
 #[derive(Debug, Default)]
 pub struct StderrWriter;
 
+#[cfg(not(all(test, loom)))]
 impl fmt::Write for StderrWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         crate::os::write_stderr(s.as_bytes());

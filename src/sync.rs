@@ -2,7 +2,7 @@
 //! [`process`] atomics it re-exports) the only one that names `core::sync::atomic`.
 //!
 //! Everything the allocator's concurrent protocols use — atomics, `Ordering`, `fence`, an
-//! `UnsafeCell` with closure accessors, the non-allocating [`Mutex`], [`spin_hint`] — comes from
+//! the non-allocating [`Mutex`], [`spin_hint`] — comes from
 //! here, so that `cfg(all(test, loom))` swaps them for loom's model-checked versions. A
 //! downstream crate building with `--cfg loom` does not change our types (the switch also
 //! needs our own `cfg(test)`).
@@ -23,6 +23,7 @@
 pub use crate::os::process;
 
 #[cfg(not(all(test, loom)))]
+#[allow(unused_imports)] // the facade offers the whole set
 pub use core::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicUsize, Ordering,
 };
@@ -38,38 +39,9 @@ pub use std::thread_local;
 #[cfg(all(test, loom))]
 pub use loom::thread_local;
 
-/// An `UnsafeCell` with loom's closure accessors, so that code written against it is checked by
-/// loom (every access goes through `with`/`with_mut`) and costs nothing otherwise.
-#[cfg(all(test, loom))]
-pub use loom::cell::UnsafeCell;
-
-/// An `UnsafeCell` with loom's closure accessors (see the loom twin).
-#[cfg(not(all(test, loom)))]
-#[derive(Debug, Default)]
-#[repr(transparent)]
-pub struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
-
-#[cfg(not(all(test, loom)))]
-impl<T> UnsafeCell<T> {
-    /// A new cell.
-    pub const fn new(v: T) -> Self {
-        UnsafeCell(core::cell::UnsafeCell::new(v))
-    }
-    /// Calls `f` with a shared pointer to the contents.
-    #[inline(always)]
-    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        f(self.0.get())
-    }
-    /// Calls `f` with a mutable pointer to the contents.
-    #[inline(always)]
-    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-        f(self.0.get())
-    }
-}
-
 /// Planted bugs for the loom models (`docs/loom.md`, "Mutations"): the real code asks
 /// [`mutation::on`] at each planted site. Under loom the test sets the mutation it checks
-/// ([`mutation::set`]), for its own OS thread only: loom runs all of a model's threads as
+/// (`mutation::set`), for its own OS thread only: loom runs all of a model's threads as
 /// coroutines on the thread that called the model, so a model run by another test on another
 /// thread never sees it. In every other build `on` is a constant `false`, and each site
 /// compiles to the real code alone.

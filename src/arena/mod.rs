@@ -64,7 +64,9 @@ mod remote;
 mod segments;
 mod trim;
 
-pub use bundle::{remote_cap, remote_set_count, remote_slot_set, QUICK_CAP};
+pub use bundle::{remote_cap, remote_set_count, remote_slot_set};
+#[cfg(any(test, feature = "internals"))]
+pub use bundle::QUICK_CAP;
 
 use core::ptr;
 
@@ -348,6 +350,7 @@ impl core::ops::DerefMut for ArenaGuard<'_> {
 
 impl ArenaGuard<'_> {
     /// The arena this guard locks.
+    #[cfg(any(test, feature = "internals"))]
     pub fn arena(&self) -> &Arena {
         self.arena
     }

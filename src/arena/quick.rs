@@ -260,6 +260,7 @@ impl ArenaState {
     }
 
     /// Calls `f` on every quick-list payload (checkers).
+    #[cfg(any(test, feature = "internals"))]
     pub fn for_each_quick(&self, mut f: impl FnMut(usize, *mut u8)) {
         for (cls, &cap) in QUICK_CAP.iter().enumerate() {
             let mut h = self.quick[cls];
@@ -282,6 +283,7 @@ impl ArenaState {
     }
 
     /// Chunks in quick list `cls` (checkers).
+    #[cfg(any(test, feature = "internals"))]
     pub fn quick_count(&self, cls: usize) -> usize {
         self.quick_count[cls] as usize
     }

@@ -136,6 +136,7 @@ impl RegionHeader {
     }
 
     /// Committed length.
+    #[cfg(any(test, feature = "internals"))]
     pub fn committed(&self) -> usize {
         self.committed.load(Ordering::Relaxed)
     }

@@ -14,21 +14,25 @@ use super::region::{self, RegionHeader};
 
 impl ArenaState {
     /// The growth kind in force.
+    #[cfg(any(test, feature = "internals"))]
     pub fn growth(&self) -> Growth {
         self.growth
     }
 
     /// End of the current segment's committed memory.
+    #[cfg(any(test, feature = "internals"))]
     pub fn seg_end(&self) -> usize {
         self.seg_end
     }
 
     /// Number of segments recorded (see [`ArenaState::segment`]).
+    #[cfg(any(test, feature = "internals"))]
     pub fn segment_count(&self) -> usize {
         self.nsegs
     }
 
     /// Segment `i` (< [`ArenaState::segment_count`]): start of its first chunk, and its end.
+    #[cfg(any(test, feature = "internals"))]
     pub fn segment(&self, i: usize) -> (usize, usize) {
         debug_assert!(i < self.nsegs);
         if i < MAX_SEGS {
@@ -40,6 +44,7 @@ impl ArenaState {
     }
 
     /// Whether every segment is recorded (false only after the table could not grow).
+    #[cfg(any(test, feature = "internals"))]
     pub fn segments_complete(&self) -> bool {
         !self.segs_lost
     }

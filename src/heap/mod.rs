@@ -7,7 +7,7 @@
 //! A request's path: thread cache (lock-free) → arena under its lock (bins → top → growth) →
 //! the OS. Requests at or above the mmap threshold skip the arenas (see `huge`).
 //!
-//! This file holds the heap's data, its setup (`init`) and [`PrivateHeap`]; the heap's code is
+//! This file holds the heap's data and its setup (`init`); the heap's code is
 //! in one file per concern, each an `impl Heap` block:
 //!
 //! | file | what it holds |
@@ -21,6 +21,7 @@
 //! | `realloc.rs` | `realloc` (in place or moved) and `usable_size` |
 //! | `admin.rs` | trim, statistics, `mallopt` options, teardown |
 //! | `tracked.rs` | a user heap's list of huge blocks |
+//! | `private.rs` | [`PrivateHeap`], a heap in a mapping of its own (tests and fuzzing) |
 //!
 //! The files call down (`tcache`, `arena`, `huge`, `chunk`, `os`) and into each other only
 //! through `Heap`'s methods; nothing below the heap calls back up.
@@ -46,6 +47,8 @@ mod admin;
 mod alloc;
 mod cache;
 mod free;
+#[cfg(any(test, feature = "internals"))]
+mod private;
 mod realloc;
 mod registry;
 mod release;
@@ -53,6 +56,8 @@ mod tracked;
 mod validate;
 
 pub use validate::Op;
+#[cfg(any(test, feature = "internals"))]
+pub use private::PrivateHeap;
 
 #[derive(Debug)]
 struct Registry {
@@ -296,59 +301,6 @@ fn cold_path() {}
 fn has_cache(tc: *mut ThreadCache) -> bool {
     tc as usize > 1
 }
-
-/// A heap of its own, for tests, fuzzing and model checking; unmapped on drop.
-#[derive(Debug)]
-pub struct PrivateHeap {
-    heap: *mut Heap,
-}
-
-impl PrivateHeap {
-    /// Builds a private heap with these tunables (`use_brk` is ignored: only the global heap may
-    /// own the break). The heap struct itself lives in its own mapping.
-    pub fn new(t: &Tunables) -> Option<PrivateHeap> {
-        let len = os::page_align_up(core::mem::size_of::<Heap>())?;
-        let m = os::map(len)?;
-        let heap: *mut Heap = m.cast();
-        let mut t = *t;
-        t.use_brk = false;
-        // SAFETY: fresh, writable, aligned mapping large enough for a Heap.
-        unsafe {
-            heap.write(Heap::new());
-            if !(*heap).init(&t) {
-                (*heap).destroy();
-                os::unmap(m, len);
-                return None;
-            }
-        }
-        Some(PrivateHeap { heap })
-    }
-}
-
-impl core::ops::Deref for PrivateHeap {
-    type Target = Heap;
-    fn deref(&self) -> &Heap {
-        // SAFETY: valid until drop.
-        unsafe { &*self.heap }
-    }
-}
-
-impl Drop for PrivateHeap {
-    fn drop(&mut self) {
-        // SAFETY: we own the heap; dropping means no one uses it any more.
-        unsafe {
-            (*self.heap).destroy();
-            core::ptr::drop_in_place(self.heap);
-            let len = os::page_align_up(core::mem::size_of::<Heap>()).unwrap_or(0);
-            os::unmap(self.heap.cast(), len);
-        }
-    }
-}
-
-// SAFETY: a Heap is Sync and Send; the wrapper only owns it.
-unsafe impl Send for PrivateHeap {}
-// SAFETY: as above.
-unsafe impl Sync for PrivateHeap {}
 
 #[cfg(test)]
 mod tests;

@@ -137,6 +137,7 @@ pub unsafe fn has_mark(p: *mut u8, mark: usize) -> bool {
 /// # Safety
 /// `p` was prepared by [`put_cached`] and is owned by the caller.
 #[inline(always)]
+#[cfg(any(test, feature = "internals"))]
 pub unsafe fn take_cached(p: *mut u8) {
     // SAFETY: forwarded.
     unsafe { take_cached_keyed(p, cache_key()) }

@@ -714,6 +714,7 @@ impl ThreadCache {
     }
 
     /// Bound of class `cls`.
+    #[cfg(any(test, feature = "internals"))]
     pub fn max(&self, cls: usize) -> usize {
         self.bins[cls + 1].max as usize
     }
@@ -897,6 +898,7 @@ impl ThreadCache {
     }
 
     /// Bytes of chunks the grown bounds add over the initial ones.
+    #[cfg(any(test, feature = "internals"))]
     pub fn grown_bytes(&self) -> usize {
         self.grown_bytes
     }
