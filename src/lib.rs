@@ -69,38 +69,81 @@
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; lint kept in Cargo.toml
 
 // The layers. They are the crate's internals: private, except with the feature `internals`,
-// which the crate's own tests (through its dev-dependency on itself), fuzz targets and
-// benchmarks turn on to reach them (hidden from the docs, no stability promise). A crate that
-// depends on arena-malloc sees only the API documented here.
-macro_rules! layers {
-    ($($(#[$attr:meta])* $name:ident;)*) => {$(
-        $(#[$attr])*
-        #[cfg(feature = "internals")]
-        #[doc(hidden)]
-        pub mod $name;
-        $(#[$attr])*
-        #[cfg(not(feature = "internals"))]
-        mod $name;
-    )*};
-}
-
-layers! {
-    arena;
-    asan;
-    bins;
-    chunk;
-    config;
-    heap;
-    huge;
-    keys;
-    os;
-    region_map;
-    shared;
-    size_class;
-    sync;
-    tcache;
-}
+// which the crate's own tests (through its dev-dependency on itself) and fuzz targets turn on
+// to reach them (hidden from the docs, no stability promise). A crate that depends on
+// arena-malloc sees only the API documented here. Each is declared once per case, not through
+// a macro, so that rustfmt still finds every file.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod arena;
+#[cfg(not(feature = "internals"))]
+mod arena;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod asan;
+#[cfg(not(feature = "internals"))]
+mod asan;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod bins;
+#[cfg(not(feature = "internals"))]
+mod bins;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod chunk;
+#[cfg(not(feature = "internals"))]
+mod chunk;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod config;
+#[cfg(not(feature = "internals"))]
+mod config;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod heap;
+#[cfg(not(feature = "internals"))]
+mod heap;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod huge;
+#[cfg(not(feature = "internals"))]
+mod huge;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod keys;
+#[cfg(not(feature = "internals"))]
+mod keys;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod os;
+#[cfg(not(feature = "internals"))]
+mod os;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod region_map;
+#[cfg(not(feature = "internals"))]
+mod region_map;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod shared;
+#[cfg(not(feature = "internals"))]
+mod shared;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod size_class;
+#[cfg(not(feature = "internals"))]
+mod size_class;
 mod stats;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod sync;
+#[cfg(not(feature = "internals"))]
+mod sync;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod tcache;
+#[cfg(not(feature = "internals"))]
+mod tcache;
 
 // The C allocator API (`malloc`, `free`, …) with glibc's semantics, as Rust functions:
 // exported unmangled with the feature `override` (public then, so that the `LD_PRELOAD`
@@ -114,10 +157,11 @@ pub mod capi;
 ))]
 #[allow(dead_code)]
 mod capi;
-layers! {
-    #[cfg(not(all(test, loom)))]
-    global;
-}
+#[cfg(all(not(all(test, loom)), feature = "internals"))]
+#[doc(hidden)]
+pub mod global;
+#[cfg(all(not(all(test, loom)), not(feature = "internals")))]
+mod global;
 // The invariant checkers: tests and fuzz targets only.
 #[cfg(feature = "internals")]
 #[doc(hidden)]

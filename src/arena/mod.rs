@@ -64,9 +64,9 @@ mod remote;
 mod segments;
 mod trim;
 
-pub use bundle::{remote_cap, remote_set_count, remote_slot_set};
 #[cfg(any(test, feature = "internals"))]
 pub use bundle::QUICK_CAP;
+pub use bundle::{remote_cap, remote_set_count, remote_slot_set};
 
 use core::ptr;
 

@@ -55,9 +55,9 @@ mod release;
 mod tracked;
 mod validate;
 
-pub use validate::Op;
 #[cfg(any(test, feature = "internals"))]
 pub use private::PrivateHeap;
+pub use validate::Op;
 
 #[derive(Debug)]
 struct Registry {

@@ -28,6 +28,11 @@
 //! When a stack overflows, the thread's `free` runs pipelined for a while ([`ThreadCache::ring_swap`]): each call puts its pointer in an 8-slot
 //! ring, prefetches its header, and completes the free made 8 calls earlier.
 //!
+//! This file holds the cache's data, its setup and the stacks' push and pop; `policy.rs` the
+//! bounds, refills, collections and flushes; `ring.rs` the pipelined `free`; `link.rs` the
+//! words a held chunk carries. The cache calls nothing above it: what reaches the arenas is
+//! `heap/cache.rs`, which hands the cache a `release` closure.
+//!
 //! # Invariants
 //! - T1: `bases[c] <= top(c) <= bases[c] + max(c)`; the stack holds `top - base` chunks.
 //! - T2: every chunk in stack `c` has chunk size exactly `CLASS_CHUNK_SIZE[c]`, is in use from its
@@ -39,16 +44,21 @@
 //!   aborts), and its memory is written only when that free is done.
 
 pub mod link;
+mod policy;
+mod ring;
+
+use ring::FreeRing;
+pub use ring::RingOut;
+#[cfg(any(test, feature = "internals"))]
+pub use {policy::GC_INTERVAL_MS, ring::RING};
 
 use core::ptr;
 
 use crate::arena::Arena;
 use crate::chunk::{HEADER, MIN_CHUNK};
-use crate::region_map;
 use crate::size_class::{
     request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
 };
-use crate::sync::process::AtomicPtr as PAtomicPtr;
 use crate::sync::{fence, Ordering};
 
 /// A stack's top: the owner writes it with a plain store, any thread may read it (statistics),
@@ -137,59 +147,6 @@ pub struct ThreadCache {
     gc_ms: u64,
     /// Slow-path events since the clock was last read for a collection.
     gc_tick: u32,
-}
-
-/// Least time between two collections of a cache's idle classes (milliseconds).
-pub const GC_INTERVAL_MS: u64 = 100;
-/// Least time between two collections when a class cannot grow for want of budget
-/// (milliseconds).
-pub const GC_MIN_MS: u64 = 5;
-/// Slow-path events (refills, overflows) between two reads of the clock for a collection.
-const GC_TICKS: u32 = 16;
-
-/// Pending frees of the pipelined `free` (see [`ThreadCache::ring_swap`]).
-pub const RING: usize = 8;
-/// Frees the pipeline stays on for after the last overflow flush.
-pub const RING_BUDGET: u32 = 8192;
-
-/// What a pipelined `free` does next ([`ThreadCache::ring_swap`]).
-#[derive(Debug, Clone, Copy)]
-pub enum RingOut {
-    /// Nothing: the ring was not full yet.
-    Pending,
-    /// Free this pointer (checked as `free` does).
-    Free(*mut u8),
-    /// Free this pointer (it may be null), then the ones still in the ring: the pipeline just
-    /// turned itself off.
-    Last(*mut u8),
-    /// The pointer was the one freed just before: a double free.
-    Twice,
-    /// Free the pointer given now: it lies outside the heap's reservations (a huge block, the
-    /// break, or not ours), and is not pipelined.
-    Now,
-}
-
-/// The ring of a pipelined `free`: the last [`RING`] pointers freed, not yet checked or
-/// cached (null slots are empty). Only the owning thread writes it (plain loads and stores:
-/// the slots are atomics only so that statistics may count them).
-#[repr(C)]
-#[derive(Debug)]
-pub struct FreeRing {
-    next: core::cell::Cell<usize>,
-    /// Slots in use (owner only): the checks of a pop, a `realloc` and an allocation from the
-    /// arena skip an empty ring without reading its slots.
-    len: core::cell::Cell<usize>,
-    slots: [PAtomicPtr<u8>; RING],
-}
-
-impl FreeRing {
-    const fn new() -> FreeRing {
-        FreeRing {
-            next: core::cell::Cell::new(0),
-            len: core::cell::Cell::new(0),
-            slots: [const { PAtomicPtr::new(ptr::null_mut()) }; RING],
-        }
-    }
 }
 
 /// A hint to load the cache line at `p` (never faults; nothing on targets without one).
@@ -350,136 +307,6 @@ impl ThreadCache {
             gc_ms: 0,
             gc_tick: 0,
         }
-    }
-
-    /// Whether `free` runs pipelined for this thread now (false for a placeholder).
-    #[inline(always)]
-    pub fn ring_on(&self) -> bool {
-        self.ring_on.get()
-    }
-
-    /// The pipelined `free`: puts `p` in the ring and returns what the caller must do with the
-    /// pointer freed [`RING`] calls earlier ([`RingOut`]), which it checks and caches now. Each
-    /// call starts loading its block's header, so that by the time the block's turn comes its
-    /// header is in the CPU cache: when a program frees many blocks it has not touched for a
-    /// while, the frees' cache misses overlap instead of stalling one after the other. Nothing
-    /// is written to a block before it is checked; a block is reused only after it is; a block
-    /// freed twice while its first free is pending is caught at once, any other misuse at most [`RING`] frees later
-    /// (or when the ring is drained: thread exit, `flush_thread_cache`, `trim`, the pipeline
-    /// turning off). The pipeline turns itself off [`RING_BUDGET`] frees after the last
-    /// overflow flush; the caller then drains it ([`RingOut::Last`]).
-    ///
-    /// It calls nothing, so that the `free` it sits in stays a leaf.
-    ///
-    /// # Safety
-    /// Owning thread; [`ThreadCache::ring_on`] holds.
-    #[inline(always)]
-    pub unsafe fn ring_swap(&self, p: *mut u8) -> RingOut {
-        let r = &self.ring;
-        let i = r.next.get();
-        // SAFETY: the index is masked to RING (a power of two).
-        let slot = unsafe { r.slots.get_unchecked(i & (RING - 1)) };
-        // The same test as `Heap::free_fast`'s first (null wraps high).
-        const ODD: usize = !(region_map::MAP_LIMIT - 1) | 15;
-        let a = (p as usize).wrapping_sub(HEADER);
-        // SAFETY: a < MAP_LIMIT when the first test passes.
-        if a & ODD != 0 || !unsafe { region_map::contains_below_limit(a) } {
-            return RingOut::Now;
-        }
-        // A block freed again while its first free is still pending: caught here, at once.
-        // (One freed again after its first free was done is caught when that free's check
-        // finds it cached, or when a pop would hand it out while the second is pending.)
-        if self.ring_holds(p) {
-            return RingOut::Twice;
-        }
-        prefetch(p.wrapping_sub(8));
-        // A load and a store, not a swap: only this thread writes the slot.
-        let q = slot.load(Ordering::Relaxed);
-        slot.store(p, Ordering::Relaxed);
-        r.next.set((i + 1) & (RING - 1));
-        let left = self.ring_left.get().wrapping_sub(1);
-        self.ring_left.set(left);
-        if left == 0 {
-            self.ring_on.set(false);
-            if q.is_null() {
-                r.len.set(r.len.get() + 1);
-            }
-            return RingOut::Last(q);
-        }
-        if q.is_null() {
-            r.len.set(r.len.get() + 1);
-            RingOut::Pending
-        } else {
-            RingOut::Free(q)
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn pending_twice() -> ! {
-        crate::os::fatal("free(): double free detected (a cached block was freed again)")
-    }
-
-    /// Turns the pipelined `free` on (or keeps it on) for [`RING_BUDGET`] more frees: the
-    /// thread's frees overflowed a stack.
-    ///
-    /// # Safety
-    /// Owning thread; a real cache (not a placeholder).
-    #[inline]
-    pub unsafe fn ring_arm(&self) {
-        // Feature `asan` poisons a block when it is freed, and `expensive-checks` wants every
-        // misuse caught at the call that makes it: neither pipelines.
-        if cfg!(any(feature = "asan", feature = "expensive-checks")) {
-            return;
-        }
-        self.ring_left.set(RING_BUDGET);
-        self.ring_on.set(true);
-    }
-
-    /// Takes the next pending pointer out of the ring (null when it is empty), for a drain.
-    ///
-    /// # Safety
-    /// Owning thread, or the cache's owner no longer exists.
-    pub unsafe fn ring_take(&self) -> *mut u8 {
-        // Every slot is read, whatever `len` says: a `fork` child drains the rings of threads
-        // it does not have, which may have stopped between a slot's store and `len`'s update.
-        for s in &self.ring.slots {
-            let q = s.load(Ordering::Relaxed);
-            if !q.is_null() {
-                s.store(ptr::null_mut(), Ordering::Relaxed);
-                self.ring.len.set(self.ring.len.get().saturating_sub(1));
-                return q;
-            }
-        }
-        self.ring.len.set(0);
-        ptr::null_mut()
-    }
-
-    /// Whether frees are pending in the ring (owner's view).
-    #[inline(always)]
-    pub fn ring_busy(&self) -> bool {
-        self.ring.len.get() != 0
-    }
-
-    /// Whether `p` is pending in the ring (a `realloc` of it is a use after free, handing it
-    /// out a double free).
-    #[inline(always)]
-    pub fn ring_holds(&self, p: *mut u8) -> bool {
-        self.ring.len.get() != 0
-            && self
-                .ring
-                .slots
-                .iter()
-                .any(|s| s.load(Ordering::Relaxed) == p)
-    }
-
-    /// Frees pending in the ring (any thread: a snapshot).
-    pub fn ring_pending(&self) -> usize {
-        self.ring
-            .slots
-            .iter()
-            .filter(|s| !s.load(Ordering::Relaxed).is_null())
-            .count()
     }
 
     /// Slots this cache's stacks area holds.
@@ -727,249 +554,6 @@ impl ThreadCache {
             .filter(|&c| self.caches(c))
             .map(|c| self.count(c) * CLASS_CHUNK_SIZE[c])
             .sum()
-    }
-
-    /// Starts a refill of class `cls` (its stack is empty): the stack gets its full bound
-    /// back (the thread allocates this class: see [`ThreadCache::overflow`]) and the next
-    /// refill's batch doubles. Returns how many chunks to take: the batch, at most the stack's
-    /// room plus the one the refill hands out.
-    pub fn begin_refill(&mut self, cls: usize) -> usize {
-        self.refilled[cls] = true;
-        self.used[cls] = true;
-        let full = low16(self.bases[cls].wrapping_add(self.bins[cls + 1].max as usize));
-        let b = &mut self.bins[cls + 1];
-        b.full = full;
-        let want = b.fill as usize;
-        b.fill = (b.fill * 2).min((b.max / 2).max(1));
-        let room = b.max as usize - self.count(cls);
-        want.min(room + 1)
-    }
-
-    /// The first free slot of stack `cls`, where a refill writes its chunks' payloads (each
-    /// put in the cache with `link::put_cached`) in address order.
-    pub fn refill_slots(&self, cls: usize) -> *mut *mut u8 {
-        self.bins[cls + 1].top.load(Ordering::Relaxed)
-    }
-
-    /// Ends a refill that filled the slots `[start, end)` of stack `cls` (`start` from
-    /// [`ThreadCache::refill_slots`]): reverses them, so that pops hand out ascending
-    /// addresses, and moves the top past them.
-    ///
-    /// # Safety
-    /// Owning thread; `[start, end)` are the slots just filled, within the stack's bound.
-    pub unsafe fn end_refill(&mut self, cls: usize, start: *mut *mut u8, end: *mut *mut u8) {
-        // SAFETY: caller: [start, end) are the slots just filled.
-        unsafe {
-            let n = end.offset_from(start) as usize;
-            core::slice::from_raw_parts_mut(start, n).reverse();
-        }
-        self.bins[cls + 1].top.store(end, Ordering::Relaxed);
-    }
-
-    /// Stack `cls` is full and a chunk is being freed: returns how many of its chunks to keep
-    /// (the caller sends the others back to the arenas; keeping them all means the stack grew
-    /// and takes the chunk). A class refilled since the stack last overflowed is one the thread
-    /// allocates as well as frees, in batches larger than its stack (the stack empties, then
-    /// fills up): its bound doubles, up to [`GROW_STACK`] chunks or [`GROW_CLASS_BYTES`] and
-    /// within the cache's budget of grown bytes, so that a steady batch size soon fits whole
-    /// (as tcmalloc's free lists grow); at its limit it keeps the newer half. A class not
-    /// refilled since is one the thread frees and does not allocate — a consumer of blocks
-    /// made by other threads, the free phase of a batch: its chunks would only wait in the
-    /// stack, out of reach of the arena (and of the thread that will want them), so the stack is
-    /// bounded to [`FREER_STACK`] chunks and flushed whole. Its next refill restores the bound.
-    ///
-    /// `now` reads the heap's clock; `release` gives chunks back to their arenas (a slice of
-    /// payloads, and their chunk size).
-    ///
-    /// # Safety
-    /// Owning thread; `release` takes the chunks it is given (they are no longer cached).
-    pub unsafe fn overflow(
-        &mut self,
-        cls: usize,
-        now: impl FnOnce() -> u64,
-        release: impl FnMut(&mut [*mut u8], usize),
-    ) -> usize {
-        let max = self.bins[cls + 1].max;
-        if core::mem::replace(&mut self.refilled[cls], false) {
-            if self.grow(cls) {
-                return self.count(cls);
-            }
-            // Out of budget: the classes idle since the last collection give back their grown
-            // bounds first (a program's phases move from class to class faster than the
-            // collection interval: `c-simple` spends ~20 ms per size).
-            if self.grown_bytes > 0 {
-                let now = now();
-                if now.wrapping_sub(self.gc_ms) >= GC_MIN_MS {
-                    self.gc_ms = now;
-                    // SAFETY: forwarded.
-                    unsafe { self.collect(release) };
-                    if self.grow(cls) {
-                        return self.count(cls);
-                    }
-                }
-            }
-            return max as usize / 2;
-        }
-        if max <= FREER_STACK {
-            return max as usize / 2;
-        }
-        self.bins[cls + 1].full = low16(self.bases[cls].wrapping_add(FREER_STACK as usize));
-        0
-    }
-
-    /// Doubles stack `cls`'s bound when its capacity and the cache's budget allow; whether it
-    /// grew.
-    fn grow(&mut self, cls: usize) -> bool {
-        let max = self.bins[cls + 1].max as usize;
-        let new = (max * 2).min(self.caps[cls] as usize);
-        let add = (new.saturating_sub(max)) * CLASS_CHUNK_SIZE[cls];
-        if add == 0 || self.grown_bytes + add > self.grow_budget {
-            return false;
-        }
-        self.grown_bytes += add;
-        self.set_bound(cls, new);
-        true
-    }
-
-    /// Sets stack `cls`'s bound (at most its capacity, at least its count).
-    fn set_bound(&mut self, cls: usize, max: usize) {
-        debug_assert!(max <= self.caps[cls] as usize && max >= self.count(cls));
-        let full = low16(self.bases[cls].wrapping_add(max));
-        let b = &mut self.bins[cls + 1];
-        b.max = max as u16;
-        b.full = full;
-        b.fill = b.fill.min((b.max / 2).max(1));
-    }
-
-    /// Whether [`ThreadCache::collect`] is due: [`GC_INTERVAL_MS`] passed since the last one
-    /// (the slow paths ask: refills and overflows; every [`GC_TICKS`]th asking reads the clock
-    /// with `now`). When it is, returns the time read, which the collection's interval starts
-    /// from.
-    pub fn collection_due(&mut self, now: impl FnOnce() -> u64) -> Option<u64> {
-        self.gc_tick = self.gc_tick.wrapping_add(1);
-        if self.gc_tick % GC_TICKS != 0 {
-            return None;
-        }
-        let now = now();
-        if now.wrapping_sub(self.gc_ms) >= GC_INTERVAL_MS {
-            self.gc_ms = now;
-            return Some(now);
-        }
-        None
-    }
-
-    /// Gives back what the idle classes hold: a class not refilled since the last collection
-    /// keeps half its chunks (the older half goes back to the arenas) and half its grown bound
-    /// (down to the initial one). A class that refilled within the interval keeps everything;
-    /// one whose use stopped is empty after a few intervals, so memory a thread cached for a
-    /// past phase goes back where other threads can use it. (A class in use that never
-    /// misses — its stack big enough for every batch — is halved too, and refills back: a few
-    /// refills every other interval.)
-    ///
-    /// `release` gives chunks back to their arenas (see [`ThreadCache::flush`]).
-    ///
-    /// # Safety
-    /// Owning thread; `release` takes the chunks it is given.
-    // The class index runs over several per-class arrays at once.
-    #[allow(clippy::needless_range_loop)]
-    pub unsafe fn collect(&mut self, mut release: impl FnMut(&mut [*mut u8], usize)) {
-        for c in 0..NCLASSES {
-            if !self.caches(c) || core::mem::replace(&mut self.used[c], false) {
-                continue;
-            }
-            let max = self.bins[c + 1].max as usize;
-            let base = self.base_max[c] as usize;
-            let new = (max / 2).max(base);
-            let n = self.count(c);
-            if n > 0 {
-                // SAFETY: forwarded.
-                unsafe { self.flush(c, (n / 2).min(new), &mut release) };
-            }
-            if new < max {
-                self.grown_bytes -= (max - new) * CLASS_CHUNK_SIZE[c];
-                // The freer rule's cut (`overflow`) stays in force if it was lower.
-                let limit = self.limit(c);
-                self.set_bound(c, new);
-                if limit < new {
-                    self.bins[c + 1].full = low16(self.bases[c].wrapping_add(limit));
-                }
-            }
-        }
-    }
-
-    /// Bytes of chunks the grown bounds add over the initial ones.
-    #[cfg(any(test, feature = "internals"))]
-    pub fn grown_bytes(&self) -> usize {
-        self.grown_bytes
-    }
-
-    /// Most chunks stack `cls` takes now: its bound, or less while the thread only frees
-    /// that class ([`ThreadCache::overflow`]).
-    pub fn limit(&self, cls: usize) -> usize {
-        let b = &self.bins[cls + 1];
-        (b.full.wrapping_sub(b.empty) / 8) as usize
-    }
-
-    /// Sends all but the newest `keep` chunks of class `cls` back to their arenas: `release`
-    /// gets the payloads that leave the stack (which no longer holds them) and their chunk
-    /// size.
-    ///
-    /// # Safety
-    /// Owning thread; `release` takes the chunks it is given.
-    #[cold]
-    #[inline(never)]
-    pub unsafe fn flush(
-        &mut self,
-        cls: usize,
-        keep: usize,
-        release: impl FnOnce(&mut [*mut u8], usize),
-    ) {
-        let n = self.count(cls);
-        if n <= keep {
-            return;
-        }
-        let base = self.bases[cls];
-        // SAFETY: T1: slots [0, n) are filled. The newest `keep` rotate down to the bottom and
-        // the stack is cut to them *before* the others are released: a `fork` while the release
-        // runs (another thread's prepare handler waits on an arena lock this one takes next)
-        // leaves the child a cache that no longer holds the released chunks, so the child's
-        // flush of this vanished thread's cache does not release them a second time
-        // (tests/fork.rs found it). The slots above the top are scratch space.
-        // The rotation itself runs on a stack cut to nothing: a `fork` that copies the slots
-        // half rotated (a chunk in two slots, another in none) would leave the child a cache
-        // holding a chunk twice, and its flush of the vanished thread's cache would free it
-        // twice (`fork_while_threads_allocate`'s child aborted "double free" in 1 soak run of
-        // 8). Cut first, the child's copy holds fewer chunks (leaked there), never one twice.
-        // The fences keep the stores in this order for a copy taken from another CPU.
-        unsafe {
-            let all = core::slice::from_raw_parts_mut(base, n);
-            if keep > 0 {
-                self.bins[cls + 1].top.store(base, Ordering::Relaxed);
-                fence(Ordering::Release);
-                all.rotate_left(n - keep);
-                fence(Ordering::Release);
-            }
-            self.bins[cls + 1]
-                .top
-                .store(base.add(keep), Ordering::Relaxed);
-            release(&mut all[keep..], CLASS_CHUNK_SIZE[cls]);
-        }
-    }
-
-    /// Empties every stack (thread exit, cache teardown), giving the chunks to `release` as
-    /// [`ThreadCache::flush`] does.
-    ///
-    /// # Safety
-    /// Owning thread, or the cache's owner no longer exists; `release` takes the chunks.
-    pub unsafe fn flush_all(&mut self, mut release: impl FnMut(&mut [*mut u8], usize)) {
-        for c in 0..NCLASSES {
-            // Classes that are not cached hold nothing (and cost loom a scheduling point each).
-            if !self.caches(c) {
-                continue;
-            }
-            // SAFETY: forwarded.
-            unsafe { self.flush(c, 0, &mut release) };
-        }
     }
 
     /// Whether `p` is in stack `cls` (double-free diagnosis).
