@@ -2,7 +2,7 @@
 //! a program using arena-malloc as its allocator gets ASan's overflow and use-after-free reports.
 //! Without the feature both functions are empty and vanish.
 //!
-//! What is poisoned, and when (hooks in `heap.rs`):
+//! What is poisoned, and when (hooks in `heap/alloc.rs` and `heap/free.rs`):
 //! - on allocation, the requested bytes are unpoisoned and the slack between the request and
 //!   the usable size is poisoned (an overflow into it is reported);
 //! - on free, the payload from offset 16 to its end is poisoned before the chunk goes into a

@@ -1,5 +1,5 @@
 //! Hardening: each misuse of the C API must end in `abort` with a one-line message naming the
-//! problem (src/heap.rs `check_ptr`/`free`/`realloc`, src/arena `free_chunk`, the safe-linked
+//! problem (src/heap/validate.rs `check_ptr`, heap/free.rs, heap/realloc.rs, src/arena/free.rs `free_chunk`, the safe-linked
 //! cache links in src/tcache/link.rs). Each case runs in a child process: the test re-executes
 //! this binary with `HARDEN_CASE` naming the case, the child performs the misuse through
 //! `arena_malloc::capi`, and the parent asserts death by SIGABRT and the message on stderr.
