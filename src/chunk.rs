@@ -69,6 +69,9 @@ pub const FLAG_MASK: usize = 15;
 pub const FREE: usize = 1 << 44;
 /// A free chunk that stayed free across one purge interval (the next pass purges it).
 pub const AGED: usize = 1 << 45;
+/// Head flag (outside the size bits, under the tag) of a block inside a run (`run`): its
+/// `prev_size` word holds the distance back to its run.
+pub const IN_RUN: usize = 1 << 46;
 
 const LOW_MASK: usize = (1 << 48) - 1;
 /// Bits of a head word that hold the chunk size.

@@ -125,6 +125,11 @@ pub mod region_map;
 mod region_map;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
+pub mod run;
+#[cfg(not(feature = "internals"))]
+mod run;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod shared;
 #[cfg(not(feature = "internals"))]
 mod shared;

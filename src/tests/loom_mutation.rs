@@ -5,7 +5,8 @@
 //! runs share one build. See `docs/loom.md` for each mutation and its report.
 
 use super::{
-    loom_lock, loom_registry, loom_remote_free, loom_stats, loom_tcache_flush, loom_thread_exit,
+    loom_lock, loom_registry, loom_remote_free, loom_run, loom_stats, loom_tcache_flush,
+    loom_thread_exit,
 };
 
 /// Every mutation planted in the code: its name, the model that must catch it, and a part of
@@ -76,6 +77,21 @@ pub(crate) const MUTATIONS: &[(&str, fn(), &str)] = &[
         "tcache_count_torn",
         loom_stats::stats_while_counters_change,
         "Causality violation",
+    ),
+    (
+        "run_push_relaxed",
+        loom_run::push_races_collect,
+        "Causality violation",
+    ),
+    (
+        "run_collect_relaxed",
+        loom_run::push_races_collect,
+        "Causality violation",
+    ),
+    (
+        "run_push_lost",
+        loom_run::two_pushers,
+        "run remote frees lost",
     ),
     (
         "remote_bytes_late",

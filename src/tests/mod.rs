@@ -6,6 +6,7 @@
 //! | `loom_lock.rs` | the arena/registry lock alone: exclusion, publication, no lost wake-up (futex modelled) |
 //! | `loom_registry.rs` | thread → arena attachment: cap, race for the last arena, try another arena when busy, reuse after exit |
 //! | `loom_remote_free.rs` | frees pushed on an arena's lock-free remote list racing the owner's allocation and drain |
+//! | `loom_run.rs` | frees pushed on a run's remote list racing the owner's exchange and each other |
 //! | `loom_tcache_flush.rs` | thread-cache refill and flush racing another thread's flush into the same arena |
 //! | `loom_thread_exit.rs` | thread exit (flush, detach, recycle) racing a new thread's attach |
 //! | `loom_stats.rs` | statistics read while the counters change |
@@ -22,6 +23,7 @@
 mod loom_lock;
 mod loom_registry;
 mod loom_remote_free;
+mod loom_run;
 mod loom_stats;
 mod loom_tcache_flush;
 mod loom_thread_exit;

@@ -1,0 +1,471 @@
+//! Runs: page-multiple spans of blocks of one class, the small-block layer of issue 30 (stage 1:
+//! this module and its tests; the heap does not route allocations through it yet).
+//!
+//! A run is an ordinary in-use chunk its arena handed out (so the break and the regions stay
+//! the only memory sources, and the arena's checks see one chunk). Inside it, a header, then
+//! blocks of one chunk size, each a tagged chunk of its own:
+//!
+//! ```text
+//! run chunk (in use, from its arena)
+//! 0    +------------------------------+
+//!      | chunk header (arena's view)  |
+//! 16   +------------------------------+  <- the run (`Run`, 64 bytes)
+//!      | block size, capacity, class  |
+//!      | local: free list (owner)     |
+//!      | fresh: next never-used block |
+//!      | remote: atomic free list     |  other threads push chains; the owner swaps it out
+//!      | in_use (owner)               |
+//! 80   +------------------------------+  <- block 0
+//!      | back-offset to the run       |  the `prev_size` word: run blocks are never "prev free"
+//!      | head: size | PREV_INUSE |    |
+//!      |       IN_RUN, tag            |
+//!      | payload ...                  |  while free: link (word 0), freed mark (word 1)
+//!      +------------------------------+  <- block 1, ...
+//! ```
+//!
+//! A block finds its run in O(1): its header's first word is the distance back to the run
+//! (checked against the run's own layout, so an overwritten word is caught, never followed
+//! blindly). The owner allocates from `local`, then from `fresh` (blocks are formatted only as
+//! they are first handed out, so a new run touches one page at a time); it frees into `local`.
+//! Any other thread frees by pushing a chain of the run's blocks onto `remote` with one
+//! compare-exchange; the owner takes the whole list with one exchange ([`Run::collect`]).
+//! Free blocks carry the safe-linked link and the freed mark of `tcache::link`, so a second
+//! free of a block still on a list is caught as it is for cached chunks.
+//!
+//! # Invariants
+//! - U1: `local` holds only blocks of this run, each once, not in use; `fresh` blocks were
+//!   never handed out.
+//! - U2: `in_use + |local| + |remote| + (capacity - fresh index) == capacity`, where `in_use`
+//!   counts blocks handed out and not yet back in `local` (a block pushed on `remote` still
+//!   counts as in use until the owner collects it).
+//! - U3: only the owner touches `local`, `fresh` and `in_use`; `remote` is the one shared word.
+
+// Stage 1 lands the layer with its tests before the heap routes allocations through it.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use core::ptr;
+
+use crate::chunk::{Chunk, ALIGN, HEADER, IN_RUN, PREV_INUSE};
+use crate::os::fatal;
+use crate::sync::{self, AtomicPtr, Ordering};
+use crate::tcache::link;
+
+/// The run's header, at the start of the run chunk's payload.
+#[repr(C, align(16))]
+#[derive(Debug)]
+pub struct Run {
+    /// Chunk size of every block (a class chunk size).
+    block: usize,
+    /// Blocks the run holds.
+    capacity: usize,
+    /// Size class index (for the caller's lists; the run does not read it).
+    class: usize,
+    /// Owner's free list (payloads linked through `tcache::link`), or null.
+    local: *mut u8,
+    /// Index of the first block never handed out.
+    fresh: usize,
+    /// Blocks handed out and not back in `local` (U2).
+    in_use: usize,
+    /// Blocks freed by other threads: a chain of payloads the owner has not collected.
+    remote: AtomicPtr<u8>,
+}
+
+/// Most bytes a run spans (its chunk's payload): a back-offset beyond it is corrupt.
+pub const MAX_RUN_SPAN: usize = 1 << 20;
+
+/// Bytes from the run chunk's payload to its first block: the run header, rounded to 16.
+pub const RUN_HEADER: usize = (core::mem::size_of::<Run>() + ALIGN - 1) & !(ALIGN - 1);
+
+impl Run {
+    /// Lays out a run of blocks of chunk size `block` in the `len` bytes at `at` (the payload
+    /// of an in-use chunk the caller owns, 16-aligned) and returns it. Touches only the header:
+    /// blocks are formatted as they are first handed out.
+    ///
+    /// # Safety
+    /// `[at, at + len)` is writable memory the caller owns for the run's life; `block` is a
+    /// multiple of 16 of at least 32; `len` holds the header and at least one block.
+    pub unsafe fn init(at: *mut u8, len: usize, block: usize, class: usize) -> *mut Run {
+        debug_assert!(at as usize % ALIGN == 0 && block % ALIGN == 0 && block >= 32);
+        let capacity = (len - RUN_HEADER) / block;
+        debug_assert!(capacity > 0 && len <= MAX_RUN_SPAN);
+        let r: *mut Run = at.cast();
+        // SAFETY: caller: writable, aligned, ours.
+        unsafe {
+            r.write(Run {
+                block,
+                capacity,
+                class,
+                local: ptr::null_mut(),
+                fresh: 0,
+                in_use: 0,
+                remote: AtomicPtr::new(ptr::null_mut()),
+            })
+        };
+        r
+    }
+
+    /// Blocks the run holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The blocks' chunk size.
+    pub fn block_size(&self) -> usize {
+        self.block
+    }
+
+    /// The class index given to [`Run::init`].
+    pub fn class(&self) -> usize {
+        self.class
+    }
+
+    /// Blocks out of the owner's hands (handed out, or pushed on `remote` and not collected).
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    /// Whether every block is back with the owner (the run could go back to its arena).
+    pub fn is_unused(&self) -> bool {
+        self.in_use == 0
+    }
+
+    /// Whether the owner can hand out a block without collecting remote frees.
+    pub fn has_free(&self) -> bool {
+        !self.local.is_null() || self.fresh < self.capacity
+    }
+
+    fn first_block(&self) -> usize {
+        self as *const Run as usize + RUN_HEADER
+    }
+
+    /// Hands out a block (its payload, the freed mark cleared): from `local`, else a fresh
+    /// one; null when the run is full (the caller may [`Run::collect`] first).
+    ///
+    /// # Safety
+    /// Owner only (U3).
+    pub unsafe fn pop(&mut self) -> *mut u8 {
+        let p = if !self.local.is_null() {
+            let p = self.local;
+            // SAFETY: U1: a free block of ours; `get` checks its link and freed mark.
+            unsafe {
+                self.local = link::get(p);
+                link::clear_key(p);
+            }
+            p
+        } else if self.fresh < self.capacity {
+            let b = self.first_block() + self.fresh * self.block;
+            self.fresh += 1;
+            let at: *mut u8 = (self as *mut Run).cast::<u8>().with_addr(b);
+            // SAFETY: a never-used block inside our run: write its header.
+            unsafe {
+                let c = Chunk::at(at);
+                c.set_prev_size(b - self as *const Run as usize);
+                c.set_head(self.block, PREV_INUSE | IN_RUN);
+                let p = c.payload();
+                link::clear_key(p);
+                p
+            }
+        } else {
+            return ptr::null_mut();
+        };
+        self.in_use += 1;
+        p
+    }
+
+    /// Takes a block back from its user (a free on the owning thread).
+    ///
+    /// # Safety
+    /// Owner only; `p` is a payload of this run handed out by [`Run::pop`] and not freed since
+    /// (callers check that with the block's freed mark first).
+    pub unsafe fn push_local(&mut self, p: *mut u8) {
+        // SAFETY: caller: our block, in use: its payload is ours to write.
+        unsafe { link::set(p, self.local) };
+        self.local = p;
+        self.in_use -= 1;
+    }
+
+    /// Pushes a chain of this run's blocks (payloads linked head → … → tail through
+    /// `tcache::link`) freed by a thread that does not own the run: one compare-exchange.
+    ///
+    /// # Safety
+    /// `run` is live; every block of the chain belongs to it, was handed out, and is given up by
+    /// the caller, who linked the chain (`tail`'s link is written here).
+    pub unsafe fn push_remote(run: *const Run, head: *mut u8, tail: *mut u8) {
+        // SAFETY: caller: a live run (its `remote` word is shared and atomic).
+        let remote = unsafe { &(*run).remote };
+        let mut old = remote.load(Ordering::Relaxed);
+        // Mutation (loom check): a plain store in place of the compare-exchange, so that two
+        // pushers can lose one another's chain.
+        if sync::mutation::on("run_push_lost") {
+            // SAFETY: the caller owns `tail`.
+            unsafe { link::set(tail, old) };
+            remote.store(head, Ordering::Release);
+            return;
+        }
+        loop {
+            // SAFETY: the caller owns `tail`.
+            unsafe { link::set(tail, old) };
+            // Release: pairs with the Acquire swap in `collect`, publishing the links.
+            // Mutation (loom check): the push forgets to publish.
+            let ord = if sync::mutation::on("run_push_relaxed") {
+                Ordering::Relaxed
+            } else {
+                Ordering::Release
+            };
+            match remote.compare_exchange_weak(old, head, ord, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
+    /// Whether other threads freed blocks the owner has not collected (a snapshot).
+    pub fn has_remote(&self) -> bool {
+        !self.remote.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Takes every block other threads freed (one exchange) into `local`; returns how many.
+    /// Each is checked to be a block of this run (a chain that leaves the run aborts).
+    ///
+    /// # Safety
+    /// Owner only.
+    pub unsafe fn collect(&mut self) -> usize {
+        if self.remote.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        // Acquire: pairs with the Release compare-exchange in `push_remote`.
+        let ord = if sync::mutation::on("run_collect_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
+        let mut p = self.remote.swap(ptr::null_mut(), ord);
+        let mut n = 0;
+        while !p.is_null() {
+            // SAFETY: the chain's blocks are ours now; `get` checks each link and freed mark.
+            let next = unsafe { link::get(p) };
+            if self.index_of(p).is_none() {
+                fatal("free(): a remote free list of a run holds a block of another run");
+            }
+            // SAFETY: a free block of this run, owned by us: relink it onto `local`.
+            unsafe { link::set(p, self.local) };
+            self.local = p;
+            n += 1;
+            p = next;
+        }
+        if n > self.in_use {
+            fatal("free(): double free (a run got back more blocks than it handed out)");
+        }
+        self.in_use -= n;
+        n
+    }
+
+    /// The index of the block whose payload is `p`, if `p` is one of this run's handed-out
+    /// positions.
+    pub fn index_of(&self, p: *mut u8) -> Option<usize> {
+        let off = (p as usize).wrapping_sub(self.first_block() + HEADER);
+        let i = off / self.block;
+        (off % self.block == 0 && i < self.fresh).then_some(i)
+    }
+
+    /// The run of a block whose chunk is flagged [`IN_RUN`], from the back-offset in its header;
+    /// aborts when the offset does not lead to a run whose layout has a block there.
+    ///
+    /// # Safety
+    /// `c` is a chunk with a valid tag (checked by the caller) and the `IN_RUN` flag.
+    pub unsafe fn of(c: Chunk) -> *mut Run {
+        // SAFETY: caller: a tagged chunk's header is readable.
+        let off = unsafe { c.prev_size() };
+        if !(RUN_HEADER..=MAX_RUN_SPAN).contains(&off) || off % ALIGN != 0 {
+            fatal("free(): corrupted run block header (bad offset to its run)");
+        }
+        let r: *mut Run = c.ptr().with_addr(c.addr() - off).cast();
+        // SAFETY: the offset stays inside the run chunk when the header is intact; the check
+        // below rejects any offset the run's own layout does not give.
+        let ok = unsafe { (*r).block == c.size() && (*r).index_of(c.payload()).is_some() };
+        if !ok {
+            fatal("free(): corrupted run block header (bad offset to its run)");
+        }
+        r
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// A page-aligned buffer standing in for the payload of a run chunk (the tag key is set
+    /// up first: blocks carry tagged headers).
+    fn buffer(len: usize) -> *mut u8 {
+        crate::keys::init();
+        let m = crate::os::map(len).expect("map");
+        // Leave room for the run chunk's own header, as in an arena.
+        m.wrapping_add(HEADER)
+    }
+
+    #[test]
+    fn a_run_hands_out_every_block_once_aligned_and_in_place() {
+        let len = 64 << 10;
+        let at = buffer(len);
+        // SAFETY: our buffer; a run owned by this thread.
+        unsafe {
+            let r = &mut *Run::init(at, len - HEADER, 48, 2);
+            let cap = r.capacity();
+            assert_eq!(cap, (len - HEADER - RUN_HEADER) / 48);
+            let mut seen = HashSet::new();
+            for _ in 0..cap {
+                let p = r.pop();
+                assert!(!p.is_null());
+                assert_eq!(p as usize % 16, 0, "payload alignment");
+                assert!(p as usize >= at as usize + RUN_HEADER + HEADER);
+                assert!(
+                    p as usize + 32 <= at as usize + len - HEADER,
+                    "block past the run"
+                );
+                assert!(seen.insert(p as usize), "block handed out twice");
+                let c = Chunk::from_payload(p);
+                assert!(c.tag_ok());
+                assert_eq!(c.size(), 48);
+                assert!(ptr::eq(Run::of(c), r));
+                p.write_bytes(0xab, 32);
+            }
+            assert!(r.pop().is_null(), "a full run hands out nothing");
+            assert_eq!(r.in_use(), cap);
+            // Distinct blocks never overlap: sorted, each starts past the previous payload.
+            let mut v: Vec<usize> = seen.iter().copied().collect();
+            v.sort();
+            assert!(v.windows(2).all(|w| w[1] - w[0] >= 48));
+        }
+    }
+
+    #[test]
+    fn local_frees_are_reused_first_and_counted() {
+        let len = 16 << 10;
+        let at = buffer(len);
+        // SAFETY: our buffer; a run owned by this thread.
+        unsafe {
+            let r = &mut *Run::init(at, len - HEADER, 64, 3);
+            let a = r.pop();
+            let b = r.pop();
+            r.push_local(a);
+            assert_eq!(r.in_use(), 1);
+            assert!(link::has_key(a), "a free block carries the freed mark");
+            assert_eq!(r.pop(), a, "the last freed block comes back first");
+            assert!(!link::has_key(a), "a block handed out has no freed mark");
+            r.push_local(a);
+            r.push_local(b);
+            assert!(r.is_unused());
+            let again: HashSet<usize> = (0..2).map(|_| r.pop() as usize).collect();
+            assert_eq!(again, [a as usize, b as usize].into_iter().collect());
+        }
+    }
+
+    #[test]
+    fn remote_frees_from_other_threads_all_come_back_once() {
+        let len = 256 << 10;
+        let at = buffer(len);
+        // SAFETY: our buffer; this thread owns the run, the others only push chains of blocks
+        // it handed them.
+        unsafe {
+            let r = Run::init(at, len - HEADER, 32, 0);
+            let cap = (*r).capacity();
+            let blocks: Vec<usize> = (0..cap).map(|_| (*r).pop() as usize).collect();
+            let run = r as usize;
+            let threads: Vec<_> = blocks
+                .chunks(cap / 4 + 1)
+                .map(|part| {
+                    let part = part.to_vec();
+                    std::thread::spawn(move || {
+                        // Chains of up to 7 blocks, linked then pushed at once.
+                        for chain in part.chunks(7) {
+                            for w in chain.windows(2) {
+                                link::set(w[0] as *mut u8, w[1] as *mut u8);
+                            }
+                            let head = chain[0] as *mut u8;
+                            let tail = *chain.last().unwrap() as *mut u8;
+                            Run::push_remote(run as *const Run, head, tail);
+                        }
+                    })
+                })
+                .collect();
+            let mut collected = 0;
+            for t in threads {
+                collected += (*r).collect();
+                t.join().unwrap();
+            }
+            collected += (*r).collect();
+            assert_eq!(collected, cap, "every remote free is collected once");
+            assert!((*r).is_unused());
+            let again: HashSet<usize> = (0..cap).map(|_| (*r).pop() as usize).collect();
+            assert_eq!(
+                again,
+                blocks.iter().copied().collect(),
+                "the same blocks, each once"
+            );
+            assert!((*r).pop().is_null());
+        }
+    }
+
+    fn fatal_message(f: impl FnOnce()) -> String {
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("no abort");
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_bad_back_offset_or_a_foreign_remote_block_aborts() {
+        let len = 16 << 10;
+        let at = buffer(len);
+        // SAFETY: our buffer; each corruption is planted on purpose and caught.
+        unsafe {
+            let r = &mut *Run::init(at, len - HEADER, 64, 3);
+            let p = r.pop();
+            let q = r.pop();
+            let c = Chunk::from_payload(q);
+            let off = c.prev_size();
+            c.set_prev_size(off + 16);
+            let m = fatal_message(|| {
+                Run::of(c);
+            });
+            assert!(m.contains("bad offset to its run"), "{m}");
+            c.set_prev_size(off);
+            assert!(ptr::eq(Run::of(c), r));
+            // A block of another run pushed on this run's remote list.
+            let other = &mut *Run::init(at.add(8 << 10), (8 << 10) - HEADER, 64, 3);
+            let x = other.pop();
+            Run::push_remote(r, x, x);
+            let m = fatal_message(|| {
+                r.collect();
+            });
+            assert!(m.contains("block of another run"), "{m}");
+            let _ = p;
+        }
+    }
+
+    #[test]
+    fn more_remote_frees_than_blocks_out_is_a_double_free() {
+        let len = 16 << 10;
+        let at = buffer(len);
+        // SAFETY: our buffer; the double free is planted on purpose and caught.
+        unsafe {
+            let r = &mut *Run::init(at, len - HEADER, 64, 3);
+            let p = r.pop();
+            let q = r.pop();
+            r.push_local(q);
+            // `p` freed remotely once (fine) ...
+            Run::push_remote(r, p, p);
+            assert_eq!(r.collect(), 1);
+            // ... and `q`, already back in `local`, pushed remotely again.
+            let fresh = r.pop();
+            assert_eq!(fresh, p);
+            r.push_local(fresh);
+            assert!(r.is_unused());
+            link::clear_key(q);
+            Run::push_remote(r, q, q);
+            let m = fatal_message(|| {
+                r.collect();
+            });
+            assert!(m.contains("double free"), "{m}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! A run's remote free list (`run::Run`): threads that do not own the run push chains of its
+//! blocks with one compare-exchange, racing the owner's exchange of the whole list
+//! (`Run::collect`) and each other.
+//!
+//! Catches `run_push_relaxed` and `run_collect_relaxed` (the push no longer releases the
+//! chain's links, or the exchange no longer acquires them: the owner's read of a link is
+//! reported as a causality violation through `sync::shadow`) and `run_push_lost` (a plain
+//! store in place of the compare-exchange: a pusher's chain is lost).
+
+use super::{model, thread, Ptr};
+use crate::run::Run;
+
+/// A run of 64-byte blocks in a fresh mapping, owned by the calling thread.
+fn new_run() -> Ptr<Run> {
+    crate::keys::init();
+    // The shadow table exists before any model thread starts (its creation would order them).
+    crate::sync::shadow::touch();
+    let len = 4096;
+    let m = crate::os::map(len).expect("map");
+    // SAFETY: a fresh mapping of ours; the run starts past a chunk header's worth of room.
+    Ptr(unsafe { Run::init(m.add(16), len - 16, 64, 3) })
+}
+
+/// One thread frees a block of the run while the owner collects: the block comes back once,
+/// whichever side of the exchange the push lands on.
+pub(crate) fn push_races_collect() {
+    model("run_push_races_collect", || {
+        let r = new_run();
+        // SAFETY: the owner (this thread) hands the block to the freer and keeps the run.
+        let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
+        let freer = thread::spawn(move || unsafe {
+            // The program's last write to its block, then the free.
+            a.0.write(7);
+            Run::push_remote(r.0, a.0, a.0);
+        });
+        // SAFETY: owner only. The owner collects before it joins the freer: it either misses
+        // the push or takes it through the exchange alone (no join orders the link for it).
+        let mut got = unsafe { (*r.0).collect() };
+        while got == 0 {
+            // SAFETY: owner only.
+            if unsafe { (*r.0).has_remote() } {
+                got += unsafe { (*r.0).collect() };
+            } else {
+                thread::yield_now();
+            }
+        }
+        freer.join().unwrap();
+        // SAFETY: owner only.
+        unsafe {
+            got += (*r.0).collect();
+            assert_eq!(got, 1, "the remote free came back {got} times");
+            (*r.0).push_local(b.0);
+            assert!((*r.0).is_unused(), "blocks still out after every free");
+        }
+    });
+}
+
+#[test]
+fn loom_run_push_races_collect() {
+    push_races_collect();
+}
+
+/// Two threads each free a block of the run at once; the owner collects after both: no chain
+/// may be lost.
+pub(crate) fn two_pushers() {
+    model("run_two_pushers", || {
+        let r = new_run();
+        // SAFETY: the owner hands one block to each freer.
+        let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
+        let t: Vec<_> = [a, b]
+            .into_iter()
+            .map(|p| thread::spawn(move || unsafe { Run::push_remote(r.0, p.0, p.0) }))
+            .collect();
+        for h in t {
+            h.join().unwrap();
+        }
+        // SAFETY: owner only, every pusher done.
+        let got = unsafe { (*r.0).collect() };
+        assert_eq!(got, 2, "run remote frees lost: {got} of 2 collected");
+    });
+}
+
+#[test]
+fn loom_run_two_pushers() {
+    two_pushers();
+}
