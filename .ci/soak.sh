@@ -9,6 +9,11 @@
 #
 # Arguments after N go to `cargo test` as they are. Logs: target/soak/<start time>/run-<i>.log
 # (kept for failing runs). Exits non-zero if any run failed. Not part of CI (docs/testing.md).
+#
+# Each run is `cargo test`, which rebuilds when a source changes: a soak measures the code it
+# started with only if nobody edits the tree meanwhile (soak a clone to keep working). It stops,
+# failed, at the first run that finds the sources changed since it started, rather than count
+# what an edit broke (a half-made change that does not compile) against the code.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-10}"
@@ -17,9 +22,17 @@ export CARGO_TERM_COLOR=never
 cargo test -q --no-run "$@" >/dev/null 2>&1 || { cargo test -q --no-run "$@"; exit 1; }
 dir="target/soak/$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$dir"
+stamp="$dir/.start"
+touch "$stamp"
 failed=0
 start=$SECONDS
 for i in $(seq 1 "$n"); do
+    changed=$(find src tests Cargo.toml -newer "$stamp" -type f 2>/dev/null | head -n 3)
+    if [ -n "$changed" ]; then
+        echo "soak: stopped before run $i: sources changed since the soak started ($(echo $changed))"
+        echo "soak: $((i - 1 - failed)) passed, $failed failed before the change (cargo test $*)"
+        exit 1
+    fi
     seed=$(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM ))
     log="$dir/run-$i.log"
     t0=$SECONDS
