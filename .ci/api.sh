@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 dir=target/api-check
 rm -rf "$dir" && mkdir -p "$dir/src"
-internal=(arena asan bins check chunk config heap huge keys os region_map run shared size_class sync tcache capi global fuzz user_heap PrivateHeap)
+internal=(arena asan bins check chunk config heap huge keys link os region_map run shared size_class sync tcache capi global fuzz user_heap PrivateHeap)
 cat > "$dir/Cargo.toml" <<TOML
 [package]
 name = "api-check"

@@ -7,7 +7,7 @@
 //!   the usable size is poisoned (an overflow into it is reported);
 //! - on free, the payload from offset 16 to its end is poisoned before the chunk goes into a
 //!   cache or a bin. The first 16 bytes of a freed payload stay addressable: they hold the cache
-//!   link and key, or a bin's `fd`/`bk` (see `chunk` and `tcache::link`), which the allocator
+//!   link and key, or a bin's `fd`/`bk` (see `chunk` and `link`), which the allocator
 //!   reads and writes without the user's involvement;
 //! - every allocator access to a header or link word goes through `Chunk::word`, which
 //!   unpoisons that word first: splitting, carving top and large-bin links write new headers at

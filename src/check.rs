@@ -10,8 +10,9 @@ use crate::arena::{Arena, ArenaState, TOP_MIN};
 use crate::bins::{bin_index, BinIdx, FIRST_LARGE, NBINS, UNSORTED};
 use crate::chunk::{Chunk, ALIGN, FENCE, IN_REGION, IS_MMAPPED, MIN_CHUNK};
 use crate::heap::Heap;
+use crate::link;
 use crate::size_class::CLASS_CHUNK_SIZE;
-use crate::tcache::{link, ThreadCache};
+use crate::tcache::ThreadCache;
 
 /// Result of a check: `Err` names the broken invariant.
 pub type CheckResult = Result<(), &'static str>;

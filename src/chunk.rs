@@ -20,7 +20,7 @@
 //! A chunk in a thread cache, a quick list or a remote list looks in use to its arena. Its
 //! payload's second word (offset 24) holds the freed mark; on a quick or remote list its first
 //! word (offset 16) holds the mangled link to the next chunk (a thread cache keeps its chunks'
-//! addresses in its own stacks, not in them): see `tcache::link`.
+//! addresses in its own stacks, not in them): see `link`.
 //!
 //! Flags (low 4 bits of the head, plus `FREE` at bit 44): `PREV_INUSE` — the chunk just below is in use (so
 //! `prev_size` is not valid); `IS_MMAPPED` — a huge block, its own mapping, `prev_size` holds

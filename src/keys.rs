@@ -1,5 +1,5 @@
 //! The process-wide secrets: the key of chunk header tags (`chunk`), the key mixed into
-//! free-list links and the freed mark of cached chunks (`tcache::link`), and the key of the
+//! free-list links and the freed mark of cached chunks (`link`), and the key of the
 //! slot words in quick-list and remote bundles (`arena`).
 //!
 //! They are drawn from the kernel's random bytes once, before the first heap makes its first

@@ -115,6 +115,11 @@ pub mod keys;
 mod keys;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
+pub mod link;
+#[cfg(not(feature = "internals"))]
+mod link;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod os;
 #[cfg(not(feature = "internals"))]
 mod os;

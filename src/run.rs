@@ -29,7 +29,7 @@
 //! they are first handed out, so a new run touches one page at a time); it frees into `local`.
 //! Any other thread frees by pushing a chain of the run's blocks onto `remote` with one
 //! compare-exchange; the owner takes the whole list with one exchange ([`Run::collect`]).
-//! Free blocks carry the safe-linked link and the freed mark of `tcache::link`, so a second
+//! Free blocks carry the safe-linked link and the freed mark of `link`, so a second
 //! free of a block still on a list is caught as it is for cached chunks.
 //!
 //! # Invariants
@@ -46,9 +46,9 @@
 use core::ptr;
 
 use crate::chunk::{Chunk, ALIGN, HEADER, IN_RUN, PREV_INUSE};
+use crate::link;
 use crate::os::fatal;
 use crate::sync::{self, AtomicPtr, Ordering};
-use crate::tcache::link;
 
 /// The run's header, at the start of the run chunk's payload.
 #[repr(C, align(16))]
@@ -60,7 +60,7 @@ pub struct Run {
     capacity: usize,
     /// Size class index (for the caller's lists; the run does not read it).
     class: usize,
-    /// Owner's free list (payloads linked through `tcache::link`), or null.
+    /// Owner's free list (payloads linked through `link`), or null.
     local: *mut u8,
     /// Index of the first block never handed out.
     fresh: usize,
@@ -185,7 +185,7 @@ impl Run {
     }
 
     /// Pushes a chain of this run's blocks (payloads linked head → … → tail through
-    /// `tcache::link`) freed by a thread that does not own the run: one compare-exchange.
+    /// `link`) freed by a thread that does not own the run: one compare-exchange.
     ///
     /// # Safety
     /// `run` is live; every block of the chain belongs to it, was handed out, and is given up by

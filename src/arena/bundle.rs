@@ -60,7 +60,7 @@ pub const QUICK_CAP: [usize; NSMALL_CLASSES] = {
 
 // --- quick-list bundles ---
 //
-// A bundle head's payload: words 0–1 the link to the next bundle (`tcache::link`, which also
+// A bundle head's payload: words 0–1 the link to the next bundle (`link`, which also
 // marks the head as freed), word 2 the member count, words 3.. the members' payload addresses,
 // each stored XORed with its slot address (>> 12) and the process's link key, like links.
 

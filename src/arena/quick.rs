@@ -8,10 +8,10 @@ use super::bundle::{quick_count_of, quick_set_count, quick_slot_get, quick_slot_
 use super::{ArenaState, QUICK_EPOCH, QUICK_GROW_SHARE};
 use crate::chunk::{Chunk, HEADER};
 use crate::config::TRIM_EPOCH;
+use crate::link;
 use crate::os::fatal;
 use crate::shared::Shared;
 use crate::size_class::{chunk_class, NSMALL_CLASSES, SMALL_MAX_REQUEST};
-use crate::tcache::link;
 
 impl ArenaState {
     /// Takes a chunk of exactly `nb` bytes from its quick list, if any.
@@ -124,7 +124,7 @@ impl ArenaState {
     ///
     /// # Safety
     /// As for [`ArenaState::release`]; `size` is the chunk's size; `marked`: its payload carries
-    /// the freed mark already (a thread cache's chunk: see `tcache::link`).
+    /// the freed mark already (a thread cache's chunk: see `link`).
     #[inline]
     pub unsafe fn release_sized(&mut self, sh: &Shared, c: Chunk, size: usize, marked: bool) {
         // SAFETY: caller: in-use chunk of ours of `size` bytes.

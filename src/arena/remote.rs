@@ -8,12 +8,12 @@ use core::ptr;
 use super::bundle::{quick_count_of, quick_slot_get, remote_cap};
 use super::{Arena, ArenaGuard};
 use crate::chunk::Chunk;
+use crate::link;
 use crate::os::fatal;
 use crate::sync::{self, Ordering};
-use crate::tcache::link;
 
 impl Arena {
-    /// Pushes a chain of chunks (payloads linked head → … → tail through `tcache::link`) whose
+    /// Pushes a chain of chunks (payloads linked head → … → tail through `link`) whose
     /// frees are pending; the next lock holder frees them.
     ///
     /// # Safety

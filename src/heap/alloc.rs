@@ -7,9 +7,10 @@ use super::{has_cache, Heap};
 use crate::arena::Arena;
 use crate::chunk::{Chunk, HEADER};
 use crate::config::MMAP_THRESHOLD_MAX;
+use crate::link;
 use crate::size_class::{request_class, request_to_chunk, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST};
 use crate::sync::Ordering;
-use crate::tcache::{link, ThreadCache};
+use crate::tcache::ThreadCache;
 
 impl Heap {
     /// Allocates `n` bytes (16-byte aligned). Null when impossible or out of memory.

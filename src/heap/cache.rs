@@ -9,8 +9,9 @@ use core::ptr;
 
 use super::Heap;
 use crate::chunk::Chunk;
+use crate::link;
 use crate::size_class::CLASS_CHUNK_SIZE;
-use crate::tcache::{link, ThreadCache};
+use crate::tcache::ThreadCache;
 
 impl Heap {
     /// Refills class `cls` of cache `t` from the arenas and returns one chunk's payload (null

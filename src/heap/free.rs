@@ -3,11 +3,12 @@
 
 use super::{cold_path, has_cache, Heap, Op};
 use crate::chunk::{Chunk, FREE, HEADER, IS_MMAPPED, SIZE_MASK};
+use crate::link;
 use crate::os::fatal;
 use crate::region_map;
 use crate::size_class::{chunk_class, SMALL_MAX_REQUEST};
 use crate::sync::{self, Ordering};
-use crate::tcache::{link, ThreadCache};
+use crate::tcache::ThreadCache;
 
 impl Heap {
     /// Frees a block.

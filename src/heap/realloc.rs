@@ -6,10 +6,11 @@ use core::ptr;
 use super::{grow_target, Heap, Op};
 use crate::chunk::{FREE, HEADER, IS_MMAPPED, MIN_CHUNK};
 use crate::config::MMAP_THRESHOLD_MAX;
+use crate::link;
 use crate::os::{self, fatal};
 use crate::size_class::{request_to_chunk, MAX_CLASS_REQUEST, MAX_REQUEST};
 use crate::sync::Ordering;
-use crate::tcache::{link, ThreadCache};
+use crate::tcache::ThreadCache;
 
 impl Heap {
     /// Resizes a block, in place when it can. Null (old block untouched) when impossible.

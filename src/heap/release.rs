@@ -6,7 +6,7 @@ use core::ptr;
 use super::Heap;
 use crate::arena::{self, remote_cap, Arena};
 use crate::chunk::Chunk;
-use crate::tcache::link;
+use crate::link;
 
 impl Heap {
     /// Gives chunks back to their arenas: one lock hold per arena, or — with `may_defer`, when

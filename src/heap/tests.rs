@@ -7,8 +7,8 @@ use super::*;
 use crate::check::check_heap;
 use crate::chunk::{Chunk, IS_MMAPPED, MIN_CHUNK};
 use crate::config::MMAP_THRESHOLD_MAX;
+use crate::link;
 use crate::size_class::{chunk_class, request_to_chunk, SMALL_MAX_REQUEST};
-use crate::tcache::link;
 use std::collections::BTreeMap;
 
 /// A private heap whose clock stands still (`Shared::test_clock`): its time-based passes

@@ -29,9 +29,9 @@
 //! ring, prefetches its header, and completes the free made 8 calls earlier.
 //!
 //! This file holds the cache's data, its setup and the stacks' push and pop; `policy.rs` the
-//! bounds, refills, collections and flushes; `ring.rs` the pipelined `free`; `link.rs` the
-//! words a held chunk carries. The cache calls nothing above it: what reaches the arenas is
-//! `heap/cache.rs`, which hands the cache a `release` closure.
+//! bounds, refills, collections and flushes; `ring.rs` the pipelined `free`. The words a held
+//! chunk carries are `crate::link`. The cache calls nothing above it: what reaches the arenas
+//! is `heap/cache.rs`, which hands the cache a `release` closure.
 //!
 //! # Invariants
 //! - T1: `bases[c] <= top(c) <= bases[c] + max(c)`; the stack holds `top - base` chunks.
@@ -43,7 +43,6 @@
 //! - T5: a chunk whose free is pending in the ring is not handed out (a pop that meets one
 //!   aborts), and its memory is written only when that free is done.
 
-pub mod link;
 mod policy;
 mod ring;
 
@@ -56,6 +55,7 @@ use core::ptr;
 
 use crate::arena::Arena;
 use crate::chunk::{HEADER, MIN_CHUNK};
+use crate::link;
 use crate::size_class::{
     request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
 };

@@ -1,4 +1,4 @@
-//! Thread-cache refill and flush (`ThreadCache::refill`, `ThreadCache::flush`) racing frees
+//! Thread-cache refill and flush (`Heap::refill`, `Heap::flush_class` over `ThreadCache::flush`) racing frees
 //! from another thread into the same arena.
 //!
 //! The owner's cache is attached to the main arena; it misses (refill under

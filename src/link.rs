@@ -1,5 +1,6 @@
 //! The words a freed chunk carries in its first 16 payload bytes while the allocator holds it
-//! outside the bins: in a thread cache, a quick list or a remote list.
+//! outside the bins: in a thread cache, a quick list, a remote list, or a run's lists (`run`).
+//! A leaf below the caches, the arenas and the runs, which all use it.
 //!
 //! Word 1 is always the *freed mark*, `p ^ CACHE_KEY` (an address-dependent value of a
 //! per-process random key): `free` reads only this word to catch a second free of a chunk that
