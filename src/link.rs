@@ -25,6 +25,7 @@
 use crate::keys::KNOWN_ZERO as LINK_KNOWN_ZERO;
 use crate::os::fatal;
 use crate::sync::process::{AtomicUsize, Ordering};
+use crate::sync::AtomicPtr;
 
 const LINK_KEY: &AtomicUsize = &crate::keys::KEYS.link;
 const CACHE_KEY: &AtomicUsize = &crate::keys::KEYS.cache;
@@ -201,4 +202,65 @@ pub unsafe fn has_key(p: *mut u8) -> bool {
 pub unsafe fn has_key_keyed(p: *mut u8, key: usize) -> bool {
     // SAFETY: forwarded.
     unsafe { has_mark(p, mark_of(p, key)) }
+}
+
+/// The mutations (`sync::mutation`, loom checks) a caller of [`push_chain`] or [`take_chain`]
+/// plants for its own list: each caller asks `mutation::on` with its own names, so that the
+/// planted names stay literal at the list they belong to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Planted {
+    /// The push publishes with `Relaxed` / the take acquires with `Relaxed`.
+    pub relaxed: bool,
+    /// The push stores in place of its compare-exchange / the take loads and stores in place
+    /// of its swap: a chain pushed in between is lost.
+    pub not_atomic: bool,
+}
+
+/// Pushes a chain of payloads (linked head → … → tail through [`set`]) onto the lock-free
+/// list `list` with one compare-exchange (retried while other pushers win): `tail`'s link takes
+/// the old first entry. Release, so that [`take_chain`]'s Acquire sees every link and what the
+/// pusher wrote before. Used by an arena's remote list and a run's.
+///
+/// # Safety
+/// The caller owns every chunk of the chain (it gives them up to whoever takes the list).
+#[inline]
+pub unsafe fn push_chain(list: &AtomicPtr<u8>, head: *mut u8, tail: *mut u8, planted: Planted) {
+    let mut old = list.load(Ordering::Relaxed);
+    if planted.not_atomic {
+        // SAFETY: the caller owns `tail`.
+        unsafe { set(tail, old) };
+        list.store(head, Ordering::Release);
+        return;
+    }
+    let ord = if planted.relaxed {
+        Ordering::Relaxed
+    } else {
+        Ordering::Release
+    };
+    loop {
+        // SAFETY: the caller owns `tail`.
+        unsafe { set(tail, old) };
+        match list.compare_exchange_weak(old, head, ord, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(cur) => old = cur,
+        }
+    }
+}
+
+/// Takes the whole list `list` (one exchange with null, Acquire: pairs with [`push_chain`]'s
+/// Release) and returns its first entry (null when it was empty); the entries are linked
+/// through [`get`].
+#[inline]
+pub fn take_chain(list: &AtomicPtr<u8>, planted: Planted) -> *mut u8 {
+    if planted.not_atomic {
+        let p = list.load(Ordering::Acquire);
+        list.store(core::ptr::null_mut(), Ordering::Relaxed);
+        return p;
+    }
+    let ord = if planted.relaxed {
+        Ordering::Relaxed
+    } else {
+        Ordering::Acquire
+    };
+    list.swap(core::ptr::null_mut(), ord)
 }

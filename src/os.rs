@@ -211,6 +211,20 @@ pub fn write_stderr(bytes: &[u8]) {
     }
 }
 
+/// In the crate's unit tests: runs `f` and asserts that it stopped in [`fatal`] (which panics
+/// there) with `want` in its message.
+#[cfg(test)]
+pub fn assert_fatal(want: &str, f: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let payload = r.expect_err("not caught: the corruption went on unnoticed");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(msg.contains(want), "expected {want:?} in: {msg}");
+}
+
 /// Reports an impossible state or a misuse of the allocator and aborts the process.
 ///
 /// Writes `arena-malloc: <msg>` on one line to standard error with `write(2)`, then

@@ -191,32 +191,15 @@ impl Run {
     /// `run` is live; every block of the chain belongs to it, was handed out, and is given up by
     /// the caller, who linked the chain (`tail`'s link is written here).
     pub unsafe fn push_remote(run: *const Run, head: *mut u8, tail: *mut u8) {
-        // SAFETY: caller: a live run (its `remote` word is shared and atomic).
-        let remote = unsafe { &(*run).remote };
-        let mut old = remote.load(Ordering::Relaxed);
-        // Mutation (loom check): a plain store in place of the compare-exchange, so that two
-        // pushers can lose one another's chain.
-        if sync::mutation::on("run_push_lost") {
-            // SAFETY: the caller owns `tail`.
-            unsafe { link::set(tail, old) };
-            remote.store(head, Ordering::Release);
-            return;
-        }
-        loop {
-            // SAFETY: the caller owns `tail`.
-            unsafe { link::set(tail, old) };
-            // Release: pairs with the Acquire swap in `collect`, publishing the links.
-            // Mutation (loom check): the push forgets to publish.
-            let ord = if sync::mutation::on("run_push_relaxed") {
-                Ordering::Relaxed
-            } else {
-                Ordering::Release
-            };
-            match remote.compare_exchange_weak(old, head, ord, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(cur) => old = cur,
-            }
-        }
+        // Mutations (loom check): the push forgets to publish; a plain store in place of the
+        // compare-exchange, so that two pushers can lose one another's chain.
+        let planted = link::Planted {
+            relaxed: sync::mutation::on("run_push_relaxed"),
+            not_atomic: sync::mutation::on("run_push_lost"),
+        };
+        // SAFETY: caller: a live run (its `remote` word is shared and atomic); the chain is
+        // the caller's to give up.
+        unsafe { link::push_chain(&(*run).remote, head, tail, planted) };
     }
 
     /// Whether other threads freed blocks the owner has not collected (a snapshot).
@@ -233,13 +216,12 @@ impl Run {
         if self.remote.load(Ordering::Relaxed).is_null() {
             return 0;
         }
-        // Acquire: pairs with the Release compare-exchange in `push_remote`.
-        let ord = if sync::mutation::on("run_collect_relaxed") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Acquire
+        // Mutation (loom check): the exchange forgets to acquire.
+        let planted = link::Planted {
+            relaxed: sync::mutation::on("run_collect_relaxed"),
+            not_atomic: false,
         };
-        let mut p = self.remote.swap(ptr::null_mut(), ord);
+        let mut p = link::take_chain(&self.remote, planted);
         let mut n = 0;
         while !p.is_null() {
             // SAFETY: the chain's blocks are ours now; `get` checks each link and freed mark.
@@ -407,11 +389,6 @@ mod tests {
         }
     }
 
-    fn fatal_message(f: impl FnOnce()) -> String {
-        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("no abort");
-        e.downcast_ref::<String>().cloned().unwrap_or_default()
-    }
-
     #[test]
     fn a_bad_back_offset_or_a_foreign_remote_block_aborts() {
         let len = 16 << 10;
@@ -424,20 +401,18 @@ mod tests {
             let c = Chunk::from_payload(q);
             let off = c.prev_size();
             c.set_prev_size(off + 16);
-            let m = fatal_message(|| {
+            crate::os::assert_fatal("bad offset to its run", || {
                 Run::of(c);
             });
-            assert!(m.contains("bad offset to its run"), "{m}");
             c.set_prev_size(off);
             assert!(ptr::eq(Run::of(c), r));
             // A block of another run pushed on this run's remote list.
             let other = &mut *Run::init(at.add(8 << 10), (8 << 10) - HEADER, 64, 3);
             let x = other.pop();
             Run::push_remote(r, x, x);
-            let m = fatal_message(|| {
+            crate::os::assert_fatal("block of another run", || {
                 r.collect();
             });
-            assert!(m.contains("block of another run"), "{m}");
             let _ = p;
         }
     }
@@ -462,10 +437,9 @@ mod tests {
             assert!(r.is_unused());
             link::clear_key(q);
             Run::push_remote(r, q, q);
-            let m = fatal_message(|| {
+            crate::os::assert_fatal("double free", || {
                 r.collect();
             });
-            assert!(m.contains("double free"), "{m}");
         }
     }
 }

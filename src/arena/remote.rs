@@ -3,8 +3,6 @@
 //! lock next drains them. A thread cache's flush pushes its chunks as bundles (`bundle.rs`), so
 //! the drainer reads one head per bundle.
 
-use core::ptr;
-
 use super::bundle::{quick_count_of, quick_slot_get, remote_cap};
 use super::{Arena, ArenaGuard};
 use crate::chunk::Chunk;
@@ -25,39 +23,17 @@ impl Arena {
         if !late {
             self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
-        let mut old = self.remote.load(Ordering::Relaxed);
-        // Mutation (loom check): a plain store in place of the CAS, so that two pushers can
-        // lose one another's chain.
-        if sync::mutation::on("remote_push_lost") {
-            // SAFETY: the caller owns `tail`.
-            unsafe { link::set(tail, old) };
-            self.remote.store(head, Ordering::Release);
-            return;
-        }
-        loop {
-            // SAFETY: the caller owns `tail`.
-            unsafe { link::set(tail, old) };
-            // Release: pairs with the Acquire swap in `drain_remote`, publishing the links and
-            // the chunks' contents.
-            // Mutation (loom check): the push forgets to publish.
-            let ord = if sync::mutation::on("remote_push_relaxed") {
-                Ordering::Relaxed
-            } else {
-                Ordering::Release
-            };
-            match self
-                .remote
-                .compare_exchange_weak(old, head, ord, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    // Mutation (loom check, see docs/loom.md): counted after publishing.
-                    if late {
-                        self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
-                    }
-                    return;
-                }
-                Err(cur) => old = cur,
-            }
+        // Mutations (loom check, see docs/loom.md): the push forgets to publish; a plain store
+        // in place of the compare-exchange, so that two pushers can lose one another's chain.
+        let planted = link::Planted {
+            relaxed: sync::mutation::on("remote_push_relaxed"),
+            not_atomic: sync::mutation::on("remote_push_lost"),
+        };
+        // SAFETY: caller: the chain is ours to give up.
+        unsafe { link::push_chain(&self.remote, head, tail, planted) };
+        // Mutation (loom check): counted after publishing.
+        if late {
+            self.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
@@ -75,22 +51,13 @@ impl ArenaGuard<'_> {
         if self.arena.remote.load(Ordering::Relaxed).is_null() {
             return;
         }
-        // Acquire: pairs with the Release CAS in `push_remote`.
-        // Mutation (loom check, see docs/loom.md): the drain forgets to acquire.
-        let ord = if sync::mutation::on("remote_drain_relaxed") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Acquire
+        // Mutations (loom check, see docs/loom.md): the drain forgets to acquire; a load and a
+        // store in place of the swap, so that a chain pushed between the two is lost.
+        let planted = link::Planted {
+            relaxed: sync::mutation::on("remote_drain_relaxed"),
+            not_atomic: sync::mutation::on("remote_drain_not_swapped"),
         };
-        // Mutation (loom check): a load and a store in place of the swap, so that a chain
-        // pushed between the two is lost.
-        let mut p = if sync::mutation::on("remote_drain_not_swapped") {
-            let p = self.arena.remote.load(Ordering::Acquire);
-            self.arena.remote.store(ptr::null_mut(), Ordering::Relaxed);
-            p
-        } else {
-            self.arena.remote.swap(ptr::null_mut(), ord)
-        };
+        let mut p = link::take_chain(&self.arena.remote, planted);
         let sh = self.arena.shared();
         let mut bytes = 0;
         while !p.is_null() {

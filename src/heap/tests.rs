@@ -1477,19 +1477,6 @@ fn regions_are_published_with_their_arena() {
     );
 }
 
-/// Runs `f` and asserts that it stopped in `os::fatal` (which panics in the unit tests) with
-/// `want` in its message.
-fn dies_with(want: &str, f: impl FnOnce()) {
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let payload = r.expect_err("not caught: the corruption went on unnoticed");
-    let msg = payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    assert!(msg.contains(want), "expected {want:?} in: {msg}");
-}
-
 /// A remote-list entry whose header was overwritten is caught when the list is drained:
 /// before, the drain filed the entry (and a bundle's members) by the size in that header,
 /// unchecked, and a 32-byte chunk went onto the quick list of 1 KiB chunks.
@@ -1513,7 +1500,7 @@ fn a_remote_entry_with_an_overwritten_header_aborts_the_drain() {
         let head = c.ptr().add(8).cast::<usize>();
         let saved = head.read();
         head.write(saved ^ (1 << 10));
-        dies_with("corrupted chunk header on a remote-free list", || {
+        os::assert_fatal("corrupted chunk header on a remote-free list", || {
             drop(a.lock())
         });
         // The drain took the list before it stopped: the heap is whole again once the
@@ -1557,7 +1544,7 @@ fn an_overwritten_bundle_slot_aborts() {
             let slot = head.cast::<usize>().add(3 + i);
             slot.write(slot.read() ^ (1 << 60));
         }
-        dies_with("corrupted quick list", || {
+        os::assert_fatal("corrupted quick list", || {
             let again: Vec<_> = (0..40).map(|_| h.malloc(tc, n)).collect();
             assert!(again.iter().all(|p| !p.is_null()));
         });
