@@ -8,9 +8,10 @@
 
 use crate::arena::{Arena, ArenaState, TOP_MIN};
 use crate::bins::{bin_index, BinIdx, FIRST_LARGE, NBINS, UNSORTED};
-use crate::chunk::{Chunk, ALIGN, FENCE, IN_REGION, IS_MMAPPED, MIN_CHUNK};
+use crate::chunk::{Chunk, ALIGN, FENCE, IN_REGION, IN_RUN, IS_MMAPPED, MIN_CHUNK};
 use crate::heap::Heap;
 use crate::link;
+use crate::run::Run;
 use crate::size_class::CLASS_CHUNK_SIZE;
 use crate::tcache::ThreadCache;
 
@@ -254,7 +255,13 @@ pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
                 if !c.tag_ok() || c.size() != class_size {
                     return Err("T2: cached chunk of the wrong size or bad tag");
                 }
-                if !c.plus(c.size()).prev_inuse() {
+                if c.head() & IN_RUN != 0 {
+                    // A run block: its neighbour may be a block never handed out; its run
+                    // must have a block here.
+                    if Run::lookup(c).is_none() {
+                        return Err("T2: cached run block whose run has no block there");
+                    }
+                } else if !c.plus(c.size()).prev_inuse() {
                     return Err("T2: cached chunk marked free in its arena");
                 }
                 if !link::has_key(p) {
@@ -266,7 +273,66 @@ pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
             }
         }
     }
+    // SAFETY: caller: the cache is quiescent, and owns its runs.
+    unsafe { check_runs(tc) }
+}
+
+/// Checks a cache's runs (`heap/runs.rs`): each class's list is a well-linked ring of runs
+/// of that class that name the cache as their owner, each run's own counts agree (`Run::check`).
+///
+/// # Safety
+/// The cache is not in use by another thread.
+unsafe fn check_runs(tc: &ThreadCache) -> CheckResult {
+    let me = tc as *const ThreadCache as usize;
+    for (cls, &head) in tc.runs.iter().enumerate() {
+        if head.is_null() {
+            continue;
+        }
+        let mut r = head;
+        let mut n = 0usize;
+        // SAFETY: the cache's runs are live and its own (quiescent).
+        unsafe {
+            loop {
+                let nx = (*r).next;
+                if nx.is_null() || (*nx).prev != r {
+                    return Err("R1: a cache's run list is broken");
+                }
+                if (*r).class() != cls || (*r).block_size() != CLASS_CHUNK_SIZE[cls] {
+                    return Err("R1: a run on the list of another class");
+                }
+                if (*r).owner() != me {
+                    return Err("R1: a cache's run names another owner");
+                }
+                (*r).check()?;
+                n += 1;
+                if n > 1 << 24 {
+                    return Err("R1: a cache's run list does not close");
+                }
+                r = nx;
+                if r == head {
+                    break;
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// Checks the orphan runs of an arena (lock held): each names no owner and its counts agree.
+fn check_orphans(st: &ArenaState) -> CheckResult {
+    let mut r = Ok(());
+    st.for_each_orphan(|o| {
+        // SAFETY: orphans are live runs owned by the lock's holder.
+        unsafe {
+            if r.is_ok() && (*o).owner() != 0 {
+                r = Err("R2: an orphan run names an owner");
+            }
+            if r.is_ok() {
+                r = (*o).check();
+            }
+        }
+    });
+    r
 }
 
 /// Checks every arena of a heap (taking each lock in turn) and every live cache.
@@ -279,6 +345,7 @@ pub unsafe fn check_heap(heap: &Heap) -> CheckResult {
         let g = a.lock();
         // SAFETY: lock held.
         unsafe { check_arena(&g)? };
+        check_orphans(&g)?;
     }
     let mut r = Ok(());
     heap.for_each_cache(|tc| {

@@ -73,6 +73,13 @@ pub const AGED: usize = 1 << 45;
 /// `prev_size` word holds the distance back to its run.
 pub const IN_RUN: usize = 1 << 46;
 
+/// Head flag of a run's own chunk (`run`): an in-use chunk of its arena that no pointer the
+/// program holds may free, resize or measure (such a pointer is stale: the memory of a freed
+/// block now holds a run).
+pub const RUN_CHUNK: usize = 1 << 47;
+/// Every flag a head keeps besides its size.
+const HEAD_FLAGS: usize = FLAG_MASK | FREE | AGED | IN_RUN | RUN_CHUNK;
+
 const LOW_MASK: usize = (1 << 48) - 1;
 /// Bits of a head word that hold the chunk size.
 pub const SIZE_MASK: usize = ((1 << 44) - 1) & !FLAG_MASK;
@@ -208,7 +215,7 @@ impl Chunk {
     #[inline(always)]
     pub unsafe fn flags(self) -> usize {
         // SAFETY: forwarded.
-        unsafe { self.head() & (FLAG_MASK | FREE | AGED) }
+        unsafe { self.head() & HEAD_FLAGS }
     }
 
     /// Whether the chunk's own head says it is free.
@@ -262,7 +269,7 @@ impl Chunk {
     #[inline(always)]
     pub unsafe fn set_head(self, size: usize, flags: usize) {
         debug_assert!(size & FLAG_MASK == 0 && size <= SIZE_MASK);
-        let low = size | (flags & (FLAG_MASK | FREE | AGED));
+        let low = size | (flags & HEAD_FLAGS);
         // SAFETY: caller: writable.
         unsafe { self.word(8).write(low | tag_of(self.addr(), low)) };
     }
@@ -277,7 +284,7 @@ impl Chunk {
         unsafe {
             let h = self.head();
             let f = if on { h | PREV_INUSE } else { h & !PREV_INUSE };
-            self.set_head(h & SIZE_MASK, f & (FLAG_MASK | FREE | AGED));
+            self.set_head(h & SIZE_MASK, f & HEAD_FLAGS);
         }
     }
 

@@ -119,6 +119,15 @@ pub struct Tunables {
     /// Whether a thread's frees run pipelined while they overflow its cache (`tcache`,
     /// `ThreadCache::ring_swap`).
     pub free_pipeline: bool,
+    /// Whether the thread caches' classes are served from size-class runs (`run`, issue 30
+    /// stage 1; `ARENA_MALLOC_RUNS=1`, off by default while the layer matures).
+    pub runs: bool,
+}
+
+/// `ARENA_MALLOC_RUNS` (1: on): read by [`Tunables::from_env`], and by the tests' own tunables
+/// so that `cargo test` runs both ways.
+pub fn runs_from_env() -> bool {
+    crate::os::env_usize(c"ARENA_MALLOC_RUNS").is_some_and(|v| v != 0)
 }
 
 impl Tunables {
@@ -145,6 +154,7 @@ impl Tunables {
             quick_max: QUICK_MAX_DEFAULT,
             purge_delay_ms: PURGE_DELAY_MS_DEFAULT,
             free_pipeline: true,
+            runs: false,
         }
     }
 
@@ -187,6 +197,7 @@ impl Tunables {
         if let Some(v) = env_usize(c"ARENA_MALLOC_FREE_PIPELINE") {
             t.free_pipeline = v != 0;
         }
+        t.runs = runs_from_env();
         t
     }
 }

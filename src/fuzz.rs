@@ -273,6 +273,7 @@ impl Shadow {
 pub fn fuzz_tunables(arena_max: usize) -> Tunables {
     let mut t = Tunables::defaults(2);
     t.arena_max = arena_max;
+    t.runs = crate::config::runs_from_env();
     t.main_reserve = 256 << 20;
     t.trim_threshold = 256 << 10;
     t.top_pad = 64 << 10;

@@ -1,5 +1,5 @@
-//! Runs: page-multiple spans of blocks of one class, the small-block layer of issue 30 (stage 1:
-//! this module and its tests; the heap does not route allocations through it yet).
+//! Runs: page-multiple spans of blocks of one class, the small-block layer behind
+//! `ARENA_MALLOC_RUNS=1` (issue 30, stage 1; `heap/runs.rs` routes the thread caches through it).
 //!
 //! A run is an ordinary in-use chunk its arena handed out (so the break and the regions stay
 //! the only memory sources, and the arena's checks see one chunk). Inside it, a header, then
@@ -9,13 +9,16 @@
 //! run chunk (in use, from its arena)
 //! 0    +------------------------------+
 //!      | chunk header (arena's view)  |
-//! 16   +------------------------------+  <- the run (`Run`, 64 bytes)
-//!      | block size, capacity, class  |
+//! 16   +------------------------------+  <- the run (`Run`, 96 bytes)
+//!      | block size, capacity, span,  |
+//!      | class                        |
 //!      | local: free list (owner)     |
 //!      | fresh: next never-used block |
 //!      | remote: atomic free list     |  other threads push chains; the owner swaps it out
 //!      | in_use (owner)               |
-//! 80   +------------------------------+  <- block 0
+//!      | owner: the cache, 0: orphan  |
+//!      | next, prev: the owner's list |
+//! 112  +------------------------------+  <- block 0
 //!      | back-offset to the run       |  the `prev_size` word: run blocks are never "prev free"
 //!      | head: size | PREV_INUSE |    |
 //!      |       IN_RUN, tag            |
@@ -38,17 +41,18 @@
 //! - U2: `in_use + |local| + |remote| + (capacity - fresh index) == capacity`, where `in_use`
 //!   counts blocks handed out and not yet back in `local` (a block pushed on `remote` still
 //!   counts as in use until the owner collects it).
-//! - U3: only the owner touches `local`, `fresh` and `in_use`; `remote` is the one shared word.
-
-// Stage 1 lands the layer with its tests before the heap routes allocations through it.
-#![cfg_attr(not(test), allow(dead_code))]
+//! - U3: only the owner touches `local`, `fresh`, `in_use`, `next` and `prev`; `remote` is the
+//!   one shared word. The owner is the thread cache named in `owner` (only that cache ever
+//!   stores its own address there, so a cache that reads itself there owns the run); a run
+//!   whose cache was dropped is an *orphan* (`owner` 0), on its arena's orphan list, and the
+//!   holder of that arena's lock is its owner.
 
 use core::ptr;
 
 use crate::chunk::{Chunk, ALIGN, HEADER, IN_RUN, PREV_INUSE};
 use crate::link;
 use crate::os::fatal;
-use crate::sync::{self, AtomicPtr, Ordering};
+use crate::sync::{self, AtomicPtr, AtomicUsize, Ordering};
 
 /// The run's header, at the start of the run chunk's payload.
 #[repr(C, align(16))]
@@ -58,6 +62,9 @@ pub struct Run {
     block: usize,
     /// Blocks the run holds.
     capacity: usize,
+    /// Bytes of the run's chunk (header included): `len` given to [`Run::init`] plus the
+    /// chunk header.
+    span: usize,
     /// Size class index (for the caller's lists; the run does not read it).
     class: usize,
     /// Owner's free list (payloads linked through `link`), or null.
@@ -68,6 +75,12 @@ pub struct Run {
     in_use: usize,
     /// Blocks freed by other threads: a chain of payloads the owner has not collected.
     remote: AtomicPtr<u8>,
+    /// The owning cache's address, or 0 for an orphan (U3).
+    owner: AtomicUsize,
+    /// The owner's list of runs (its cache's runs of this class, or the arena's orphans).
+    pub next: *mut Run,
+    /// See `next`.
+    pub prev: *mut Run,
 }
 
 /// Most bytes a run spans (its chunk's payload): a back-offset beyond it is corrupt.
@@ -75,6 +88,21 @@ pub const MAX_RUN_SPAN: usize = 1 << 20;
 
 /// Bytes from the run chunk's payload to its first block: the run header, rounded to 16.
 pub const RUN_HEADER: usize = (core::mem::size_of::<Run>() + ALIGN - 1) & !(ALIGN - 1);
+
+/// Blocks a run aims to hold, within [`MIN_RUN_SPAN`] and [`MAX_CARVED_SPAN`].
+pub const RUN_BLOCKS: usize = 32;
+/// Least bytes a run spans (its chunk, header included).
+pub const MIN_RUN_SPAN: usize = 16 << 10;
+/// Most bytes a run is carved with (its chunk): runs of the largest classes hold fewer blocks.
+pub const MAX_CARVED_SPAN: usize = 512 << 10;
+
+/// The chunk size of a run of blocks of chunk size `block`: [`RUN_BLOCKS`] blocks and the
+/// headers, in whole pages of `page` bytes, within [`MIN_RUN_SPAN`] and [`MAX_CARVED_SPAN`].
+pub fn span_for(block: usize, page: usize) -> usize {
+    let want = block * RUN_BLOCKS + RUN_HEADER + HEADER;
+    want.next_multiple_of(page)
+        .clamp(MIN_RUN_SPAN, MAX_CARVED_SPAN)
+}
 
 impl Run {
     /// Lays out a run of blocks of chunk size `block` in the `len` bytes at `at` (the payload
@@ -94,16 +122,41 @@ impl Run {
             r.write(Run {
                 block,
                 capacity,
+                span: len + HEADER,
                 class,
                 local: ptr::null_mut(),
                 fresh: 0,
                 in_use: 0,
                 remote: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicUsize::new(0),
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
             })
         };
         r
     }
 
+    /// The owning cache's address, or 0 for an orphan (U3).
+    pub fn owner(&self) -> usize {
+        self.owner.load(Ordering::Relaxed)
+    }
+
+    /// Gives the run to cache `owner` (its address; 0 makes it an orphan).
+    ///
+    /// # Safety
+    /// The caller owns the run (U3) and hands it over: to itself when it adopts an orphan
+    /// under its arena's lock, to no one (0) when its cache is dropped.
+    pub unsafe fn set_owner(&self, owner: usize) {
+        self.owner.store(owner, Ordering::Relaxed);
+    }
+
+    /// Bytes of the run's chunk the program does not hold, as the owner sees it: free and
+    /// never-used blocks, the headers and the tail (remote frees not collected count as held).
+    pub fn free_bytes(&self) -> usize {
+        self.span - self.in_use * self.block
+    }
+
+    #[cfg(any(test, feature = "internals"))]
     /// Blocks the run holds.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -119,6 +172,7 @@ impl Run {
         self.class
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Blocks out of the owner's hands (handed out, or pushed on `remote` and not collected).
     pub fn in_use(&self) -> usize {
         self.in_use
@@ -256,19 +310,107 @@ impl Run {
     /// # Safety
     /// `c` is a chunk with a valid tag (checked by the caller) and the `IN_RUN` flag.
     pub unsafe fn of(c: Chunk) -> *mut Run {
+        // SAFETY: forwarded.
+        match unsafe { Run::lookup(c) } {
+            Some(r) => r,
+            None => fatal("free(): corrupted run block header (bad offset to its run)"),
+        }
+    }
+
+    /// [`Run::of`] without the abort (for the invariant checker): `None` when the back-offset
+    /// does not lead to a run whose layout has a block there.
+    ///
+    /// # Safety
+    /// As for [`Run::of`].
+    pub unsafe fn lookup(c: Chunk) -> Option<*mut Run> {
         // SAFETY: caller: a tagged chunk's header is readable.
         let off = unsafe { c.prev_size() };
         if !(RUN_HEADER..=MAX_RUN_SPAN).contains(&off) || off % ALIGN != 0 {
-            fatal("free(): corrupted run block header (bad offset to its run)");
+            return None;
         }
         let r: *mut Run = c.ptr().with_addr(c.addr() - off).cast();
         // SAFETY: the offset stays inside the run chunk when the header is intact; the check
-        // below rejects any offset the run's own layout does not give.
+        // rejects any offset the run's own layout does not give.
         let ok = unsafe { (*r).block == c.size() && (*r).index_of(c.payload()).is_some() };
-        if !ok {
-            fatal("free(): corrupted run block header (bad offset to its run)");
+        ok.then_some(r)
+    }
+
+    #[cfg(any(test, feature = "internals"))]
+    /// Checks the owner's side of the run (its free list against its counts, U1 and U2
+    /// without the remote list): for the invariant checker.
+    ///
+    /// # Safety
+    /// The caller owns the run (U3).
+    pub unsafe fn check(&self) -> Result<(), &'static str> {
+        if self.fresh > self.capacity || self.in_use > self.fresh {
+            return Err("U2: run counts out of range");
         }
-        r
+        let mut n = 0;
+        let mut p = self.local;
+        while !p.is_null() {
+            if self.index_of(p).is_none() {
+                return Err("U1: a run's free list holds a block of another run");
+            }
+            n += 1;
+            if n > self.fresh {
+                return Err("U1: a run's free list is longer than its blocks (a cycle?)");
+            }
+            // SAFETY: a block of this run on its free list (checked above); `get` checks the
+            // link and the freed mark.
+            p = unsafe { link::get(p) };
+        }
+        if n != self.fresh - self.in_use {
+            return Err("U2: a run's free list and its in-use count disagree");
+        }
+        Ok(())
+    }
+}
+
+/// Links run `r` at the front of the circular list at `head` (a cache's runs of one class, or
+/// an arena's orphans): `head` is the first run, `head.prev` the last.
+///
+/// # Safety
+/// The caller owns the list and `r` (U3), and `r` is on no list.
+pub unsafe fn list_push_front(head: &mut *mut Run, r: *mut Run) {
+    // SAFETY: caller: live runs the caller owns.
+    unsafe {
+        if head.is_null() {
+            (*r).next = r;
+            (*r).prev = r;
+        } else {
+            let h = *head;
+            let t = (*h).prev;
+            (*r).next = h;
+            (*r).prev = t;
+            (*t).next = r;
+            (*h).prev = r;
+        }
+    }
+    *head = r;
+}
+
+/// Unlinks run `r` from the circular list at `head`.
+///
+/// # Safety
+/// The caller owns the list and `r`, which is on it.
+pub unsafe fn list_unlink(head: &mut *mut Run, r: *mut Run) {
+    // SAFETY: caller: live runs the caller owns, linked on this list.
+    unsafe {
+        let (p, n) = ((*r).prev, (*r).next);
+        if p.is_null() || n.is_null() || (*p).next != r || (*n).prev != r {
+            fatal("malloc(): corrupted run list");
+        }
+        if n == r {
+            *head = ptr::null_mut();
+        } else {
+            (*p).next = n;
+            (*n).prev = p;
+            if *head == r {
+                *head = n;
+            }
+        }
+        (*r).next = ptr::null_mut();
+        (*r).prev = ptr::null_mut();
     }
 }
 
@@ -309,6 +451,7 @@ mod tests {
                 let c = Chunk::from_payload(p);
                 assert!(c.tag_ok());
                 assert_eq!(c.size(), 48);
+                assert_ne!(c.head() & IN_RUN, 0, "a run block is flagged IN_RUN");
                 assert!(ptr::eq(Run::of(c), r));
                 p.write_bytes(0xab, 32);
             }

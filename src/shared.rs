@@ -110,6 +110,12 @@ pub struct Shared {
     pub huge_count: PAtomicUsize,
     /// Bytes mapped for huge blocks.
     pub huge_bytes: PAtomicUsize,
+    /// Run remote-free bytes not counted by a live cache (`ThreadCache::run_remote`): pushed
+    /// without a cache, collected by an arena from its orphans, or left by dropped caches
+    /// (wrapping).
+    pub run_remote_other: PAtomicUsize,
+    /// Bytes free in orphan runs, as their arenas see them (`arena/runs.rs`).
+    pub orphan_free: PAtomicUsize,
     main: PAtomicUsize,
 }
 
@@ -135,6 +141,8 @@ impl Shared {
             test_clock: PAtomicUsize::new(0),
             huge_count: PAtomicUsize::new(0),
             huge_bytes: PAtomicUsize::new(0),
+            run_remote_other: PAtomicUsize::new(0),
+            orphan_free: PAtomicUsize::new(0),
             main: PAtomicUsize::new(0),
         }
     }

@@ -3,9 +3,10 @@
 //! Accounting identity (asserted by tests and the checker):
 //! `arena_committed = overhead + free_in_bins + quick_bytes + top + (bytes in in-use chunks)`,
 //! where in-use chunks include those held in thread caches (`tcache_bytes`) and those whose
-//! frees are pending on remote lists (`remote_pending`); `in_use` counts only what the program
-//! holds. So, with huge blocks: `mapped = overhead + free_in_bins + quick_bytes + top +
-//! tcache_bytes + remote_pending + in_use`, where `in_use` includes `huge_bytes`.
+//! frees are pending on remote lists (`remote_pending`), and runs (`run_free`, `run_remote`);
+//! `in_use` counts only what the program holds. So, with huge blocks: `mapped = overhead +
+//! free_in_bins + quick_bytes + top + tcache_bytes + remote_pending + run_free + run_remote +
+//! in_use`, where `in_use` includes `huge_bytes`.
 //!
 //! `purged` is the part of `free_in_bins` whose OS pages went back to the OS, and `resident`
 //! is `mapped - purged`: an estimate of the resident bytes, which counts committed pages that
@@ -52,6 +53,13 @@ pub struct Stats {
     pub tcache_bytes: usize,
     /// Bytes whose frees wait on arenas' remote lists.
     pub remote_pending: usize,
+    /// Bytes of runs (`ARENA_MALLOC_RUNS=1`) the program does not hold: free and never-used
+    /// blocks, run headers and tails, as the runs' owners (caches, or arenas for orphans) see
+    /// them; 0 with runs off.
+    pub run_free: usize,
+    /// Bytes of run blocks freed by threads that do not own their run, not yet collected by
+    /// the owner (an estimate: its parts are read one cache at a time); 0 with runs off.
+    pub run_remote: usize,
     /// Frees waiting in threads' pipelines (at most 8 per thread, done within 8 more frees;
     /// their blocks still count in `in_use`).
     pub frees_pending: usize,
@@ -133,6 +141,12 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
+            "  runs: free       {:>12}   (remote pending {})",
+            Bytes(self.run_free).to_string_lossless(),
+            Bytes(self.run_remote).to_string_lossless()
+        )?;
+        writeln!(
+            f,
             "  overhead         {:>12}",
             Bytes(self.overhead).to_string_lossless()
         )?;
@@ -209,11 +223,57 @@ mod tests {
                 + s.top
                 + s.tcache_bytes
                 + s.remote_pending
+                + s.run_free
+                + s.run_remote
                 + s.in_use,
             "accounting identity: {s}"
         );
         assert_eq!(s.resident, s.mapped - s.purged, "{s}");
         assert!(s.purged <= s.free_in_bins, "{s}");
+    }
+
+    /// With runs on, the bytes of runs the program does not hold are `run_free`, blocks freed
+    /// by a cache that does not own their run are `run_remote` until the owner collects them,
+    /// and the identity holds throughout; when every block is freed and the caches dropped,
+    /// runs hold nothing.
+    #[test]
+    fn stats_report_what_runs_hold() {
+        let mut t = Tunables::defaults(2);
+        t.runs = true;
+        t.main_reserve = 256 << 20;
+        let h = PrivateHeap::new(&t).expect("private heap");
+        let (a, b) = (h.new_cache(), h.new_cache());
+        // SAFETY: private heap driven from this thread; every pointer is live when passed.
+        unsafe {
+            let ps: Vec<_> = (0..4000).map(|i| h.malloc(a, 16 + i % 700)).collect();
+            assert!(ps.iter().all(|p| !p.is_null()));
+            let held: usize = ps.iter().map(|&p| h.usable_size(p) + 16).sum();
+            let s0 = h.stats();
+            assert_identity(&s0);
+            assert!(s0.run_free > 0, "{s0}");
+            assert_eq!(s0.run_remote, 0, "{s0}");
+            assert!(s0.in_use >= held, "{s0}");
+            // Cache `b` frees half of them: its flush pushes them onto `a`'s runs.
+            for &p in ps.iter().step_by(2) {
+                h.free(b, p);
+            }
+            h.flush_cache(b);
+            let s1 = h.stats();
+            assert_identity(&s1);
+            assert!(s1.run_remote >= held / 3, "{s1}");
+            // `a` frees the rest; its flush collects nothing yet (no refill), its drop does.
+            for &p in ps.iter().skip(1).step_by(2) {
+                h.free(a, p);
+            }
+            h.drop_cache(a);
+            h.drop_cache(b);
+            let s2 = h.stats();
+            assert_identity(&s2);
+            assert_eq!(s2.in_use, 0, "{s2}");
+            assert_eq!(s2.run_free, 0, "{s2}");
+            assert_eq!(s2.run_remote, 0, "{s2}");
+            check_heap(&h).unwrap();
+        }
     }
 
     /// Small blocks a cache gives back are reported as quick-list bytes, not as free bytes in
@@ -224,6 +284,8 @@ mod tests {
         const BLOCK: usize = 512 << 10;
         const N: usize = 16;
         let mut t = Tunables::defaults(2);
+        // The quick lists are the arena's mechanism for cached classes with runs off.
+        t.runs = false;
         t.main_reserve = 256 << 20;
         t.mmap_threshold = 4 << 20;
         t.mmap_threshold_dynamic = false;

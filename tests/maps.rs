@@ -150,7 +150,9 @@ fn stats_account_for_thread_caches_and_exits() {
             + after.top
             + (after.in_use - after.huge_bytes)
             + after.tcache_bytes
-            + after.remote_pending,
+            + after.remote_pending
+            + after.run_free
+            + after.run_remote,
         "accounting identity"
     );
     assert_eq!(

@@ -2,7 +2,9 @@
 //! neighbours and top, shrinking and growing a chunk in place, and top taken for a moved block.
 
 use super::{ArenaState, Got, TOP_MIN};
-use crate::chunk::{Chunk, ALIGN, FREE, HEADER, IN_REGION, IS_MMAPPED, MIN_CHUNK, PREV_INUSE};
+use crate::chunk::{
+    Chunk, ALIGN, FREE, HEADER, IN_REGION, IN_RUN, IS_MMAPPED, MIN_CHUNK, PREV_INUSE, RUN_CHUNK,
+};
 use crate::config::{PURGE_DEBT, PURGE_MIN_CHUNK};
 use crate::os::fatal;
 use crate::shared::Shared;
@@ -24,6 +26,9 @@ impl ArenaState {
             }
             if flags & FREE != 0 {
                 fatal("free(): double free (chunk is already free)");
+            }
+            if flags & (IN_RUN | RUN_CHUNK) != 0 {
+                fatal("free(): a run or a run's block reached an arena's bins");
             }
             let rf = flags & IN_REGION;
             let next = c.plus(size);

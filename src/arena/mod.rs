@@ -61,6 +61,7 @@ mod free;
 mod quick;
 pub mod region;
 mod remote;
+mod runs;
 mod segments;
 mod trim;
 
@@ -112,6 +113,9 @@ pub struct Arena {
     pub attached: AtomicUsize,
     /// Index in the heap's arena table.
     pub index: usize,
+    /// Runs on the orphan list (`ArenaState::orphan_count`, copied under the lock): lets a
+    /// dropped cache find the arenas worth sweeping without taking every lock.
+    pub orphans: AtomicUsize,
     shared: *const Shared,
 }
 
@@ -175,6 +179,11 @@ pub struct ArenaState {
     segs_lost: bool,
     /// Regions this arena mapped (newest first, linked through their headers).
     pub regions: *mut RegionHeader,
+    /// Runs (`run`) of this arena whose cache was dropped, with blocks still out: the lock's
+    /// holder owns them (`arena/runs.rs`).
+    orphans: *mut crate::run::Run,
+    /// Runs on `orphans`.
+    orphan_count: usize,
     /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
     /// coalescing), each carrying the cache key; handed out first by refills. Each class is a
     /// stack of *bundles* (see [`QUICK_CAP`]): the head chunk of a bundle holds the link to the
@@ -270,6 +279,8 @@ impl Arena {
             seg_more_cap: 0,
             segs_lost: false,
             regions: ptr::null_mut(),
+            orphans: ptr::null_mut(),
+            orphan_count: 0,
             quick: [ptr::null_mut(); NSMALL_CLASSES],
             quick_count: [0; NSMALL_CLASSES],
             quick_low: [0; NSMALL_CLASSES],
@@ -287,6 +298,7 @@ impl Arena {
                 remote_bytes: AtomicUsize::new(0),
                 attached: AtomicUsize::new(0),
                 index,
+                orphans: AtomicUsize::new(0),
                 shared,
             });
             let a = &*at;

@@ -18,6 +18,10 @@ impl ArenaState {
     /// purge pass runs. Called under the lock by other threads' cache collections
     /// (`Heap::decay_arenas`), with the time.
     pub fn decay(&mut self, sh: &Shared, now: u64) {
+        if self.orphan_count() > 0 {
+            // SAFETY: lock held (`&mut`).
+            unsafe { self.sweep_orphans(sh) };
+        }
         if self.quick_bytes > 0 && now.wrapping_sub(self.quick_review_ms) >= QUICK_REVIEW_MS {
             self.quick_review_ms = now;
             self.quick_review(sh);

@@ -19,6 +19,8 @@ impl Heap {
         let mut released = 0;
         for i in 0..self.arena_count() {
             let mut g = self.arena(i).lock();
+            // SAFETY: lock held.
+            unsafe { g.sweep_orphans(&self.shared) };
             g.consolidate(&self.shared);
             // SAFETY: lock held.
             released += unsafe { g.trim(&self.shared, pad) };
@@ -52,14 +54,25 @@ impl Heap {
             drop(g);
             s.remote_pending += a.remote_bytes.load(Ordering::Relaxed);
         }
+        let mut run_remote = self.shared.run_remote_other.load(Ordering::Relaxed);
         self.for_each_cache(|tc| {
             // SAFETY: live cache, registry lock held by for_each_cache.
             s.tcache_bytes += unsafe { (*tc).held_bytes() };
             // SAFETY: as above.
             s.frees_pending += unsafe { (*tc).ring_pending() };
+            // SAFETY: as above; the figures are atomics the owner writes.
+            unsafe {
+                s.run_free += (*tc).run_free.load(Ordering::Relaxed);
+                run_remote = run_remote.wrapping_add((*tc).run_remote.load(Ordering::Relaxed));
+            }
             s.threads += 1;
         });
-        s.in_use = s.in_use.saturating_sub(s.tcache_bytes + s.remote_pending);
+        s.run_free += self.shared.orphan_free.load(Ordering::Relaxed);
+        // Its parts are read at different times: a transient sum below 0 reads as 0.
+        s.run_remote = run_remote.min(isize::MAX as usize);
+        s.in_use = s
+            .in_use
+            .saturating_sub(s.tcache_bytes + s.remote_pending + s.run_free + s.run_remote);
         s.huge_blocks = self.shared.huge_count.load(Ordering::Relaxed);
         s.huge_bytes = self.shared.huge_bytes.load(Ordering::Relaxed);
         s.in_use += s.huge_bytes;

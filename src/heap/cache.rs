@@ -25,6 +25,10 @@ impl Heap {
         // SAFETY: forwarded.
         unsafe { self.maybe_collect(t) };
         let want = t.begin_refill(cls);
+        if self.runs_on() {
+            // SAFETY: forwarded; the stack has room for `want - 1` (`begin_refill`).
+            return unsafe { self.refill_from_runs(t, cls, want) };
+        }
         let nb = CLASS_CHUNK_SIZE[cls];
         // SAFETY: the arena pointer is valid for the heap's life.
         let own = unsafe { &*t.arena };
@@ -79,12 +83,13 @@ impl Heap {
     /// # Safety
     /// Owning thread; this heap owns the cache.
     pub unsafe fn overflow(&self, t: &mut ThreadCache, cls: usize) -> usize {
+        let me = t as *mut ThreadCache as usize;
         // SAFETY: forwarded; the released chunks are this heap's, out of the cache.
         unsafe {
             t.overflow(
                 cls,
                 || self.shared().now_ms(),
-                |ps, size| self.release_slice(ps, size, false),
+                |ps, size| self.release_slice(ps, size, false, me),
             )
         }
     }
@@ -108,8 +113,13 @@ impl Heap {
     /// # Safety
     /// Owning thread; this heap owns the cache.
     pub unsafe fn collect(&self, t: &mut ThreadCache) {
+        let me = t as *mut ThreadCache as usize;
         // SAFETY: forwarded; the released chunks are this heap's, out of the cache.
-        unsafe { t.collect(|ps, size| self.release_slice(ps, size, false)) };
+        unsafe { t.collect(|ps, size| self.release_slice(ps, size, false, me)) };
+        if self.runs_on() {
+            // SAFETY: forwarded.
+            unsafe { self.sweep_runs(t) };
+        }
     }
 
     /// Sends all but the newest `keep` chunks of class `cls` of cache `tc` back to their
@@ -127,7 +137,7 @@ impl Heap {
         // SAFETY: caller: the cache is ours; the released chunks are this heap's, out of it.
         unsafe {
             (*tc).flush(cls, keep, |ps, size| {
-                self.release_slice(ps, size, may_defer)
+                self.release_slice(ps, size, may_defer, tc as usize)
             })
         };
     }
@@ -138,6 +148,11 @@ impl Heap {
     /// Owning thread, or the cache's owner no longer exists; this heap owns the cache.
     pub unsafe fn flush_cache(&self, tc: *mut ThreadCache) {
         // SAFETY: caller: the cache is ours; the released chunks are this heap's, out of it.
-        unsafe { (*tc).flush_all(|ps, size| self.release_slice(ps, size, false)) };
+        unsafe {
+            (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize));
+            if self.runs_on() {
+                self.drop_runs(&mut *tc);
+            }
+        }
     }
 }

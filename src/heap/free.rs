@@ -2,13 +2,17 @@
 //! ring, overflowing stacks, and chunks that go straight to their arena or back to the OS.
 
 use super::{cold_path, has_cache, Heap, Op};
-use crate::chunk::{Chunk, FREE, HEADER, IS_MMAPPED, SIZE_MASK};
+use crate::chunk::{Chunk, FREE, HEADER, IN_RUN, IS_MMAPPED, RUN_CHUNK, SIZE_MASK};
 use crate::link;
 use crate::os::fatal;
 use crate::region_map;
 use crate::size_class::{chunk_class, SMALL_MAX_REQUEST};
 use crate::sync::{self, Ordering};
 use crate::tcache::ThreadCache;
+
+/// A pointer to a run's own chunk: never one the program was given (see `chunk::RUN_CHUNK`).
+pub(super) const RUN_CHUNK_MSG: &str =
+    "free(): invalid pointer (it points at a run of small blocks: a double free or a stale pointer)";
 
 impl Heap {
     /// Frees a block.
@@ -74,7 +78,7 @@ impl Heap {
             // The mark is computed once: checked here, stored by the push.
             let mark = link::mark_of(p, t.mark_key);
             if !c.tag_matches_keyed(h, t.tag_key)
-                || h & (IS_MMAPPED | FREE) != 0
+                || h & (IS_MMAPPED | FREE | RUN_CHUNK) != 0
                 || link::has_mark(p, mark)
             {
                 return false;
@@ -103,7 +107,7 @@ impl Heap {
         unsafe {
             let c = self.check_ptr(p, Op::Free);
             let h = c.head();
-            if h & (IS_MMAPPED | FREE) != 0 {
+            if h & (IS_MMAPPED | FREE | RUN_CHUNK) != 0 {
                 return self.free_huge_or_free(c, h);
             }
             let size = c.size();
@@ -138,7 +142,7 @@ impl Heap {
             }
         }
         // SAFETY: caller: checked in-use chunk of ours.
-        unsafe { self.free_to_arena(c) }
+        unsafe { self.free_to_arena(c, tc as usize) }
     }
 
     #[cold]
@@ -153,7 +157,7 @@ impl Heap {
             }
         }
         fatal(
-            "free(): double free (chunk is already cached, or pending in a quick or remote list)",
+            "free(): double free (chunk is already cached, free in a run, or pending in a quick or remote list)",
         );
     }
 
@@ -177,7 +181,7 @@ impl Heap {
                 self.flush_class(t, cls, keep, true);
             }
             if !t.push(cls, p) {
-                self.free_to_arena(Chunk::from_payload(p));
+                self.free_to_arena(Chunk::from_payload(p), t as *mut ThreadCache as usize);
             }
         }
     }
@@ -186,6 +190,9 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn free_huge_or_free(&self, c: Chunk, h: usize) {
+        if h & RUN_CHUNK != 0 {
+            fatal(RUN_CHUNK_MSG);
+        }
         if h & IS_MMAPPED == 0 {
             fatal("free(): double free (chunk is already free)");
         }
@@ -201,11 +208,21 @@ impl Heap {
         }
     }
 
+    /// Frees a checked, in-use chunk past the thread caches: to its arena, or to its run
+    /// (`owner`, the calling thread's cache or 0/`DEAD`, says whether it owns the run).
     #[cold]
     #[inline(never)]
-    unsafe fn free_to_arena(&self, c: Chunk) {
+    unsafe fn free_to_arena(&self, c: Chunk, owner: usize) {
         // SAFETY: caller: checked in-use chunk of ours.
         unsafe {
+            if c.head() & IN_RUN != 0 {
+                let owner = if has_cache(owner as *mut ThreadCache) {
+                    owner
+                } else {
+                    0
+                };
+                return self.free_run_block(c, owner);
+            }
             // Mutation (loom check): the chunk goes to the main arena, whichever it came from.
             let a = if sync::mutation::on("free_to_main_arena") {
                 self.main_arena()

@@ -52,6 +52,7 @@ mod private;
 mod realloc;
 mod registry;
 mod release;
+mod runs;
 mod tracked;
 mod validate;
 
@@ -93,6 +94,8 @@ pub struct Heap {
     main_reserve_len: PAtomicUsize,
     /// Tunables::free_pipeline.
     free_pipeline: PAtomicBool,
+    /// Tunables::runs: the thread caches' classes come from runs (`heap/runs.rs`).
+    runs: PAtomicBool,
     /// Whether the main arena belongs to the process's main thread alone: set where it grows
     /// the program break (`Tunables::use_brk`). See `attach_locked` and docs/design.md, "Who
     /// gets the main arena".
@@ -137,6 +140,7 @@ impl Heap {
                 main_reserve: PAtomicUsize::new(0),
                 main_reserve_len: PAtomicUsize::new(0),
                 free_pipeline: PAtomicBool::new(true),
+                runs: PAtomicBool::new(false),
                 main_thread_only: PAtomicBool::new(false),
                 tracked: sync::new_mutex(tracked::List::new()),
             }
@@ -179,6 +183,7 @@ impl Heap {
         self.tcache_grow_bytes
             .store(t.tcache_grow_bytes, Ordering::Relaxed);
         self.free_pipeline.store(t.free_pipeline, Ordering::Relaxed);
+        self.runs.store(t.runs, Ordering::Relaxed);
         self.main_thread_only.store(t.use_brk, Ordering::Relaxed);
         self.tcache_max_size
             .store(t.tcache_max_size.min(MAX_CLASS_REQUEST), Ordering::Relaxed);

@@ -4,7 +4,7 @@
 use core::ptr;
 
 use super::{grow_target, Heap, Op};
-use crate::chunk::{FREE, HEADER, IS_MMAPPED, MIN_CHUNK};
+use crate::chunk::{FREE, HEADER, IN_RUN, IS_MMAPPED, MIN_CHUNK, RUN_CHUNK};
 use crate::config::MMAP_THRESHOLD_MAX;
 use crate::link;
 use crate::os::{self, fatal};
@@ -74,43 +74,59 @@ impl Heap {
                 }
             } else {
                 let size = c.size();
+                if c.head() & RUN_CHUNK != 0 {
+                    fatal("realloc(): invalid pointer (it points at a run of small blocks: a stale pointer)");
+                }
                 if c.head() & FREE != 0 || link::has_key(p) {
                     fatal("realloc(): pointer already freed (use after free)");
                 }
                 old_usable = size - HEADER;
-                if nb <= size {
-                    // Slack within the headroom bound stays (a grown block keeps its room).
-                    if size - nb > nb / 4 && size - nb >= MIN_CHUNK && size > 1024 + HEADER + 16 {
-                        let mut g = self.arena_of(c).lock();
-                        g.shrink_chunk(&self.shared, c, nb);
-                    }
-                    return p;
-                }
-                let want = grow_target(size, nb);
-                if nb <= MMAP_THRESHOLD_MAX {
-                    let mut g = self.arena_of(c).lock();
-                    if g.grow_chunk(&self.shared, c, nb, want) {
+                if c.head() & IN_RUN != 0 {
+                    // A run block never grows into its neighbour nor gives back a tail: it stays
+                    // while the request fits its class and uses at least half of it (the least
+                    // classes always), else moves (a new block, a copy, a free).
+                    if nb <= size && (nb * 2 >= size || size <= 64 + HEADER) {
                         return p;
                     }
-                    // A large block that must move goes to the start of top when top has the
-                    // room: its later growth is then in place (no copy), where a best fit would
-                    // leave it hemmed in. Class-sized blocks move through the thread cache.
-                    if want > MAX_CLASS_REQUEST + HEADER
-                        && want < self.shared.mmap_threshold.load(Ordering::Relaxed)
-                    {
-                        if let Some(got) = g.take_top_for_move(&self.shared, want) {
-                            drop(g);
-                            let q = Self::hand_out(got.chunk);
-                            // Memory from top may be poisoned (feature `asan`); `realloc`
-                            // poisons the slack past `n` again afterwards.
-                            crate::asan::unpoison(q, want - HEADER);
-                            ptr::copy_nonoverlapping(p, q, old_usable);
-                            self.free(tc, p);
-                            return q;
+                    if nb > size {
+                        move_n = grow_target(size, nb) - HEADER;
+                    }
+                } else {
+                    if nb <= size {
+                        // Slack within the headroom bound stays (a grown block keeps its room).
+                        if size - nb > nb / 4 && size - nb >= MIN_CHUNK && size > 1024 + HEADER + 16
+                        {
+                            let mut g = self.arena_of(c).lock();
+                            g.shrink_chunk(&self.shared, c, nb);
+                        }
+                        return p;
+                    }
+                    let want = grow_target(size, nb);
+                    if nb <= MMAP_THRESHOLD_MAX {
+                        let mut g = self.arena_of(c).lock();
+                        if g.grow_chunk(&self.shared, c, nb, want) {
+                            return p;
+                        }
+                        // A large block that must move goes to the start of top when top has the
+                        // room: its later growth is then in place (no copy), where a best fit would
+                        // leave it hemmed in. Class-sized blocks move through the thread cache.
+                        if want > MAX_CLASS_REQUEST + HEADER
+                            && want < self.shared.mmap_threshold.load(Ordering::Relaxed)
+                        {
+                            if let Some(got) = g.take_top_for_move(&self.shared, want) {
+                                drop(g);
+                                let q = Self::hand_out(got.chunk);
+                                // Memory from top may be poisoned (feature `asan`); `realloc`
+                                // poisons the slack past `n` again afterwards.
+                                crate::asan::unpoison(q, want - HEADER);
+                                ptr::copy_nonoverlapping(p, q, old_usable);
+                                self.free(tc, p);
+                                return q;
+                            }
                         }
                     }
+                    move_n = want - HEADER;
                 }
-                move_n = want - HEADER;
             }
             let mut q = self.malloc(tc, move_n);
             if q.is_null() && move_n != n {
@@ -133,6 +149,9 @@ impl Heap {
         // SAFETY: validated before use.
         unsafe {
             let c = self.check_ptr(p, Op::UsableSize);
+            if c.head() & RUN_CHUNK != 0 {
+                fatal("malloc_usable_size(): invalid pointer (it points at a run of small blocks: a stale pointer)");
+            }
             c.size().saturating_sub(HEADER)
         }
     }

@@ -15,12 +15,25 @@ impl Heap {
     /// from a thread cache's stack (then no header is read, and their freed marks stay as they
     /// are), or 0.
     ///
+    /// With runs on, run blocks go back to their runs first (`Heap::release_run_blocks`:
+    /// `owner`, the releasing thread's cache or 0, says which runs are its own).
+    ///
     /// # Safety
     /// Every pointer is the payload of a checked, in-use chunk of this heap that the caller owns
     /// and gives up; when `size` is not 0, of `size` bytes and carrying the freed mark.
-    pub unsafe fn release_slice(&self, ps: &mut [*mut u8], size: usize, may_defer: bool) {
+    pub unsafe fn release_slice(
+        &self,
+        ps: &mut [*mut u8],
+        size: usize,
+        may_defer: bool,
+        owner: usize,
+    ) {
         let sh = &self.shared;
         let mut n = ps.len();
+        if self.runs_on() {
+            // SAFETY: forwarded.
+            n = unsafe { self.release_run_blocks(ps, owner) };
+        }
         while n > 0 {
             // SAFETY: caller: members are checked, in-use chunks of ours.
             unsafe {

@@ -20,10 +20,19 @@ fn frozen(t: &Tunables) -> PrivateHeap {
     h
 }
 
+/// [`tunables`] with runs off, for the tests of the arena's own mechanisms for the cached
+/// classes (quick lists, remote bundles, carving in batches), which runs bypass.
+fn without_runs() -> Tunables {
+    let mut t = tunables();
+    t.runs = false;
+    t
+}
+
 fn tunables() -> Tunables {
     let mut t = Tunables::defaults(2);
     t.main_reserve = 256 << 20;
     t.arena_max = 3;
+    t.runs = crate::config::runs_from_env();
     t
 }
 
@@ -250,7 +259,7 @@ fn arena_cap_and_reuse() {
 
 #[test]
 fn a_flush_into_a_busy_arena_goes_remote_as_bundles() {
-    let heap = frozen(&tunables());
+    let heap = frozen(&without_runs());
     let tc = heap.new_cache();
     // SAFETY: one thread drives the cache; blocks are ours.
     unsafe {
@@ -297,7 +306,7 @@ fn a_flush_into_a_busy_arena_goes_remote_as_bundles() {
 
 #[test]
 fn remote_list_is_drained_by_the_next_lock_holder() {
-    let heap = frozen(&tunables());
+    let heap = frozen(&without_runs());
     let tc = heap.new_cache();
     // SAFETY: one thread drives the cache; blocks are ours.
     unsafe {
@@ -306,7 +315,7 @@ fn remote_list_is_drained_by_the_next_lock_holder() {
         let bytes: usize = ps.iter().map(|&p| Chunk::from_payload(p).size()).sum();
         // hold the lock so the release must go through the remote list
         let g = arena.lock();
-        heap.release_slice(&mut ps, 0, true);
+        heap.release_slice(&mut ps, 0, true, 0);
         for &p in &ps {
             assert!(
                 link::has_key(p),
@@ -483,6 +492,7 @@ fn grow_target_bound_and_classes() {
 fn fuzz_regression_heap() -> PrivateHeap {
     let mut t = Tunables::defaults(2);
     t.main_reserve = 64 << 20;
+    t.runs = crate::config::runs_from_env();
     frozen(&t)
 }
 
@@ -492,7 +502,7 @@ fn fuzz_regression_heap() -> PrivateHeap {
 /// a double free by `free` (and for a use after free by `realloc`).
 #[test]
 fn stale_cache_key_is_not_a_double_free() {
-    let h = fuzz_regression_heap();
+    let h = frozen(&without_runs());
     let tc = h.new_cache();
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
@@ -606,7 +616,7 @@ fn shuffled_mix(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
 fn quick_lists_grow_with_reuse_and_age_out_when_unused() {
     // Fixed cache bounds: what the lists keep does not then depend on when the cache's
     // collections ran (they move chunks between the cache and the lists).
-    let mut t = tunables();
+    let mut t = without_runs();
     t.tcache_grow_bytes = 0;
     let h = frozen(&t);
     let tc = h.new_cache();
@@ -846,7 +856,7 @@ fn trim_floor_follows_regrowth_and_decays_when_unused() {
 /// top, and the refills still take their whole batches (few lock holds).
 #[test]
 fn medium_refills_fit_the_holes_of_a_fragmented_heap() {
-    let h = frozen(&tunables());
+    let h = frozen(&without_runs());
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
         // 100 holes of 16 KiB, each between two live 64-byte blocks (cacheless: the main arena).
@@ -957,7 +967,7 @@ fn a_refill_that_meets_only_inexact_chunks_still_allocates() {
 /// checker, and none is handed out twice when a second round takes them back.
 #[test]
 fn a_long_quick_list_keeps_every_chunk_once() {
-    let h = frozen(&tunables());
+    let h = frozen(&without_runs());
     let tc = h.new_cache();
     let n = 8292;
     // SAFETY: private heap driven from this thread only; blocks are freed once.
@@ -1159,7 +1169,7 @@ fn cache_footprint_is_bounded() {
 #[test]
 fn idle_arenas_age_by_time() {
     const BLOCK: usize = 512 << 10;
-    let mut t = tunables();
+    let mut t = without_runs();
     t.mmap_threshold = 4 << 20;
     t.mmap_threshold_dynamic = false;
     t.purge_delay_ms = 300;
@@ -1279,7 +1289,7 @@ fn aligned_requests_take_aligned_cached_chunks() {
 /// Here every round starts with a cache flush onto the quick lists, as a collection would do.
 #[test]
 fn realloc_growth_stays_in_place_while_quick_lists_hold_chunks() {
-    let mut t = tunables();
+    let mut t = without_runs();
     t.mmap_threshold = 4 << 20;
     t.mmap_threshold_dynamic = false;
     let h = frozen(&t);
@@ -1518,7 +1528,7 @@ fn a_remote_entry_with_an_overwritten_header_aborts_the_drain() {
 /// block at a wild address.
 #[test]
 fn an_overwritten_bundle_slot_aborts() {
-    let h = frozen(&tunables());
+    let h = frozen(&without_runs());
     let tc = h.new_cache();
     let n = 200;
     let cls = crate::size_class::request_class(n).0;
@@ -1550,5 +1560,32 @@ fn an_overwritten_bundle_slot_aborts() {
         });
         // The heap is left as the abort found it (a real process would be gone): dropped
         // without further checks.
+    }
+}
+
+/// Regression (runs on): run blocks lost their `IN_RUN` flag (`Chunk::set_head` kept only the
+/// low flags), so a flush took them for arena chunks and merged a run's block into the bins;
+/// here a chunk beside a fresh run is cached, the run's block freed, the cache flushed (its run
+/// goes back to the arena) and the heap trimmed, with the checker after each step.
+#[test]
+fn a_run_beside_a_cached_chunk_survives_flush_and_trim() {
+    let mut t = tunables();
+    t.runs = true;
+    let heap = frozen(&t);
+    let tc = heap.new_cache();
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        let a = heap.memalign(tc, 8192, 337);
+        heap.free(tc, a);
+        let b = heap.malloc(tc, 243);
+        let cb = Chunk::from_payload(b);
+        assert_ne!(cb.head() & crate::chunk::IN_RUN, 0, "a block from a run");
+        check_heap(&heap).unwrap();
+        heap.free(tc, b);
+        check_heap(&heap).unwrap();
+        heap.flush_cache(tc);
+        check_heap(&heap).unwrap();
+        heap.trim(121);
+        check_heap(&heap).unwrap();
     }
 }

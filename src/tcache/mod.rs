@@ -56,9 +56,11 @@ use core::ptr;
 use crate::arena::Arena;
 use crate::chunk::{HEADER, MIN_CHUNK};
 use crate::link;
+use crate::run::Run;
 use crate::size_class::{
     request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
 };
+use crate::sync::process::AtomicUsize as PAtomicUsize;
 use crate::sync::{fence, Ordering};
 
 /// A stack's top: the owner writes it with a plain store, any thread may read it (statistics),
@@ -126,6 +128,15 @@ pub struct ThreadCache {
     bases: [*mut *mut u8; NCLASSES],
     /// The arena this thread allocates from.
     pub arena: *const Arena,
+    /// Per class: the runs this cache owns (`heap/runs.rs`, with `Tunables::runs`), the one it
+    /// allocates from first; null when none.
+    pub runs: [*mut Run; NCLASSES],
+    /// Bytes free in this cache's runs, as the owner sees them (remote frees not collected
+    /// aside): written by the owner only, read by `stats`.
+    pub run_free: PAtomicUsize,
+    /// Bytes this cache pushed onto runs' remote lists less the bytes it collected from its own
+    /// runs' (wrapping: it may go below 0): written by the owner only, read by `stats`.
+    pub run_remote: PAtomicUsize,
     /// Registry links (registry lock).
     pub(crate) next_live: *mut ThreadCache,
     pub(crate) prev_live: *mut ThreadCache,
@@ -258,6 +269,9 @@ impl ThreadCache {
                 }),
                 bases,
                 arena,
+                runs: [ptr::null_mut(); NCLASSES],
+                run_free: PAtomicUsize::new(0),
+                run_remote: PAtomicUsize::new(0),
                 next_live: ptr::null_mut(),
                 prev_live: ptr::null_mut(),
                 capacity,
@@ -295,6 +309,9 @@ impl ThreadCache {
             }; NCLASSES + 1],
             bases: [ptr::null_mut(); NCLASSES],
             arena: ptr::null(),
+            runs: [ptr::null_mut(); NCLASSES],
+            run_free: PAtomicUsize::new(0),
+            run_remote: PAtomicUsize::new(0),
             next_live: ptr::null_mut(),
             prev_live: ptr::null_mut(),
             capacity: 0,

@@ -1,0 +1,160 @@
+//! An arena's side of the runs (`run`, with `Tunables::runs`): it carves a run as one ordinary
+//! chunk, takes an empty run back as one chunk (to the bins, whose decay purges its pages), and
+//! keeps the runs of dropped caches (*orphans*) until a cache adopts them or their blocks all
+//! come back.
+
+use super::ArenaState;
+use crate::chunk::{Chunk, HEADER, RUN_CHUNK};
+use crate::os::{self, fatal};
+use crate::run::{self, Run};
+use crate::shared::Shared;
+use crate::sync::Ordering;
+
+impl ArenaState {
+    /// Carves a run of blocks of chunk size `block` (class `cls`) owned by cache `owner` (its
+    /// address); null when out of memory.
+    ///
+    /// # Safety
+    /// Lock held (`&mut`); `block` is a class chunk size.
+    pub unsafe fn carve_run(
+        &mut self,
+        sh: &Shared,
+        block: usize,
+        cls: usize,
+        owner: usize,
+    ) -> *mut Run {
+        let span = run::span_for(block, os::page_size());
+        // SAFETY: lock held; a normalised chunk size.
+        let Some(got) = (unsafe { self.malloc_chunk(sh, span) }) else {
+            return core::ptr::null_mut();
+        };
+        let c = got.chunk;
+        // SAFETY: an in-use chunk of ours, 16-aligned payload of `size - HEADER` bytes (at
+        // least `span - HEADER`: a header and RUN_BLOCKS blocks or MIN_RUN_SPAN).
+        unsafe {
+            c.set_head(c.size(), c.flags() | RUN_CHUNK);
+            let len = (c.size() - HEADER).min(run::MAX_RUN_SPAN);
+            let r = Run::init(c.payload(), len, block, cls);
+            (*r).set_owner(owner);
+            r
+        }
+    }
+
+    /// Gives an empty run back as one free chunk.
+    ///
+    /// # Safety
+    /// Lock held; `r` is a run of this arena, owned by the caller, on no list, with no block
+    /// out ([`Run::is_unused`]) and nothing on its remote list.
+    pub unsafe fn free_run(&mut self, sh: &Shared, r: *mut Run) {
+        // SAFETY: caller: a live run; its chunk is an in-use chunk of this arena.
+        unsafe {
+            if !(*r).is_unused() || (*r).has_remote() {
+                fatal("free(): a run went back to its arena with blocks still out");
+            }
+            let c = Chunk::from_payload(r.cast());
+            if !c.tag_ok() || c.flags() & RUN_CHUNK == 0 {
+                fatal("free(): corrupted header of a run's chunk");
+            }
+            c.set_head(c.size(), c.flags() & !RUN_CHUNK);
+            self.free_chunk(sh, c);
+        }
+    }
+
+    /// A dropped cache's run with blocks still out: it waits on this arena's orphan list.
+    ///
+    /// # Safety
+    /// Lock held; `r` is a run of this arena, owned by the caller (whose cache is being
+    /// dropped) and on no list.
+    pub unsafe fn add_orphan(&mut self, sh: &Shared, r: *mut Run) {
+        // SAFETY: caller: ours to give up; the lock's holder owns orphans from here on.
+        unsafe {
+            (*r).set_owner(0);
+            run::list_push_front(&mut self.orphans, r);
+            sh.orphan_free
+                .fetch_add((*r).free_bytes(), Ordering::Relaxed);
+        }
+        self.orphan_count += 1;
+        self.publish_orphans();
+    }
+
+    /// Copies the orphan count where it is read without the lock (`Arena::orphans`).
+    fn publish_orphans(&self) {
+        // SAFETY: the arena outlives its state.
+        unsafe { &*self.arena }
+            .orphans
+            .store(self.orphan_count, Ordering::Relaxed);
+    }
+
+    /// Takes an orphan of class `cls` for cache `owner` (its address), or null.
+    ///
+    /// # Safety
+    /// Lock held.
+    pub unsafe fn adopt_orphan(&mut self, sh: &Shared, cls: usize, owner: usize) -> *mut Run {
+        let mut found: *mut Run = core::ptr::null_mut();
+        self.for_each_orphan(|r| {
+            // SAFETY: orphans are live runs of this arena, owned by the lock's holder.
+            if found.is_null() && unsafe { (*r).class() } == cls {
+                found = r;
+            }
+        });
+        if !found.is_null() {
+            // SAFETY: as above; `found` is on the list.
+            unsafe {
+                run::list_unlink(&mut self.orphans, found);
+                (*found).set_owner(owner);
+                sh.orphan_free
+                    .fetch_sub((*found).free_bytes(), Ordering::Relaxed);
+            }
+            self.orphan_count -= 1;
+            self.publish_orphans();
+        }
+        found
+    }
+
+    /// Collects the orphans' remote frees and gives back those whose blocks are all back.
+    /// Returns how many went back.
+    ///
+    /// # Safety
+    /// Lock held.
+    pub unsafe fn sweep_orphans(&mut self, sh: &Shared) -> usize {
+        let mut n = 0;
+        // Each orphan once: the list changes as empty ones leave it.
+        for _ in 0..self.orphan_count {
+            let r = self.orphans;
+            // SAFETY: orphans are live runs of this arena, owned by the lock's holder; `r` is
+            // the first, and the list turns by one at each step.
+            unsafe {
+                let back = (*r).collect() * (*r).block_size();
+                sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
+                sh.orphan_free.fetch_add(back, Ordering::Relaxed);
+                if (*r).is_unused() {
+                    run::list_unlink(&mut self.orphans, r);
+                    self.orphan_count -= 1;
+                    sh.orphan_free
+                        .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
+                    self.free_run(sh, r);
+                    n += 1;
+                } else {
+                    self.orphans = (*r).next;
+                }
+            }
+        }
+        self.publish_orphans();
+        n
+    }
+
+    /// Runs on the orphan list.
+    pub fn orphan_count(&self) -> usize {
+        self.orphan_count
+    }
+
+    /// Calls `f` on each orphan run.
+    pub fn for_each_orphan(&self, mut f: impl FnMut(*mut Run)) {
+        let mut r = self.orphans;
+        for _ in 0..self.orphan_count {
+            f(r);
+            // SAFETY: a live orphan (lock held by the caller of `&self`); the list is circular.
+            r = unsafe { (*r).next };
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The thread caches' classes served from runs (`run`; `Tunables::runs`, `ARENA_MALLOC_RUNS=1`).
+//!
+//! A cache owns, per class, a circular list of runs; the first is the one it allocates from.
+//! A refill pops blocks from it (collecting its remote frees when it has none left), then
+//! turns the list to the next run with free blocks (at most [`RUN_SCAN`] looked at per refill,
+//! so that a thread with many full runs pays a bounded price and every run is looked at in
+//! turn), then adopts an orphan of its arena, then carves a new run. Blocks freed through the
+//! cache go back to their run when a stack is flushed: onto the run's own list when this cache
+//! owns it, else onto its atomic remote list, one compare-exchange per chain of that run's
+//! blocks. No lock and no bin on either path. Runs whose blocks are all back go to their
+//! arena as one chunk when the cache collects its idle classes; a dropped cache's runs go back
+//! or become orphans of their arena (`arena/runs.rs`).
+//!
+//! Fork: a cache's run lists change only under an arena lock (the adoption, the carving, the
+//! sweeps), so a forked child, whose fork held every arena lock, never finds one half changed
+//! when it drops the caches of threads it does not have. A thread stopped by the fork in the
+//! middle of a pop or a push leaves at worst a run whose count is one off: its blocks stay out
+//! (a leak in the child).
+
+use core::ptr;
+
+use super::Heap;
+use crate::chunk::{Chunk, IN_RUN};
+use crate::link;
+use crate::run::{self, Run};
+use crate::size_class::{CLASS_CHUNK_SIZE, NCLASSES};
+use crate::sync::process::AtomicUsize as PAtomicUsize;
+use crate::sync::Ordering;
+use crate::tcache::ThreadCache;
+
+/// Most runs a refill looks at before it adopts or carves one.
+pub const RUN_SCAN: usize = 8;
+
+/// Chains of remote frees built at once by one release (runs told apart).
+const CHAINS: usize = 8;
+
+/// Adds `d` (wrapping) to a counter only its owner writes (no read-modify-write).
+#[inline]
+fn bump(a: &PAtomicUsize, d: usize) {
+    a.store(a.load(Ordering::Relaxed).wrapping_add(d), Ordering::Relaxed);
+}
+
+/// Takes `d` (wrapping) from a counter only its owner writes.
+#[inline]
+fn drop_by(a: &PAtomicUsize, d: usize) {
+    a.store(a.load(Ordering::Relaxed).wrapping_sub(d), Ordering::Relaxed);
+}
+
+/// Collects run `r`'s remote frees for its owner, cache `t`, and moves their bytes from
+/// pending to free in the cache's figures (`ThreadCache::run_free`: [`Run::free_bytes`] of its
+/// runs). Returns how many came back.
+///
+/// # Safety
+/// `t` owns `r` (U3).
+unsafe fn collect(t: &ThreadCache, r: *mut Run) -> usize {
+    // SAFETY: caller: ours.
+    let n = unsafe { (*r).collect() };
+    if n > 0 {
+        // SAFETY: as above.
+        let b = n * unsafe { (*r).block_size() };
+        bump(&t.run_free, b);
+        drop_by(&t.run_remote, b);
+    }
+    n
+}
+
+impl Heap {
+    /// Whether the thread caches' classes come from runs (`Tunables::runs`).
+    #[inline]
+    pub fn runs_on(&self) -> bool {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Refills class `cls` of cache `t` from its runs with up to `want` blocks and returns one
+    /// (null when out of memory); the others go on the stack.
+    ///
+    /// # Safety
+    /// Owning thread; `cls` is cached, its stack is empty and has room for `want - 1`
+    /// (`ThreadCache::begin_refill`); this heap owns the cache.
+    pub(super) unsafe fn refill_from_runs(
+        &self,
+        t: &mut ThreadCache,
+        cls: usize,
+        want: usize,
+    ) -> *mut u8 {
+        let start = t.refill_slots(cls);
+        let mut end = start;
+        let mut first: *mut u8 = ptr::null_mut();
+        let mut left = want;
+        // SAFETY: the cache's runs are ours (U3); each block popped is handed out once; at most
+        // `want - 1` go on the stack.
+        unsafe {
+            while left > 0 {
+                let mut r = t.runs[cls];
+                if r.is_null() || (!(*r).has_free() && collect(t, r) == 0) {
+                    r = self.next_run(t, cls);
+                    if r.is_null() {
+                        break;
+                    }
+                }
+                while left > 0 {
+                    let p = (*r).pop();
+                    if p.is_null() {
+                        break;
+                    }
+                    left -= 1;
+                    if first.is_null() {
+                        first = p;
+                    } else {
+                        link::put_cached(p);
+                        end.write(p);
+                        end = end.add(1);
+                    }
+                }
+            }
+            t.end_refill(cls, start, end);
+        }
+        drop_by(&t.run_free, (want - left) * CLASS_CHUNK_SIZE[cls]);
+        first
+    }
+
+    /// The first run of class `cls` of cache `t` has no free block: makes another one first
+    /// and returns it (null when out of memory) — the next of the cache's runs with free blocks,
+    /// else an orphan of the arena, else a new run.
+    ///
+    /// # Safety
+    /// Owning thread; this heap owns the cache.
+    unsafe fn next_run(&self, t: &mut ThreadCache, cls: usize) -> *mut Run {
+        let me = t as *mut ThreadCache as usize;
+        // SAFETY: the cache's runs are ours (U3); the list is circular.
+        unsafe {
+            let head = t.runs[cls];
+            if !head.is_null() {
+                // Turn the list: the full first run becomes the last.
+                let mut r = (*head).next;
+                let mut k = 0;
+                while r != head && k < RUN_SCAN {
+                    t.runs[cls] = r;
+                    collect(t, r);
+                    if (*r).has_free() {
+                        return r;
+                    }
+                    r = (*r).next;
+                    k += 1;
+                }
+            }
+            // SAFETY: the arena pointer is valid for the heap's life.
+            let mut g = self.lock_some_arena(&*t.arena);
+            loop {
+                let o = g.adopt_orphan(self.shared(), cls, me);
+                if o.is_null() {
+                    break;
+                }
+                run::list_push_front(&mut t.runs[cls], o);
+                bump(&t.run_free, (*o).free_bytes());
+                collect(t, o);
+                if (*o).has_free() {
+                    return o;
+                }
+            }
+            let r = g.carve_run(self.shared(), CLASS_CHUNK_SIZE[cls], cls, me);
+            if !r.is_null() {
+                run::list_push_front(&mut t.runs[cls], r);
+                bump(&t.run_free, (*r).free_bytes());
+            }
+            r
+        }
+    }
+
+    /// Takes the run blocks out of `ps` back to their runs and returns how many pointers are
+    /// left (moved to the front of `ps`) for the arenas. A block of a run cache `owner` owns
+    /// goes on the run's own list; the others go onto their runs' remote lists, in chains.
+    ///
+    /// # Safety
+    /// As for [`Heap::release_slice`]; `owner` is the calling thread's cache (its address), or
+    /// 0 when it has none.
+    pub(super) unsafe fn release_run_blocks(&self, ps: &mut [*mut u8], owner: usize) -> usize {
+        let mut chains: [(*mut Run, *mut u8, *mut u8); CHAINS] =
+            [(ptr::null_mut(), ptr::null_mut(), ptr::null_mut()); CHAINS];
+        let mut next_out = 0;
+        let mut rest = 0;
+        let (mut local, mut remote) = (0usize, 0usize);
+        // SAFETY: caller: checked, in-use chunks of ours given up; a run block's run is found
+        // and checked by `Run::of`.
+        unsafe {
+            for i in 0..ps.len() {
+                let p = ps[i];
+                let c = Chunk::from_payload(p);
+                if c.head() & IN_RUN == 0 {
+                    ps[rest] = p;
+                    rest += 1;
+                    continue;
+                }
+                let r = Run::of(c);
+                if (*r).owner() == owner && owner != 0 {
+                    (*r).push_local(p);
+                    local += (*r).block_size();
+                    continue;
+                }
+                remote += (*r).block_size();
+                let slot = match chains.iter().position(|e| e.0 == r) {
+                    Some(k) => k,
+                    None => {
+                        // A new chain, in a free slot or in place of the oldest one (pushed).
+                        let k = chains
+                            .iter()
+                            .position(|e| e.0.is_null())
+                            .unwrap_or_else(|| {
+                                let k = next_out;
+                                next_out = (next_out + 1) % CHAINS;
+                                let (r0, h0, t0) = chains[k];
+                                Run::push_remote(r0, h0, t0);
+                                k
+                            });
+                        chains[k] = (r, ptr::null_mut(), p);
+                        k
+                    }
+                };
+                let e = &mut chains[slot];
+                link::set(p, e.1);
+                e.1 = p;
+            }
+            for (r, head, tail) in chains {
+                if !r.is_null() {
+                    Run::push_remote(r, head, tail);
+                }
+            }
+            self.count_run_frees(owner, local, remote);
+        }
+        rest
+    }
+
+    /// Frees one run block outside the thread caches: onto its run's own list when cache
+    /// `owner` (an address, 0 for none) owns the run, else onto the run's remote list.
+    ///
+    /// # Safety
+    /// `c` is a checked, in-use run block of this heap, given up by the caller.
+    pub(super) unsafe fn free_run_block(&self, c: Chunk, owner: usize) {
+        // SAFETY: caller: a checked run block; `Run::of` checks its back-offset.
+        unsafe {
+            let r = Run::of(c);
+            let p = c.payload();
+            let b = (*r).block_size();
+            if owner != 0 && (*r).owner() == owner {
+                (*r).push_local(p);
+                self.count_run_frees(owner, b, 0);
+            } else {
+                Run::push_remote(r, p, p);
+                self.count_run_frees(owner, 0, b);
+            }
+        }
+    }
+
+    /// Counts run frees in the figures `stats` reads: `local` bytes back in cache `owner`'s
+    /// own runs, `remote` bytes pushed onto runs' remote lists (by that cache, or by no cache
+    /// when `owner` is 0).
+    ///
+    /// # Safety
+    /// `owner` is 0 or the calling thread's cache of this heap.
+    unsafe fn count_run_frees(&self, owner: usize, local: usize, remote: usize) {
+        if owner != 0 {
+            // SAFETY: caller: our cache.
+            let t = unsafe { &*(owner as *const ThreadCache) };
+            bump(&t.run_free, local);
+            bump(&t.run_remote, remote);
+        } else if remote > 0 {
+            self.shared()
+                .run_remote_other
+                .fetch_add(remote, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives back the runs of cache `t` whose blocks are all back (its first run of each class
+    /// stays, to serve the next refill), collecting their remote frees first. Returns how many
+    /// went back.
+    ///
+    /// # Safety
+    /// Owning thread; this heap owns the cache.
+    pub(super) unsafe fn sweep_runs(&self, t: &mut ThreadCache) -> usize {
+        let mut n = 0;
+        for cls in 0..NCLASSES {
+            let head = t.runs[cls];
+            if head.is_null() {
+                continue;
+            }
+            // SAFETY: the cache's runs are ours; the list is circular, and `head` stays on it.
+            unsafe {
+                let mut r = (*head).next;
+                while r != head {
+                    let next = (*r).next;
+                    collect(t, r);
+                    if (*r).is_unused() {
+                        // The list changes under an arena lock: a fork (which holds every
+                        // arena lock) never sees it half changed.
+                        let mut g = self.arena_of_payload(r.cast()).lock();
+                        run::list_unlink(&mut t.runs[cls], r);
+                        drop_by(&t.run_free, (*r).free_bytes());
+                        g.free_run(self.shared(), r);
+                        n += 1;
+                    }
+                    r = next;
+                }
+            }
+        }
+        n
+    }
+
+    /// A cache is dropped: each of its runs goes back to its arena when its blocks are all
+    /// back, else waits there as an orphan. The cache's stacks were flushed first.
+    ///
+    /// # Safety
+    /// Cache `t` is this heap's and no thread uses it any more.
+    pub(super) unsafe fn drop_runs(&self, t: &mut ThreadCache) {
+        for cls in 0..NCLASSES {
+            // SAFETY: the cache's runs are ours until given up here.
+            unsafe {
+                while !t.runs[cls].is_null() {
+                    let r = t.runs[cls];
+                    collect(t, r);
+                    let mut g = self.arena_of_payload(r.cast()).lock();
+                    run::list_unlink(&mut t.runs[cls], r);
+                    drop_by(&t.run_free, (*r).free_bytes());
+                    if (*r).is_unused() {
+                        g.free_run(self.shared(), r);
+                    } else {
+                        g.add_orphan(self.shared(), r);
+                    }
+                }
+            }
+        }
+        // What this cache pushed and did not collect is counted heap-wide from here on.
+        let pending = t.run_remote.load(Ordering::Relaxed);
+        t.run_remote.store(0, Ordering::Relaxed);
+        self.shared()
+            .run_remote_other
+            .fetch_add(pending, Ordering::Relaxed);
+        // `run_free` is 0 now, but in a forked child's copy of a cache whose thread stopped
+        // mid-refill (blocks popped, not yet counted), which is reset with it.
+        t.run_free.store(0, Ordering::Relaxed);
+        // The flush before may have sent the last blocks of other caches' orphans back.
+        self.sweep_orphans();
+    }
+
+    /// Gives back the orphan runs whose blocks have all come back, in every arena that has
+    /// orphans. Returns how many went back.
+    pub fn sweep_orphans(&self) -> usize {
+        let mut n = 0;
+        for i in 0..self.arena_count() {
+            let a = self.arena(i);
+            if a.orphans.load(Ordering::Relaxed) > 0 {
+                // SAFETY: lock held by the guard.
+                n += unsafe { a.lock().sweep_orphans(self.shared()) };
+            }
+        }
+        n
+    }
+}
