@@ -39,10 +39,27 @@ options:
   --write-docs       copy the report to docs/benchmarks.md and the chart to docs/benchmarks.svg
 ";
 
-/// Allocator columns, arena-malloc first (the baseline of every ratio).
-const ALLOCATORS: [&str; 5] = ["arena", "glibc", "mimalloc", "jemalloc", "tcmalloc"];
+/// Allocator columns, arena-malloc first (the baseline of every ratio); `arena+runs` is
+/// arena-malloc with `ARENA_MALLOC_RUNS=1` (the small-block runs, off by default while they
+/// mature), measured in the same interleaved run.
+const ALLOCATORS: [&str; 6] = [
+    "arena",
+    "arena+runs",
+    "glibc",
+    "mimalloc",
+    "jemalloc",
+    "tcmalloc",
+];
 /// The column whose checksum the others must match.
-const REFERENCE: usize = 1;
+const REFERENCE: usize = 2;
+/// The environment a column's runs get besides its allocator (`arena+runs`).
+fn column_env(alloc: &str) -> Vec<(String, String)> {
+    if alloc == "arena+runs" {
+        vec![("ARENA_MALLOC_RUNS".to_string(), "1".to_string())]
+    } else {
+        vec![]
+    }
+}
 /// Debian's peer libraries, by column.
 const PRELOADS: [(&str, &str); 3] = [
     ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
@@ -294,7 +311,11 @@ fn rust_row(paths: &Paths, opts: &Options, name: &str) -> RowPlan {
             if alloc == "tcmalloc" {
                 return Plan::NotApplicable;
             }
-            let bin = paths.workload_bin(if alloc == "glibc" { "system" } else { alloc });
+            let bin = paths.workload_bin(match alloc {
+                "glibc" => "system",
+                "arena+runs" => "arena",
+                a => a,
+            });
             if !bin.exists() {
                 return Plan::Skip(format!("{} not built", bin.display()));
             }
@@ -302,7 +323,7 @@ fn rust_row(paths: &Paths, opts: &Options, name: &str) -> RowPlan {
                 paths,
                 bin,
                 vec![name.to_string(), opts.scale.to_string()],
-                vec![],
+                column_env(alloc),
                 opts.timeout,
                 &format!("{name}-{alloc}"),
             ))
@@ -348,7 +369,7 @@ fn c_row(
             }
             let preload = match alloc {
                 "glibc" => None,
-                "arena" => match arena_so {
+                "arena" | "arena+runs" => match arena_so {
                     Ok(so) => Some(so.to_string_lossy().into_owned()),
                     Err(why) => return Plan::Skip(why.clone()),
                 },
@@ -362,9 +383,10 @@ fn c_row(
                     None => return Plan::NotApplicable,
                 },
             };
-            let env = preload
+            let mut env = preload
                 .map(|p| vec![("LD_PRELOAD".to_string(), p)])
                 .unwrap_or_default();
+            env.extend(column_env(alloc));
             Plan::Run(driver::spec(
                 paths,
                 exe.clone(),
