@@ -36,13 +36,14 @@
 //! free of a block still on a list is caught as it is for cached chunks.
 //!
 //! # Invariants
-//! - U1: `local` holds only blocks of this run, each once, not in use; `fresh` blocks were
-//!   never handed out.
-//! - U2: `in_use + |local| + |remote| + (capacity - fresh index) == capacity`, where `in_use`
-//!   counts blocks handed out and not yet back in `local` (a block pushed on `remote` still
-//!   counts as in use until the owner collects it).
-//! - U3: only the owner touches `local`, `fresh`, `in_use`, `next` and `prev`; `remote` is the
-//!   one shared word. The owner is the thread cache named in `owner` (only that cache ever
+//! - U1: `local` and `taken` hold only blocks of this run, each once, not in use; `fresh`
+//!   blocks were never handed out.
+//! - U2: `in_use + |local| + |taken| + (capacity - fresh index) == capacity` for the blocks
+//!   the owner has counted; a block pushed on `remote` counts as in use until the owner counts
+//!   it (`remote_n`, read before `remote` is taken, so `in_use` is never below the blocks
+//!   truly out: a run is given back only when every block is).
+//! - U3: only the owner touches `local`, `taken`, `fresh`, `in_use`, `next` and `prev`;
+//!   `remote` and `remote_n` are the shared words. The owner is the thread cache named in `owner` (only that cache ever
 //!   stores its own address there, so a cache that reads itself there owns the run); a run
 //!   whose cache was dropped is an *orphan* (`owner` 0), on its arena's orphan list, and the
 //!   holder of that arena's lock is its owner.
@@ -69,12 +70,19 @@ pub struct Run {
     class: usize,
     /// Owner's free list (payloads linked through `link`), or null.
     local: *mut u8,
+    /// A chain taken from `remote` while `local` held blocks, handed out after them (so that
+    /// a collection never walks a chain), or null.
+    taken: *mut u8,
     /// Index of the first block never handed out.
     fresh: usize,
     /// Blocks handed out and not back in `local` (U2).
     in_use: usize,
     /// Blocks freed by other threads: a chain of payloads the owner has not collected.
     remote: AtomicPtr<u8>,
+    /// How many blocks the pushers' chains hold: each pusher adds its chain's length after its
+    /// chain is on `remote`, so the owner, which reads this before it takes `remote`, never
+    /// counts a block it does not take (U2 holds with `in_use` at or above the truth).
+    remote_n: AtomicUsize,
     /// The owning cache's address, or 0 for an orphan (U3).
     owner: AtomicUsize,
     /// The owner's list of runs (its cache's runs of this class, or the arena's orphans).
@@ -125,9 +133,11 @@ impl Run {
                 span: len + HEADER,
                 class,
                 local: ptr::null_mut(),
+                taken: ptr::null_mut(),
                 fresh: 0,
                 in_use: 0,
                 remote: AtomicPtr::new(ptr::null_mut()),
+                remote_n: AtomicUsize::new(0),
                 owner: AtomicUsize::new(0),
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -183,9 +193,15 @@ impl Run {
         self.in_use == 0
     }
 
+    /// Whether the owner's lists hold free blocks (blocks never used aside).
+    #[cfg(test)]
+    pub fn has_listed(&self) -> bool {
+        !self.local.is_null() || !self.taken.is_null()
+    }
+
     /// Whether the owner can hand out a block without collecting remote frees.
     pub fn has_free(&self) -> bool {
-        !self.local.is_null() || self.fresh < self.capacity
+        !self.local.is_null() || !self.taken.is_null() || self.fresh < self.capacity
     }
 
     fn first_block(&self) -> usize {
@@ -198,8 +214,19 @@ impl Run {
     /// # Safety
     /// Owner only (U3).
     pub unsafe fn pop(&mut self) -> *mut u8 {
+        if self.local.is_null() {
+            self.local = self.taken;
+            self.taken = ptr::null_mut();
+        }
         let p = if !self.local.is_null() {
             let p = self.local;
+            // A block taken from the remote list unwalked (`collect`) is checked here: inside
+            // the run's used blocks, 16-aligned (a wild link would be caught by `get` first
+            // almost always; this catches what slips through before it is handed out).
+            let off = (p as usize).wrapping_sub(self.first_block() + HEADER);
+            if off >= self.fresh * self.block || off % ALIGN != 0 {
+                fatal("free(): a remote free list of a run holds a block of another run");
+            }
             // SAFETY: U1: a free block of ours; `get` checks its link and freed mark.
             unsafe {
                 self.local = link::get(p);
@@ -238,56 +265,93 @@ impl Run {
         self.in_use -= 1;
     }
 
-    /// Pushes a chain of this run's blocks (payloads linked head → … → tail through
-    /// `link`) freed by a thread that does not own the run: one compare-exchange.
+    /// Pushes a chain of `n` of this run's blocks (payloads linked head → … → tail through
+    /// `link`) freed by a thread that does not own the run: one compare-exchange, then the
+    /// count.
     ///
     /// # Safety
     /// `run` is live; every block of the chain belongs to it, was handed out, and is given up by
-    /// the caller, who linked the chain (`tail`'s link is written here).
-    pub unsafe fn push_remote(run: *const Run, head: *mut u8, tail: *mut u8) {
+    /// the caller, who linked the chain (`tail`'s link is written here); `n` is its length.
+    pub unsafe fn push_remote(run: *const Run, head: *mut u8, tail: *mut u8, n: usize) {
         // Mutations (loom check): the push forgets to publish; a plain store in place of the
-        // compare-exchange, so that two pushers can lose one another's chain.
+        // compare-exchange, so that two pushers can lose one another's chain; the count comes
+        // before the chain (the owner may count blocks it has not taken, and give the run back
+        // with them on its list).
         let planted = link::Planted {
             relaxed: sync::mutation::on("run_push_relaxed"),
             not_atomic: sync::mutation::on("run_push_lost"),
         };
-        // SAFETY: caller: a live run (its `remote` word is shared and atomic); the chain is
+        let early = sync::mutation::on("run_count_early");
+        // SAFETY: caller: a live run (its `remote` words are shared and atomic); the chain is
         // the caller's to give up.
-        unsafe { link::push_chain(&(*run).remote, head, tail, planted) };
+        unsafe {
+            if early {
+                (*run).remote_n.fetch_add(n, Ordering::Release);
+            }
+            link::push_chain(&(*run).remote, head, tail, planted);
+            if !early {
+                // Release: an owner that reads this count (Acquire) then takes `remote` finds
+                // this chain there.
+                (*run).remote_n.fetch_add(n, Ordering::Release);
+            }
+        }
     }
 
-    /// Whether other threads freed blocks the owner has not collected (a snapshot).
+    /// Whether other threads freed blocks the owner has not collected or counted (a snapshot).
     pub fn has_remote(&self) -> bool {
-        !self.remote.load(Ordering::Relaxed).is_null()
+        !self.remote.load(Ordering::Relaxed).is_null() || self.remote_n.load(Ordering::Relaxed) > 0
     }
 
-    /// Takes every block other threads freed (one exchange) into `local`; returns how many.
-    /// Each is checked to be a block of this run (a chain that leaves the run aborts).
+    /// Takes every block other threads freed (one exchange) onto `local`, and counts the ones
+    /// their pushers have counted; returns how many were counted (blocks whose count was late
+    /// are counted by a later call). The chain is kept as it is, unread, as `local` when that
+    /// is empty (a refill), else as `taken` (handed out after `local`): its blocks are checked
+    /// as they are handed out ([`Run::pop`]). Only when both hold blocks is it walked.
     ///
     /// # Safety
     /// Owner only.
     pub unsafe fn collect(&mut self) -> usize {
-        if self.remote.load(Ordering::Relaxed).is_null() {
+        if !self.has_remote() {
             return 0;
         }
+        // The count first (Acquire, pairs with the pushers' Release): every chain it counts is
+        // on `remote` before the exchange below takes it.
+        let n = self.remote_n.swap(0, Ordering::Acquire);
         // Mutation (loom check): the exchange forgets to acquire.
         let planted = link::Planted {
             relaxed: sync::mutation::on("run_collect_relaxed"),
             not_atomic: false,
         };
-        let mut p = link::take_chain(&self.remote, planted);
-        let mut n = 0;
-        while !p.is_null() {
-            // SAFETY: the chain's blocks are ours now; `get` checks each link and freed mark.
-            let next = unsafe { link::get(p) };
-            if self.index_of(p).is_none() {
-                fatal("free(): a remote free list of a run holds a block of another run");
+        let head = link::take_chain(&self.remote, planted);
+        if !head.is_null() {
+            if self.local.is_null() {
+                self.local = head;
+            } else if self.taken.is_null() {
+                self.taken = head;
+            } else {
+                // Both lists hold blocks (rare: a collection outside a refill): the chain is
+                // walked to its last block, each checked, and goes in front of `taken`.
+                let mut p = head;
+                let mut k = 0;
+                loop {
+                    if self.index_of(p).is_none() {
+                        fatal("free(): a remote free list of a run holds a block of another run");
+                    }
+                    k += 1;
+                    if k > self.capacity {
+                        fatal("free(): double free (a run's remote free list holds more blocks than the run)");
+                    }
+                    // SAFETY: the chain's blocks are ours now; `get` checks each link and mark.
+                    let next = unsafe { link::get(p) };
+                    if next.is_null() {
+                        break;
+                    }
+                    p = next;
+                }
+                // SAFETY: `p`, the chain's last block, is ours: link it to `taken`.
+                unsafe { link::set(p, self.taken) };
+                self.taken = head;
             }
-            // SAFETY: a free block of this run, owned by us: relink it onto `local`.
-            unsafe { link::set(p, self.local) };
-            self.local = p;
-            n += 1;
-            p = next;
         }
         if n > self.in_use {
             fatal("free(): double free (a run got back more blocks than it handed out)");
@@ -346,18 +410,20 @@ impl Run {
             return Err("U2: run counts out of range");
         }
         let mut n = 0;
-        let mut p = self.local;
-        while !p.is_null() {
-            if self.index_of(p).is_none() {
-                return Err("U1: a run's free list holds a block of another run");
+        for list in [self.local, self.taken] {
+            let mut p = list;
+            while !p.is_null() {
+                if self.index_of(p).is_none() {
+                    return Err("U1: a run's free list holds a block of another run");
+                }
+                n += 1;
+                if n > self.fresh {
+                    return Err("U1: a run's free list is longer than its blocks (a cycle?)");
+                }
+                // SAFETY: a block of this run on its free list (checked above); `get` checks
+                // the link and the freed mark.
+                p = unsafe { link::get(p) };
             }
-            n += 1;
-            if n > self.fresh {
-                return Err("U1: a run's free list is longer than its blocks (a cycle?)");
-            }
-            // SAFETY: a block of this run on its free list (checked above); `get` checks the
-            // link and the freed mark.
-            p = unsafe { link::get(p) };
         }
         if n != self.fresh - self.in_use {
             return Err("U2: a run's free list and its in-use count disagree");
@@ -509,7 +575,7 @@ mod tests {
                             }
                             let head = chain[0] as *mut u8;
                             let tail = *chain.last().unwrap() as *mut u8;
-                            Run::push_remote(run as *const Run, head, tail);
+                            Run::push_remote(run as *const Run, head, tail, chain.len());
                         }
                     })
                 })
@@ -534,12 +600,12 @@ mod tests {
 
     #[test]
     fn a_bad_back_offset_or_a_foreign_remote_block_aborts() {
-        let len = 16 << 10;
+        let len = 32 << 10;
         let at = buffer(len);
         // SAFETY: our buffer; each corruption is planted on purpose and caught.
         unsafe {
-            let r = &mut *Run::init(at, len - HEADER, 64, 3);
-            let p = r.pop();
+            let r = &mut *Run::init(at, (8 << 10) - HEADER, 64, 3);
+            let _p = r.pop();
             let q = r.pop();
             let c = Chunk::from_payload(q);
             let off = c.prev_size();
@@ -549,14 +615,27 @@ mod tests {
             });
             c.set_prev_size(off);
             assert!(ptr::eq(Run::of(c), r));
-            // A block of another run pushed on this run's remote list.
+            // A block of another run pushed on this run's remote list: taken unread into an
+            // empty local list, it is caught as it would be handed out.
             let other = &mut *Run::init(at.add(8 << 10), (8 << 10) - HEADER, 64, 3);
             let x = other.pop();
-            Run::push_remote(r, x, x);
+            Run::push_remote(r, x, x, 1);
+            assert_eq!(r.collect(), 1);
             crate::os::assert_fatal("block of another run", || {
-                r.collect();
+                r.pop();
             });
-            let _ = p;
+            // When both of the owner's lists hold blocks the chain is walked: caught by the
+            // collection.
+            let r2 = &mut *Run::init(at.add(16 << 10), (16 << 10) - HEADER, 64, 3);
+            let (a, b, _c) = (r2.pop(), r2.pop(), r2.pop());
+            r2.push_local(a);
+            Run::push_remote(r2, b, b, 1);
+            assert_eq!(r2.collect(), 1);
+            let y = other.pop();
+            Run::push_remote(r2, y, y, 1);
+            crate::os::assert_fatal("block of another run", || {
+                r2.collect();
+            });
         }
     }
 
@@ -571,15 +650,16 @@ mod tests {
             let q = r.pop();
             r.push_local(q);
             // `p` freed remotely once (fine) ...
-            Run::push_remote(r, p, p);
+            Run::push_remote(r, p, p, 1);
             assert_eq!(r.collect(), 1);
-            // ... and `q`, already back in `local`, pushed remotely again.
-            let fresh = r.pop();
-            assert_eq!(fresh, p);
-            r.push_local(fresh);
+            // ... and `q`, already back in `local`, pushed remotely again (after both were
+            // handed out and freed once more: `local` first, then the chain taken remotely).
+            assert_eq!((r.pop(), r.pop()), (q, p));
+            r.push_local(p);
+            r.push_local(q);
             assert!(r.is_unused());
             link::clear_key(q);
-            Run::push_remote(r, q, q);
+            Run::push_remote(r, q, q, 1);
             crate::os::assert_fatal("double free", || {
                 r.collect();
             });

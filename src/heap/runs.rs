@@ -92,7 +92,12 @@ impl Heap {
         unsafe {
             while left > 0 {
                 let mut r = t.runs[cls];
-                if r.is_null() || (!(*r).has_free() && collect(t, r) == 0) {
+                if r.is_null()
+                    || !(*r).has_free() && {
+                        collect(t, r);
+                        !(*r).has_free()
+                    }
+                {
                     r = self.next_run(t, cls);
                     if r.is_null() {
                         break;
@@ -136,7 +141,9 @@ impl Heap {
                 let mut k = 0;
                 while r != head && k < RUN_SCAN {
                     t.runs[cls] = r;
-                    collect(t, r);
+                    if !(*r).has_free() {
+                        collect(t, r);
+                    }
                     if (*r).has_free() {
                         return r;
                     }
@@ -175,8 +182,9 @@ impl Heap {
     /// As for [`Heap::release_slice`]; `owner` is the calling thread's cache (its address), or
     /// 0 when it has none.
     pub(super) unsafe fn release_run_blocks(&self, ps: &mut [*mut u8], owner: usize) -> usize {
-        let mut chains: [(*mut Run, *mut u8, *mut u8); CHAINS] =
-            [(ptr::null_mut(), ptr::null_mut(), ptr::null_mut()); CHAINS];
+        // Per chain: its run, head, tail and length.
+        let mut chains: [(*mut Run, *mut u8, *mut u8, usize); CHAINS] =
+            [(ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), 0); CHAINS];
         let mut next_out = 0;
         let mut rest = 0;
         let (mut local, mut remote) = (0usize, 0usize);
@@ -208,21 +216,22 @@ impl Heap {
                             .unwrap_or_else(|| {
                                 let k = next_out;
                                 next_out = (next_out + 1) % CHAINS;
-                                let (r0, h0, t0) = chains[k];
-                                Run::push_remote(r0, h0, t0);
+                                let (r0, h0, t0, n0) = chains[k];
+                                Run::push_remote(r0, h0, t0, n0);
                                 k
                             });
-                        chains[k] = (r, ptr::null_mut(), p);
+                        chains[k] = (r, ptr::null_mut(), p, 0);
                         k
                     }
                 };
                 let e = &mut chains[slot];
                 link::set(p, e.1);
                 e.1 = p;
+                e.3 += 1;
             }
-            for (r, head, tail) in chains {
+            for (r, head, tail, n) in chains {
                 if !r.is_null() {
-                    Run::push_remote(r, head, tail);
+                    Run::push_remote(r, head, tail, n);
                 }
             }
             self.count_run_frees(owner, local, remote);
@@ -245,7 +254,7 @@ impl Heap {
                 (*r).push_local(p);
                 self.count_run_frees(owner, b, 0);
             } else {
-                Run::push_remote(r, p, p);
+                Run::push_remote(r, p, p, 1);
                 self.count_run_frees(owner, 0, b);
             }
         }

@@ -5,7 +5,9 @@
 //! Catches `run_push_relaxed` and `run_collect_relaxed` (the push no longer releases the
 //! chain's links, or the exchange no longer acquires them: the owner's read of a link is
 //! reported as a causality violation through `sync::shadow`) and `run_push_lost` (a plain
-//! store in place of the compare-exchange: a pusher's chain is lost).
+//! store in place of the compare-exchange: a pusher's chain is lost), and `run_count_early`
+//! (a pusher counts its chain before it is on the list: the owner can count every block back
+//! while one is still coming, and would give the run back with a chain about to land on it).
 
 use super::{model, thread, Ptr};
 use crate::run::Run;
@@ -31,24 +33,24 @@ pub(crate) fn push_races_collect() {
         let freer = thread::spawn(move || unsafe {
             // The program's last write to its block, then the free.
             a.0.write(7);
-            Run::push_remote(r.0, a.0, a.0);
+            Run::push_remote(r.0, a.0, a.0, 1);
         });
-        // SAFETY: owner only. The owner collects before it joins the freer: it either misses
-        // the push or takes it through the exchange alone (no join orders the link for it).
-        let mut got = unsafe { (*r.0).collect() };
-        while got == 0 {
-            // SAFETY: owner only.
-            if unsafe { (*r.0).has_remote() } {
-                got += unsafe { (*r.0).collect() };
-            } else {
+        // SAFETY: owner only. As a refill does, the owner collects and hands the block out at
+        // once, before it joins the freer and whether or not the chain's count has come: the
+        // exchange alone must order the link it reads (the count's own ordering must not be
+        // what saves it).
+        unsafe {
+            let mut got = 0;
+            while !(*r.0).has_listed() {
+                got += (*r.0).collect();
                 thread::yield_now();
             }
-        }
-        freer.join().unwrap();
-        // SAFETY: owner only.
-        unsafe {
+            let again = (*r.0).pop();
+            assert_eq!(again, a.0, "the block freed remotely is handed out first");
+            freer.join().unwrap();
             got += (*r.0).collect();
             assert_eq!(got, 1, "the remote free came back {got} times");
+            (*r.0).push_local(again);
             (*r.0).push_local(b.0);
             assert!((*r.0).is_unused(), "blocks still out after every free");
         }
@@ -69,18 +71,52 @@ pub(crate) fn two_pushers() {
         let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
         let t: Vec<_> = [a, b]
             .into_iter()
-            .map(|p| thread::spawn(move || unsafe { Run::push_remote(r.0, p.0, p.0) }))
+            .map(|p| thread::spawn(move || unsafe { Run::push_remote(r.0, p.0, p.0, 1) }))
             .collect();
         for h in t {
             h.join().unwrap();
         }
         // SAFETY: owner only, every pusher done.
-        let got = unsafe { (*r.0).collect() };
-        assert_eq!(got, 2, "run remote frees lost: {got} of 2 collected");
+        unsafe {
+            let got = (*r.0).collect();
+            assert_eq!(got, 2, "run remote frees lost: {got} of 2 counted");
+            // Both blocks are on the owner's lists (a lost chain leaves a fresh block here).
+            let back = [(*r.0).pop(), (*r.0).pop()];
+            let both = back.contains(&a.0) && back.contains(&b.0);
+            assert!(both, "run remote frees lost: the list lost a chain");
+        }
     });
 }
 
 #[test]
 fn loom_run_two_pushers() {
     two_pushers();
+}
+
+/// A thread frees the run's last block out while the owner collects until it sees every block
+/// back: when the owner's count says so, the chain is in its hands too, so a run given back at
+/// that point has nothing still coming onto its remote list.
+pub(crate) fn count_never_runs_ahead() {
+    model("run_count_never_runs_ahead", || {
+        let r = new_run();
+        // SAFETY: the owner hands its only block out to the freer.
+        let a = unsafe { Ptr((*r.0).pop()) };
+        let freer = thread::spawn(move || unsafe { Run::push_remote(r.0, a.0, a.0, 1) });
+        // SAFETY: owner only.
+        unsafe {
+            while !(*r.0).is_unused() {
+                (*r.0).collect();
+                thread::yield_now();
+            }
+        }
+        freer.join().unwrap();
+        // SAFETY: owner only, the freer done.
+        let late = unsafe { (*r.0).has_remote() };
+        assert!(!late, "run looked empty with a chain still coming");
+    });
+}
+
+#[test]
+fn loom_run_count_never_runs_ahead() {
+    count_never_runs_ahead();
 }
