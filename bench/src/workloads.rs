@@ -66,6 +66,16 @@ pub const WORKLOADS: &[Workload] = &[
         run: pipeline16,
     },
     Workload {
+        name: "dispatch4",
+        about: "a dispatcher runs ahead of 4 workers over unbounded queues: requests with string headers and 64 B-4 KiB bodies; workers build Strings, HashMaps, temporaries; a collector frees the replies; helper threads now and then",
+        run: dispatch4,
+    },
+    Workload {
+        name: "dispatch16",
+        about: "the same dispatcher with 16 workers",
+        run: dispatch16,
+    },
+    Workload {
         name: "prodcons",
         about: "4 producers allocate batches of Box<[u8]> (16 B-8 KiB), 4 consumers free them",
         run: prodcons,
@@ -385,6 +395,142 @@ fn pipeline4(p: &Params) -> u64 {
 
 fn pipeline16(p: &Params) -> u64 {
     pipeline(p, 16)
+}
+
+// --- dispatch ------------------------------------------------------------------------
+
+/// A request as the dispatcher builds it.
+struct Req {
+    id: u64,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A worker's reply, freed by the collector.
+struct Reply {
+    id: u64,
+    text: String,
+    tags: Vec<String>,
+}
+
+fn dispatch_request(rng: &mut Rng, id: u64) -> Req {
+    let headers = (0..rng.range(3, 12))
+        .map(|h| {
+            let name = format!("X-{}-{h}", WORDS[rng.below(WORDS.len())]);
+            let value: String = (0..rng.range(4, 40))
+                .map(|_| char::from(b'a' + rng.below(26) as u8))
+                .collect();
+            (name, value)
+        })
+        .collect();
+    let len = rng.range(64, 4097);
+    let tag = id as u8;
+    let body = (0..len).map(|k| (k as u8) ^ tag).collect();
+    Req { id, headers, body }
+}
+
+fn dispatch_handle(req: Req) -> Reply {
+    // The request (allocated by the dispatcher) is taken apart and freed here.
+    let map: HashMap<String, String> = req
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect();
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_unstable();
+    let mut text = format!("{{\"id\":{},\"len\":{}", req.id, req.body.len());
+    for k in &keys {
+        let v = &map[*k];
+        // A temporary per header, as a service's formatting code makes them.
+        let field = format!(",\"{k}\":\"{}\"", v.to_uppercase());
+        text.push_str(&field);
+    }
+    let sum = req
+        .body
+        .iter()
+        .step_by(61)
+        .fold(0u64, |h, &b| mix(h, u64::from(b)));
+    text.push_str(&format!(",\"sum\":{sum}}}"));
+    let tags = keys
+        .iter()
+        .filter(|k| k.contains('a'))
+        .map(|k| (*k).clone())
+        .collect();
+    Reply {
+        id: req.id,
+        text,
+        tags,
+    }
+}
+
+fn dispatch_worker(rx: &mpsc::Receiver<Req>, done: &mpsc::Sender<Reply>) -> u64 {
+    const LOG_BATCH: usize = 256;
+    let mut log: Vec<String> = Vec::new();
+    let mut sum = 0u64;
+    for req in rx {
+        let reply = dispatch_handle(req);
+        log.push(format!("{} {}", reply.id, reply.text.len()));
+        // An error means the collector is gone, which only happens on a panic there.
+        let _ = done.send(reply);
+        if log.len() == LOG_BATCH {
+            let batch = std::mem::take(&mut log);
+            let helper = thread::spawn(move || digest_log(batch));
+            sum = sum.wrapping_add(helper.join().expect("dispatch helper panicked"));
+        }
+    }
+    sum.wrapping_add(digest_log(log))
+}
+
+/// A dispatcher deals requests at random to the workers over *unbounded* queues, so it runs
+/// ahead of them (the queues fill with requests it allocated); each worker parses its
+/// requests (freeing them), builds a reply with maps, strings and temporaries, and sends it
+/// to one collector, which frees it. Every 256 requests a worker hands its log to a
+/// short-lived helper thread.
+fn dispatch(p: &Params, default_workers: usize) -> u64 {
+    let workers = p.threads_or(default_workers);
+    let total = p.n(50_000);
+    thread::scope(|s| {
+        let (done_tx, done_rx) = mpsc::channel::<Reply>();
+        let collector = s.spawn(move || {
+            done_rx.into_iter().fold(0u64, |acc, r| {
+                let h = r.tags.iter().fold(mix(r.id, r.text.len() as u64), |h, t| {
+                    mix(h, t.len() as u64)
+                });
+                let h = r.text.bytes().fold(h, |h, b| mix(h, u64::from(b)));
+                acc.wrapping_add(h)
+            })
+        });
+        let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::channel::<Req>();
+            senders.push(tx);
+            let done = done_tx.clone();
+            handles.push(s.spawn(move || dispatch_worker(&rx, &done)));
+        }
+        drop(done_tx);
+        let mut rng = Rng::new(4242);
+        for i in 0..total {
+            let req = dispatch_request(&mut rng, i as u64);
+            senders[rng.below(workers)]
+                .send(req)
+                .expect("dispatch worker gone");
+        }
+        drop(senders);
+        let mut sum = 0u64;
+        for h in handles {
+            sum = sum.wrapping_add(h.join().expect("dispatch worker panicked"));
+        }
+        sum.wrapping_add(collector.join().expect("dispatch collector panicked"))
+    })
+}
+
+fn dispatch4(p: &Params) -> u64 {
+    dispatch(p, 4)
+}
+
+fn dispatch16(p: &Params) -> u64 {
+    dispatch(p, 16)
 }
 
 // --- prodcons ------------------------------------------------------------------------
