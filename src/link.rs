@@ -221,16 +221,23 @@ pub struct Planted {
 /// the old first entry. Release, so that [`take_chain`]'s Acquire sees every link and what the
 /// pusher wrote before. Used by an arena's remote list and a run's.
 ///
+/// Returns whether the list was empty before the push.
+///
 /// # Safety
 /// The caller owns every chunk of the chain (it gives them up to whoever takes the list).
 #[inline]
-pub unsafe fn push_chain(list: &AtomicPtr<u8>, head: *mut u8, tail: *mut u8, planted: Planted) {
+pub unsafe fn push_chain(
+    list: &AtomicPtr<u8>,
+    head: *mut u8,
+    tail: *mut u8,
+    planted: Planted,
+) -> bool {
     let mut old = list.load(Ordering::Relaxed);
     if planted.not_atomic {
         // SAFETY: the caller owns `tail`.
         unsafe { set(tail, old) };
         list.store(head, Ordering::Release);
-        return;
+        return old.is_null();
     }
     let ord = if planted.relaxed {
         Ordering::Relaxed
@@ -241,7 +248,7 @@ pub unsafe fn push_chain(list: &AtomicPtr<u8>, head: *mut u8, tail: *mut u8, pla
         // SAFETY: the caller owns `tail`.
         unsafe { set(tail, old) };
         match list.compare_exchange_weak(old, head, ord, Ordering::Relaxed) {
-            Ok(_) => return,
+            Ok(_) => return old.is_null(),
             Err(cur) => old = cur,
         }
     }

@@ -98,9 +98,9 @@ pub const MAX_RUN_SPAN: usize = 1 << 20;
 pub const RUN_HEADER: usize = (core::mem::size_of::<Run>() + ALIGN - 1) & !(ALIGN - 1);
 
 /// Blocks a run aims to hold, within [`MIN_RUN_SPAN`] and [`MAX_CARVED_SPAN`].
-pub const RUN_BLOCKS: usize = 32;
+pub const RUN_BLOCKS: usize = 16;
 /// Least bytes a run spans (its chunk, header included).
-pub const MIN_RUN_SPAN: usize = 16 << 10;
+pub const MIN_RUN_SPAN: usize = 4 << 10;
 /// Most bytes a run is carved with (its chunk): runs of the largest classes hold fewer blocks.
 pub const MAX_CARVED_SPAN: usize = 512 << 10;
 
@@ -267,12 +267,13 @@ impl Run {
 
     /// Pushes a chain of `n` of this run's blocks (payloads linked head → … → tail through
     /// `link`) freed by a thread that does not own the run: one compare-exchange, then the
-    /// count.
+    /// count. Returns whether the remote list was empty before (the owner may want telling:
+    /// `heap/runs.rs`).
     ///
     /// # Safety
     /// `run` is live; every block of the chain belongs to it, was handed out, and is given up by
     /// the caller, who linked the chain (`tail`'s link is written here); `n` is its length.
-    pub unsafe fn push_remote(run: *const Run, head: *mut u8, tail: *mut u8, n: usize) {
+    pub unsafe fn push_remote(run: *const Run, head: *mut u8, tail: *mut u8, n: usize) -> bool {
         // Mutations (loom check): the push forgets to publish; a plain store in place of the
         // compare-exchange, so that two pushers can lose one another's chain; the count comes
         // before the chain (the owner may count blocks it has not taken, and give the run back
@@ -288,12 +289,13 @@ impl Run {
             if early {
                 (*run).remote_n.fetch_add(n, Ordering::Release);
             }
-            link::push_chain(&(*run).remote, head, tail, planted);
+            let was_empty = link::push_chain(&(*run).remote, head, tail, planted);
             if !early {
                 // Release: an owner that reads this count (Acquire) then takes `remote` finds
                 // this chain there.
                 (*run).remote_n.fetch_add(n, Ordering::Release);
             }
+            was_empty
         }
     }
 

@@ -34,6 +34,24 @@ pub const RUN_SCAN: usize = 8;
 /// Chains of remote frees built at once by one release (runs told apart).
 const CHAINS: usize = 8;
 
+const _: () = assert!(NCLASSES <= 128, "run hints are two words of bits");
+
+/// Tells the owner of a run that its remote list has blocks again (`ThreadCache::run_hint`).
+/// `owner` and `cls` were read from the run before the push: once the chain is on the list
+/// the owner may collect it and give the run back at any time.
+///
+/// # Safety
+/// `owner` is 0 or the address of a cache of this heap (live or recycled: caches are never
+/// unmapped while the heap lives, and a spurious hint only costs its owner a look).
+unsafe fn tell_owner(owner: usize, cls: usize) {
+    if owner != 0 {
+        // SAFETY: caller.
+        let t = unsafe { &*(owner as *const ThreadCache) };
+        // Release: the owner that sees the bit (Acquire) sees the chain pushed before it.
+        t.run_hint[cls / 64].fetch_or(1 << (cls % 64), Ordering::Release);
+    }
+}
+
 /// Adds `d` (wrapping) to a counter only its owner writes (no read-modify-write).
 #[inline]
 fn bump(a: &PAtomicUsize, d: usize) {
@@ -135,6 +153,31 @@ impl Heap {
         // SAFETY: the cache's runs are ours (U3); the list is circular.
         unsafe {
             let head = t.runs[cls];
+            let (w, bit) = (cls / 64, 1usize << (cls % 64));
+            if !head.is_null() && t.run_hint[w].load(Ordering::Relaxed) & bit != 0 {
+                // Other threads freed onto runs of this class: look at every one (cleared
+                // first, so a push after a run was looked at sets it again). The first run
+                // with free blocks leads.
+                t.run_hint[w].fetch_and(!bit, Ordering::Acquire);
+                let mut found: *mut Run = ptr::null_mut();
+                let mut r = head;
+                loop {
+                    if (*r).has_remote() {
+                        collect(t, r);
+                    }
+                    if found.is_null() && (*r).has_free() {
+                        found = r;
+                    }
+                    r = (*r).next;
+                    if r == head {
+                        break;
+                    }
+                }
+                if !found.is_null() {
+                    t.runs[cls] = found;
+                    return found;
+                }
+            }
             if !head.is_null() {
                 // Turn the list: the full first run becomes the last.
                 let mut r = (*head).next;
@@ -217,7 +260,10 @@ impl Heap {
                                 let k = next_out;
                                 next_out = (next_out + 1) % CHAINS;
                                 let (r0, h0, t0, n0) = chains[k];
-                                Run::push_remote(r0, h0, t0, n0);
+                                let (o, c) = ((*r0).owner(), (*r0).class());
+                                if Run::push_remote(r0, h0, t0, n0) {
+                                    tell_owner(o, c);
+                                }
                                 k
                             });
                         chains[k] = (r, ptr::null_mut(), p, 0);
@@ -231,7 +277,10 @@ impl Heap {
             }
             for (r, head, tail, n) in chains {
                 if !r.is_null() {
-                    Run::push_remote(r, head, tail, n);
+                    let (o, c) = ((*r).owner(), (*r).class());
+                    if Run::push_remote(r, head, tail, n) {
+                        tell_owner(o, c);
+                    }
                 }
             }
             self.count_run_frees(owner, local, remote);
@@ -254,7 +303,10 @@ impl Heap {
                 (*r).push_local(p);
                 self.count_run_frees(owner, b, 0);
             } else {
-                Run::push_remote(r, p, p, 1);
+                let (o, c) = ((*r).owner(), (*r).class());
+                if Run::push_remote(r, p, p, 1) {
+                    tell_owner(o, c);
+                }
                 self.count_run_frees(owner, 0, b);
             }
         }

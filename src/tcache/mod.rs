@@ -137,6 +137,10 @@ pub struct ThreadCache {
     /// Bytes this cache pushed onto runs' remote lists less the bytes it collected from its own
     /// runs' (wrapping: it may go below 0): written by the owner only, read by `stats`.
     pub run_remote: PAtomicUsize,
+    /// Per class (bit `c % 64` of word `c / 64`): a thread freed blocks onto one of this
+    /// cache's runs of the class whose remote list was empty (set by that thread, cleared by
+    /// the owner when it looks at all its runs of the class: `heap/runs.rs`).
+    pub run_hint: [PAtomicUsize; 2],
     /// Registry links (registry lock).
     pub(crate) next_live: *mut ThreadCache,
     pub(crate) prev_live: *mut ThreadCache,
@@ -272,6 +276,7 @@ impl ThreadCache {
                 runs: [ptr::null_mut(); NCLASSES],
                 run_free: PAtomicUsize::new(0),
                 run_remote: PAtomicUsize::new(0),
+                run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
                 next_live: ptr::null_mut(),
                 prev_live: ptr::null_mut(),
                 capacity,
@@ -312,6 +317,7 @@ impl ThreadCache {
             runs: [ptr::null_mut(); NCLASSES],
             run_free: PAtomicUsize::new(0),
             run_remote: PAtomicUsize::new(0),
+            run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
             next_live: ptr::null_mut(),
             prev_live: ptr::null_mut(),
             capacity: 0,
