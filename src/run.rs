@@ -363,11 +363,18 @@ impl Run {
     }
 
     /// The index of the block whose payload is `p`, if `p` is one of this run's handed-out
-    /// positions.
+    /// positions (the owner's check: it reads `fresh`).
     pub fn index_of(&self, p: *mut u8) -> Option<usize> {
+        self.slot_of(p).filter(|&i| i < self.fresh)
+    }
+
+    /// The index of the block whose payload is `p`, if `p` is one of this run's block
+    /// positions: any thread's check, from the run's fixed layout only (`fresh` is the
+    /// owner's to change).
+    pub fn slot_of(&self, p: *mut u8) -> Option<usize> {
         let off = (p as usize).wrapping_sub(self.first_block() + HEADER);
         let i = off / self.block;
-        (off % self.block == 0 && i < self.fresh).then_some(i)
+        (off % self.block == 0 && i < self.capacity).then_some(i)
     }
 
     /// The run of a block whose chunk is flagged [`IN_RUN`], from the back-offset in its header;
@@ -397,7 +404,7 @@ impl Run {
         let r: *mut Run = c.ptr().with_addr(c.addr() - off).cast();
         // SAFETY: the offset stays inside the run chunk when the header is intact; the check
         // rejects any offset the run's own layout does not give.
-        let ok = unsafe { (*r).block == c.size() && (*r).index_of(c.payload()).is_some() };
+        let ok = unsafe { (*r).block == c.size() && (*r).slot_of(c.payload()).is_some() };
         ok.then_some(r)
     }
 

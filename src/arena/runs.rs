@@ -118,13 +118,20 @@ impl ArenaState {
     /// Lock held.
     pub unsafe fn sweep_orphans(&mut self, sh: &Shared) -> usize {
         let mut n = 0;
+        // Mutation (loom check): the sweep tests for emptiness without collecting the remote
+        // frees first, so an orphan whose last blocks came back remotely is never given back.
+        let no_collect = crate::sync::mutation::on("orphan_sweep_no_collect");
         // Each orphan once: the list changes as empty ones leave it.
         for _ in 0..self.orphan_count {
             let r = self.orphans;
             // SAFETY: orphans are live runs of this arena, owned by the lock's holder; `r` is
             // the first, and the list turns by one at each step.
             unsafe {
-                let back = (*r).collect() * (*r).block_size();
+                let back = if no_collect {
+                    0
+                } else {
+                    (*r).collect() * (*r).block_size()
+                };
                 sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
                 sh.orphan_free.fetch_add(back, Ordering::Relaxed);
                 if (*r).is_unused() {

@@ -94,6 +94,11 @@ pub(crate) const MUTATIONS: &[(&str, fn(), &str)] = &[
         "run remote frees lost",
     ),
     (
+        "orphan_sweep_no_collect",
+        loom_run::push_races_owner_exit,
+        "orphan runs not given back",
+    ),
+    (
         "run_count_early",
         loom_run::count_never_runs_ahead,
         "run looked empty with a chain still coming",

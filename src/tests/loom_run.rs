@@ -9,7 +9,7 @@
 //! (a pusher counts its chain before it is on the list: the owner can count every block back
 //! while one is still coming, and would give the run back with a chain about to land on it).
 
-use super::{model, thread, Ptr};
+use super::{check_quiescent, heap_runs, model, thread, Ptr};
 use crate::run::Run;
 
 /// A run of 64-byte blocks in a fresh mapping, owned by the calling thread.
@@ -119,4 +119,78 @@ pub(crate) fn count_never_runs_ahead() {
 #[test]
 fn loom_run_count_never_runs_ahead() {
     count_never_runs_ahead();
+}
+
+/// After every block is freed and every cache dropped, no run is left: the runs' figures are
+/// zero (with `check_quiescent`: nothing in use, cached or pending).
+fn assert_runs_given_back(h: &crate::heap::PrivateHeap) {
+    check_quiescent(h);
+    let s = h.stats();
+    assert_eq!(
+        s.run_free + s.run_remote,
+        0,
+        "orphan runs not given back: {s:?}"
+    );
+}
+
+/// A thread frees a block of a run (no cache of its own: one push) while the run's owner
+/// exits with another block of the run still out: the run becomes an orphan of its arena,
+/// gets its last block back on its remote list, and the next sweep (`trim`) gives it back.
+pub(crate) fn push_races_owner_exit() {
+    model("run_push_races_owner_exit", || {
+        let h = heap_runs(1);
+        let owner = h.new_cache();
+        // SAFETY: the blocks are handed over by the spawn; each is freed once.
+        unsafe {
+            let (a, b) = (Ptr(h.malloc(owner, 24)), Ptr(h.malloc(owner, 24)));
+            let freer = {
+                let h = h.clone();
+                thread::spawn(move || h.free(core::ptr::null_mut(), a.0))
+            };
+            // The owner's thread exits.
+            h.drop_cache(owner);
+            freer.join().unwrap();
+            h.free(core::ptr::null_mut(), b.0);
+        }
+        h.trim(0);
+        assert_runs_given_back(&h);
+    });
+}
+
+#[test]
+fn loom_run_push_races_owner_exit() {
+    push_races_owner_exit();
+}
+
+/// A thread frees a block of a run while the run's owner exits and a new thread adopts the
+/// orphan (its first refill of the class): the block comes back once, through the adopter's
+/// collection or a later one, and the run goes back when the adopter exits.
+pub(crate) fn push_races_adoption() {
+    model("run_push_races_adoption", || {
+        let h = heap_runs(1);
+        let owner = h.new_cache();
+        // SAFETY: the blocks are handed over by the spawn; each is freed once.
+        unsafe {
+            let (a, b) = (Ptr(h.malloc(owner, 24)), Ptr(h.malloc(owner, 24)));
+            let freer = {
+                let h = h.clone();
+                thread::spawn(move || h.free(core::ptr::null_mut(), a.0))
+            };
+            h.drop_cache(owner);
+            let heir = h.new_cache();
+            let p = h.malloc(heir, 24);
+            assert!(!p.is_null());
+            assert_ne!(p, b.0, "a block still out was handed out again");
+            freer.join().unwrap();
+            h.free(heir, b.0);
+            h.free(heir, p);
+            h.drop_cache(heir);
+        }
+        assert_runs_given_back(&h);
+    });
+}
+
+#[test]
+fn loom_run_push_races_adoption() {
+    push_races_adoption();
 }

@@ -6,7 +6,7 @@
 //! | `loom_lock.rs` | the arena/registry lock alone: exclusion, publication, no lost wake-up (futex modelled) |
 //! | `loom_registry.rs` | thread → arena attachment: cap, race for the last arena, try another arena when busy, reuse after exit |
 //! | `loom_remote_free.rs` | frees pushed on an arena's lock-free remote list racing the owner's allocation and drain |
-//! | `loom_run.rs` | frees pushed on a run's remote list racing the owner's exchange and each other |
+//! | `loom_run.rs` | frees pushed on a run's remote list racing the owner's exchange and each other, its owner's exit and another thread's adoption |
 //! | `loom_tcache_flush.rs` | thread-cache refill and flush racing another thread's flush into the same arena |
 //! | `loom_thread_exit.rs` | thread exit (flush, detach, recycle) racing a new thread's attach |
 //! | `loom_stats.rs` | statistics read while the counters change |
@@ -90,6 +90,18 @@ pub(crate) fn heap(arena_max: usize) -> Arc<PrivateHeap> {
     // Fixed bounds: the models' flushes happen at the fourth chunk (growth is owner-only code).
     t.tcache_grow_bytes = 0;
     t.tcache_max_size = 64;
+    Arc::new(PrivateHeap::new(&t).expect("private heap"))
+}
+
+/// [`heap`] with the small-block runs on (`Tunables::runs`).
+pub(crate) fn heap_runs(arena_max: usize) -> Arc<PrivateHeap> {
+    let mut t = Tunables::defaults(1);
+    t.arena_max = arena_max;
+    t.main_reserve = 64 << 20;
+    t.tcache_count = 4;
+    t.tcache_grow_bytes = 0;
+    t.tcache_max_size = 64;
+    t.runs = true;
     Arc::new(PrivateHeap::new(&t).expect("private heap"))
 }
 
