@@ -1589,3 +1589,51 @@ fn a_run_beside_a_cached_chunk_survives_flush_and_trim() {
         check_heap(&heap).unwrap();
     }
 }
+
+/// With runs on, `realloc` of a run block never takes an arena lock: within its class it
+/// returns at once, beyond it the block moves through the thread cache (a new block, a copy,
+/// a free). Checked while another thread holds every arena's lock: a realloc that reached for
+/// one would not come back before the watchdog.
+#[test]
+fn realloc_of_a_run_block_takes_no_lock() {
+    let mut t = tunables();
+    t.runs = true;
+    let heap = frozen(&t);
+    let tc = heap.new_cache();
+    // SAFETY: private heap; the cache is used by one thread at a time (handed over through
+    // the scope's spawn and join).
+    unsafe {
+        // The classes the moves will use hold blocks in the cache before the locks are taken.
+        let warm: Vec<_> = [100, 300, 700].iter().map(|&n| heap.malloc(tc, n)).collect();
+        for p in warm {
+            heap.free(tc, p);
+        }
+        let p = heap.malloc(tc, 100);
+        assert_ne!(Chunk::from_payload(p).head() & crate::chunk::IN_RUN, 0);
+        p.write_bytes(0x5a, 100);
+        let guards: Vec<_> = (0..heap.arena_count())
+            .map(|i| heap.arena(i).lock())
+            .collect();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (tcp, pp) = (tc as usize, p as usize);
+        std::thread::scope(|s| {
+            let h = &heap;
+            s.spawn(move || {
+                let (tc, p) = (tcp as *mut ThreadCache, pp as *mut u8);
+                let q = h.realloc(tc, p, 110);
+                let same = q == p;
+                let r = h.realloc(tc, q, 300);
+                let kept = (0..100).all(|k| *r.add(k) == 0x5a);
+                done_tx.send((same, r as usize, kept)).unwrap();
+            });
+            let got = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+            drop(guards);
+            let (same, r, kept) = got.expect("realloc of a run block waited on an arena lock");
+            assert!(same, "a realloc within the class moved the block");
+            assert!(kept, "contents lost by the move");
+            assert_ne!(r, pp, "a realloc beyond the class stayed in place");
+            heap.free(tc, r as *mut u8);
+        });
+        check_heap(&heap).unwrap();
+    }
+}
