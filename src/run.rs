@@ -68,6 +68,9 @@ pub struct Run {
     span: usize,
     /// Size class index (for the caller's lists; the run does not read it).
     class: usize,
+    /// `ceil(2^32 / (block / 16))`: a block's index from its offset by a multiply
+    /// ([`Run::slot_of`]), exact for offsets below [`MAX_RUN_SPAN`].
+    recip: usize,
     /// Owner's free list (payloads linked through `link`), or null.
     local: *mut u8,
     /// A chain taken from `remote` while `local` held blocks, handed out after them (so that
@@ -123,7 +126,7 @@ impl Run {
     pub unsafe fn init(at: *mut u8, len: usize, block: usize, class: usize) -> *mut Run {
         debug_assert!(at as usize % ALIGN == 0 && block % ALIGN == 0 && block >= 32);
         let capacity = (len - RUN_HEADER) / block;
-        debug_assert!(capacity > 0 && len <= MAX_RUN_SPAN);
+        debug_assert!(capacity > 0 && len <= MAX_RUN_SPAN && block <= 1 << 16);
         let r: *mut Run = at.cast();
         // SAFETY: caller: writable, aligned, ours.
         unsafe {
@@ -132,6 +135,7 @@ impl Run {
                 capacity,
                 span: len + HEADER,
                 class,
+                recip: ((1usize << 32) + block / ALIGN - 1) / (block / ALIGN),
                 local: ptr::null_mut(),
                 taken: ptr::null_mut(),
                 fresh: 0,
@@ -373,8 +377,15 @@ impl Run {
     /// owner's to change).
     pub fn slot_of(&self, p: *mut u8) -> Option<usize> {
         let off = (p as usize).wrapping_sub(self.first_block() + HEADER);
-        let i = off / self.block;
-        (off % self.block == 0 && i < self.capacity).then_some(i)
+        if off >= self.capacity * self.block || off % ALIGN != 0 {
+            return None;
+        }
+        // No division on the free path: with x = off / 16 < 2^16 and m = block / 16 ≤ 2^12,
+        // (x · ceil(2^32 / m)) >> 32 is x / m rounded down (the error, below x / 2^32 < 2^-16,
+        // never reaches the next integer: x / m is at least 1/m ≥ 2^-12 below it).
+        let (x, m) = (off / ALIGN, self.block / ALIGN);
+        let i = (x * self.recip) >> 32;
+        (i * m == x).then_some(i)
     }
 
     /// The run of a block whose chunk is flagged [`IN_RUN`], from the back-offset in its header;
@@ -536,6 +547,27 @@ mod tests {
             let mut v: Vec<usize> = seen.iter().copied().collect();
             v.sort();
             assert!(v.windows(2).all(|w| w[1] - w[0] >= 48));
+        }
+    }
+
+    #[test]
+    fn a_block_index_by_multiply_matches_division_for_every_class() {
+        let at = buffer(MAX_RUN_SPAN + 4096);
+        for &block in crate::size_class::CLASS_CHUNK_SIZE.iter() {
+            // SAFETY: our buffer; only the header is written.
+            let r = unsafe { &*Run::init(at, MAX_RUN_SPAN, block, 0) };
+            let base = r.first_block() + HEADER;
+            for off in (0..r.capacity() * block).step_by(16) {
+                let want = (off % block == 0).then_some(off / block);
+                assert_eq!(
+                    r.slot_of((base + off) as *mut u8),
+                    want,
+                    "block {block} offset {off}"
+                );
+            }
+            let past = (base + r.capacity() * block) as *mut u8;
+            assert_eq!(r.slot_of(past), None);
+            assert_eq!(r.slot_of((base + 8) as *mut u8), None);
         }
     }
 

@@ -1604,7 +1604,10 @@ fn realloc_of_a_run_block_takes_no_lock() {
     // the scope's spawn and join).
     unsafe {
         // The classes the moves will use hold blocks in the cache before the locks are taken.
-        let warm: Vec<_> = [100, 300, 700].iter().map(|&n| heap.malloc(tc, n)).collect();
+        let warm: Vec<_> = [100, 300, 700]
+            .iter()
+            .map(|&n| heap.malloc(tc, n))
+            .collect();
         for p in warm {
             heap.free(tc, p);
         }

@@ -56,6 +56,7 @@ use core::ptr;
 use crate::arena::Arena;
 use crate::chunk::{HEADER, MIN_CHUNK};
 use crate::link;
+use crate::os::prefetch;
 use crate::run::Run;
 use crate::size_class::{
     request_class, CLASS_CHUNK_SIZE, MAX_CLASS_REQUEST, NCLASSES, SMALL_MAX_REQUEST,
@@ -162,18 +163,6 @@ pub struct ThreadCache {
     gc_ms: u64,
     /// Slow-path events since the clock was last read for a collection.
     gc_tick: u32,
-}
-
-/// A hint to load the cache line at `p` (never faults; nothing on targets without one).
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[inline(always)]

@@ -4,8 +4,9 @@
 
 use core::ptr;
 
-use super::{prefetch, ThreadCache};
+use super::ThreadCache;
 use crate::chunk::HEADER;
+use crate::os::prefetch;
 use crate::region_map;
 use crate::sync::process::AtomicPtr as PAtomicPtr;
 use crate::sync::Ordering;
