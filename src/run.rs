@@ -2,48 +2,50 @@
 //! `ARENA_MALLOC_RUNS=1` (issue 30, stage 1; `heap/runs.rs` routes the thread caches through it).
 //!
 //! A run is an ordinary in-use chunk its arena handed out (so the break and the regions stay
-//! the only memory sources, and the arena's checks see one chunk). Inside it, a header, then
-//! blocks of one chunk size, each a tagged chunk of its own:
+//! the only memory sources, and the arena's checks see one chunk, flagged `RUN_CHUNK`). Inside
+//! it, a header, then at most [`MAX_BLOCKS`] blocks of one chunk size, each a tagged chunk of its
+//! own:
 //!
 //! ```text
 //! run chunk (in use, from its arena)
 //! 0    +------------------------------+
 //!      | chunk header (arena's view)  |
-//! 16   +------------------------------+  <- the run (`Run`, 96 bytes)
+//! 16   +------------------------------+  <- the run (`Run`, 112 bytes)
 //!      | block size, capacity, span,  |
-//!      | class                        |
-//!      | local: free list (owner)     |
-//!      | fresh: next never-used block |
-//!      | remote: atomic free list     |  other threads push chains; the owner swaps it out
-//!      | in_use (owner)               |
+//!      | class, reciprocal            |
+//!      | free: bitmap (owner)         |
+//!      | fresh, in_use (owner)        |
+//!      | remote: atomic bitmap        |  other threads set bits; the owner swaps them out
 //!      | owner: the cache, 0: orphan  |
 //!      | next, prev: the owner's list |
-//! 112  +------------------------------+  <- block 0
+//! 128  +------------------------------+  <- block 0
 //!      | back-offset to the run       |  the `prev_size` word: run blocks are never "prev free"
 //!      | head: size | PREV_INUSE |    |
 //!      |       IN_RUN, tag            |
-//!      | payload ...                  |  while free: link (word 0), freed mark (word 1)
+//!      | payload ...                  |  while free: the freed mark in word 1
 //!      +------------------------------+  <- block 1, ...
 //! ```
 //!
 //! A block finds its run in O(1): its header's first word is the distance back to the run
 //! (checked against the run's own layout, so an overwritten word is caught, never followed
-//! blindly). The owner allocates from `local`, then from `fresh` (blocks are formatted only as
-//! they are first handed out, so a new run touches one page at a time); it frees into `local`.
-//! Any other thread frees by pushing a chain of the run's blocks onto `remote` with one
-//! compare-exchange; the owner takes the whole list with one exchange ([`Run::collect`]).
-//! Free blocks carry the safe-linked link and the freed mark of `link`, so a second
-//! free of a block still on a list is caught as it is for cached chunks.
+//! blindly), and its index by a multiply ([`Run::slot_of`]). Free blocks are bits, not lists:
+//! the owner allocates the lowest free bit, then a fresh block (blocks are formatted only as
+//! they are first handed out, so a new run touches one page at a time), and frees by setting
+//! its bit. Any other thread frees by setting the blocks' bits in `remote` (one atomic OR per
+//! word of bits, for a whole batch of the run's blocks); the owner takes those words with one
+//! exchange each ([`Run::collect`]). Neither side reads a free block's memory, so a block freed
+//! on another core costs its owner no cache miss until the program uses it again, and a block
+//! freed twice finds its bit already set.
 //!
 //! # Invariants
-//! - U1: `local` and `taken` hold only blocks of this run, each once, not in use; `fresh`
-//!   blocks were never handed out.
-//! - U2: `in_use + |local| + |taken| + (capacity - fresh index) == capacity` for the blocks
-//!   the owner has counted; a block pushed on `remote` counts as in use until the owner counts
-//!   it (`remote_n`, read before `remote` is taken, so `in_use` is never below the blocks
-//!   truly out: a run is given back only when every block is).
-//! - U3: only the owner touches `local`, `taken`, `fresh`, `in_use`, `next` and `prev`;
-//!   `remote` and `remote_n` are the shared words. The owner is the thread cache named in `owner` (only that cache ever
+//! - U1: a bit set in `free` or `remote` is a block below `fresh`, not in use; no block's bit
+//!   is set in both; blocks from `fresh` on were never handed out.
+//! - U2: `in_use + |free| + |remote| + (capacity - fresh) == capacity`: `in_use` counts blocks
+//!   handed out and not yet freed to the owner (a block whose bit is in `remote` still counts
+//!   until the owner collects it, so `in_use` is never below the blocks truly out: a run is
+//!   given back only when every block is).
+//! - U3: only the owner touches `free`, `fresh`, `in_use`, `next` and `prev`; `remote` is the
+//!   shared word pair. The owner is the thread cache named in `owner` (only that cache ever
 //!   stores its own address there, so a cache that reads itself there owns the run); a run
 //!   whose cache was dropped is an *orphan* (`owner` 0), on its arena's orphan list, and the
 //!   holder of that arena's lock is its owner.
@@ -53,7 +55,15 @@ use core::ptr;
 use crate::chunk::{Chunk, ALIGN, HEADER, IN_RUN, PREV_INUSE};
 use crate::link;
 use crate::os::fatal;
-use crate::sync::{self, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{self, AtomicUsize, Ordering};
+
+/// Most blocks a run holds: its bitmaps are two words.
+pub const MAX_BLOCKS: usize = 128;
+/// Words of a run's bitmaps.
+pub const BIT_WORDS: usize = MAX_BLOCKS / usize::BITS as usize;
+
+/// A set of blocks of one run, by index (bit `i % 64` of word `i / 64`).
+pub type Bits = [usize; BIT_WORDS];
 
 /// The run's header, at the start of the run chunk's payload.
 #[repr(C, align(16))]
@@ -61,7 +71,7 @@ use crate::sync::{self, AtomicPtr, AtomicUsize, Ordering};
 pub struct Run {
     /// Chunk size of every block (a class chunk size).
     block: usize,
-    /// Blocks the run holds.
+    /// Blocks the run holds (at most [`MAX_BLOCKS`]).
     capacity: usize,
     /// Bytes of the run's chunk (header included): `len` given to [`Run::init`] plus the
     /// chunk header.
@@ -71,21 +81,14 @@ pub struct Run {
     /// `ceil(2^32 / (block / 16))`: a block's index from its offset by a multiply
     /// ([`Run::slot_of`]), exact for offsets below [`MAX_RUN_SPAN`].
     recip: usize,
-    /// Owner's free list (payloads linked through `link`), or null.
-    local: *mut u8,
-    /// A chain taken from `remote` while `local` held blocks, handed out after them (so that
-    /// a collection never walks a chain), or null.
-    taken: *mut u8,
+    /// The owner's free blocks, by index (U1).
+    free: Bits,
     /// Index of the first block never handed out.
     fresh: usize,
-    /// Blocks handed out and not back in `local` (U2).
+    /// Blocks handed out and not freed to the owner (U2).
     in_use: usize,
-    /// Blocks freed by other threads: a chain of payloads the owner has not collected.
-    remote: AtomicPtr<u8>,
-    /// How many blocks the pushers' chains hold: each pusher adds its chain's length after its
-    /// chain is on `remote`, so the owner, which reads this before it takes `remote`, never
-    /// counts a block it does not take (U2 holds with `in_use` at or above the truth).
-    remote_n: AtomicUsize,
+    /// Blocks freed by other threads, by index: the owner has not collected them.
+    remote: [AtomicUsize; BIT_WORDS],
     /// The owning cache's address, or 0 for an orphan (U3).
     owner: AtomicUsize,
     /// The owner's list of runs (its cache's runs of this class, or the arena's orphans).
@@ -108,11 +111,19 @@ pub const MIN_RUN_SPAN: usize = 4 << 10;
 pub const MAX_CARVED_SPAN: usize = 512 << 10;
 
 /// The chunk size of a run of blocks of chunk size `block`: [`RUN_BLOCKS`] blocks and the
-/// headers, in whole pages of `page` bytes, within [`MIN_RUN_SPAN`] and [`MAX_CARVED_SPAN`].
+/// headers, in whole pages of `page` bytes, within [`MIN_RUN_SPAN`] and [`MAX_CARVED_SPAN`],
+/// and no more than [`MAX_BLOCKS`] blocks need (rounded to whole pages).
 pub fn span_for(block: usize, page: usize) -> usize {
     let want = block * RUN_BLOCKS + RUN_HEADER + HEADER;
+    let most = (block * MAX_BLOCKS + RUN_HEADER + HEADER).next_multiple_of(page);
     want.next_multiple_of(page)
         .clamp(MIN_RUN_SPAN, MAX_CARVED_SPAN)
+        .min(most)
+}
+
+/// The number of blocks in a set.
+fn count(b: &Bits) -> usize {
+    b.iter().map(|w| w.count_ones() as usize).sum()
 }
 
 impl Run {
@@ -125,7 +136,7 @@ impl Run {
     /// multiple of 16 of at least 32; `len` holds the header and at least one block.
     pub unsafe fn init(at: *mut u8, len: usize, block: usize, class: usize) -> *mut Run {
         debug_assert!(at as usize % ALIGN == 0 && block % ALIGN == 0 && block >= 32);
-        let capacity = (len - RUN_HEADER) / block;
+        let capacity = ((len - RUN_HEADER) / block).min(MAX_BLOCKS);
         debug_assert!(capacity > 0 && len <= MAX_RUN_SPAN && block <= 1 << 16);
         let r: *mut Run = at.cast();
         // SAFETY: caller: writable, aligned, ours.
@@ -136,12 +147,10 @@ impl Run {
                 span: len + HEADER,
                 class,
                 recip: ((1usize << 32) + block / ALIGN - 1) / (block / ALIGN),
-                local: ptr::null_mut(),
-                taken: ptr::null_mut(),
+                free: [0; BIT_WORDS],
                 fresh: 0,
                 in_use: 0,
-                remote: AtomicPtr::new(ptr::null_mut()),
-                remote_n: AtomicUsize::new(0),
+                remote: core::array::from_fn(|_| AtomicUsize::new(0)),
                 owner: AtomicUsize::new(0),
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -170,8 +179,8 @@ impl Run {
         self.span - self.in_use * self.block
     }
 
-    #[cfg(any(test, feature = "internals"))]
     /// Blocks the run holds.
+    #[cfg(any(test, feature = "internals"))]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -186,8 +195,8 @@ impl Run {
         self.class
     }
 
+    /// Blocks out of the owner's hands (handed out, or freed remotely and not collected).
     #[cfg(any(test, feature = "internals"))]
-    /// Blocks out of the owner's hands (handed out, or pushed on `remote` and not collected).
     pub fn in_use(&self) -> usize {
         self.in_use
     }
@@ -197,57 +206,72 @@ impl Run {
         self.in_use == 0
     }
 
-    /// Whether the owner's lists hold free blocks (blocks never used aside).
+    /// Whether the owner holds freed blocks (blocks never used aside).
     #[cfg(test)]
     pub fn has_listed(&self) -> bool {
-        !self.local.is_null() || !self.taken.is_null()
+        self.free.iter().any(|&w| w != 0)
     }
 
     /// Whether the owner can hand out a block without collecting remote frees.
     pub fn has_free(&self) -> bool {
-        !self.local.is_null() || !self.taken.is_null() || self.fresh < self.capacity
+        self.free.iter().any(|&w| w != 0) || self.fresh < self.capacity
     }
 
     fn first_block(&self) -> usize {
         self as *const Run as usize + RUN_HEADER
     }
 
-    /// Hands out a block (its payload, the freed mark cleared): from `local`, else a fresh
-    /// one; null when the run is full (the caller may [`Run::collect`] first).
+    /// The payload of block `i`.
+    fn payload(&self, i: usize) -> *mut u8 {
+        (self as *const Run)
+            .cast_mut()
+            .cast::<u8>()
+            .with_addr(self.first_block() + i * self.block + HEADER)
+    }
+
+    /// Hands out a block (its payload, the freed mark cleared): the lowest free one, else a
+    /// fresh one; null when the run is full (the caller may [`Run::collect`] first).
     ///
     /// # Safety
     /// Owner only (U3).
+    #[cfg(test)]
     pub unsafe fn pop(&mut self) -> *mut u8 {
-        if self.local.is_null() {
-            self.local = self.taken;
-            self.taken = ptr::null_mut();
+        // SAFETY: forwarded.
+        let p = unsafe { self.pop_marked() };
+        if !p.is_null() {
+            // SAFETY: a block of ours, handed out now: its freed mark goes.
+            unsafe { link::clear_key(p) };
         }
-        let p = if !self.local.is_null() {
-            let p = self.local;
-            // A block taken from the remote list unwalked (`collect`) is checked here: inside
-            // the run's used blocks, 16-aligned (a wild link would be caught by `get` first
-            // almost always; this catches what slips through before it is handed out).
-            let off = (p as usize).wrapping_sub(self.first_block() + HEADER);
-            if off >= self.fresh * self.block || off % ALIGN != 0 {
-                fatal("free(): a remote free list of a run holds a block of another run");
-            }
-            // SAFETY: U1: a free block of ours; `get` checks its link and freed mark.
-            unsafe {
-                self.local = link::get(p);
-                link::clear_key(p);
-            }
+        p
+    }
+
+    /// Takes a block for a thread cache's stack: the lowest free one, else a fresh one, with
+    /// the freed mark (`link::put_cached`) as cached blocks carry it; null when the run is full.
+    /// A free block is not touched: it kept the mark its free gave it (`heap/runs.rs` marks
+    /// every block it frees to a run), so a block freed on another core costs no miss here.
+    ///
+    /// # Safety
+    /// Owner only (U3).
+    pub unsafe fn pop_marked(&mut self) -> *mut u8 {
+        let p = if let Some(w) = self.free.iter().position(|&w| w != 0) {
+            let i = w * usize::BITS as usize + self.free[w].trailing_zeros() as usize;
+            self.free[w] &= self.free[w] - 1;
+            let p = self.payload(i);
+            // Loom: the block's last writes by the thread that freed it are ordered before
+            // this (through the bits' exchange); nothing outside loom.
+            sync::shadow::read(p.addr());
             p
         } else if self.fresh < self.capacity {
             let b = self.first_block() + self.fresh * self.block;
             self.fresh += 1;
             let at: *mut u8 = (self as *mut Run).cast::<u8>().with_addr(b);
-            // SAFETY: a never-used block inside our run: write its header.
+            // SAFETY: a never-used block inside our run: write its header and its mark.
             unsafe {
                 let c = Chunk::at(at);
                 c.set_prev_size(b - self as *const Run as usize);
                 c.set_head(self.block, PREV_INUSE | IN_RUN);
                 let p = c.payload();
-                link::clear_key(p);
+                link::put_cached(p);
                 p
             }
         } else {
@@ -257,107 +281,106 @@ impl Run {
         p
     }
 
-    /// Takes a block back from its user (a free on the owning thread).
+    /// Takes block `i` back from its user (a free on the owning thread); aborts on a double
+    /// free (its bit already set).
     ///
     /// # Safety
-    /// Owner only; `p` is a payload of this run handed out by [`Run::pop`] and not freed since
-    /// (callers check that with the block's freed mark first).
-    pub unsafe fn push_local(&mut self, p: *mut u8) {
-        // SAFETY: caller: our block, in use: its payload is ours to write.
-        unsafe { link::set(p, self.local) };
-        self.local = p;
+    /// Owner only; `i` is a slot of this run ([`Run::slot_of`]).
+    pub unsafe fn push_local(&mut self, i: usize) {
+        let (w, bit) = (
+            i / usize::BITS as usize,
+            1usize << (i % usize::BITS as usize),
+        );
+        if self.free[w] & bit != 0 || i >= self.fresh || self.in_use == 0 {
+            fatal("free(): double free (the block is already free in its run)");
+        }
+        self.free[w] |= bit;
         self.in_use -= 1;
     }
 
-    /// Pushes a chain of `n` of this run's blocks (payloads linked head → … → tail through
-    /// `link`) freed by a thread that does not own the run: one compare-exchange, then the
-    /// count. Returns whether the remote list was empty before (the owner may want telling:
+    /// Frees the `n` blocks of set `bits` of this run on behalf of a thread that does not own
+    /// it: one atomic OR per word of bits. Aborts on a double free (a bit already set).
+    /// Returns whether the run had no remote frees before (the owner may want telling:
     /// `heap/runs.rs`).
     ///
     /// # Safety
-    /// `run` is live; every block of the chain belongs to it, was handed out, and is given up by
-    /// the caller, who linked the chain (`tail`'s link is written here); `n` is its length.
-    pub unsafe fn push_remote(run: *const Run, head: *mut u8, tail: *mut u8, n: usize) -> bool {
-        // Mutations (loom check): the push forgets to publish; a plain store in place of the
-        // compare-exchange, so that two pushers can lose one another's chain; the count comes
-        // before the chain (the owner may count blocks it has not taken, and give the run back
-        // with them on its list).
-        let planted = link::Planted {
-            relaxed: sync::mutation::on("run_push_relaxed"),
-            not_atomic: sync::mutation::on("run_push_lost"),
+    /// `run` is live; every block of the set belongs to it and was handed out, and is given up
+    /// by the caller.
+    pub unsafe fn push_remote(run: *const Run, bits: &Bits, n: usize) -> bool {
+        debug_assert_eq!(count(bits), n);
+        // Mutations (loom check): the OR forgets to publish (the blocks' last writes are not
+        // ordered before the owner's reuse); a load and a store in place of the OR, so that
+        // two freers can lose one another's bits.
+        let ord = if sync::mutation::on("run_push_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
         };
-        let early = sync::mutation::on("run_count_early");
-        // SAFETY: caller: a live run (its `remote` words are shared and atomic); the chain is
-        // the caller's to give up.
-        unsafe {
-            if early {
-                (*run).remote_n.fetch_add(n, Ordering::Release);
+        let lost = sync::mutation::on("run_push_lost");
+        let mut was_empty = true;
+        for (w, &b) in bits.iter().enumerate() {
+            if b == 0 {
+                continue;
             }
-            let was_empty = link::push_chain(&(*run).remote, head, tail, planted);
-            if !early {
-                // Release: an owner that reads this count (Acquire) then takes `remote` finds
-                // this chain there.
-                (*run).remote_n.fetch_add(n, Ordering::Release);
+            // SAFETY: caller: a live run; its `remote` words are shared and atomic.
+            let word = unsafe { &(*run).remote[w] };
+            let old = if lost {
+                let old = word.load(Ordering::Relaxed);
+                word.store(old | b, ord);
+                old
+            } else {
+                word.fetch_or(b, ord)
+            };
+            if old & b != 0 {
+                fatal(
+                    "free(): double free (the block is already freed to its run by another thread)",
+                );
             }
-            was_empty
+            was_empty &= old == 0;
         }
+        was_empty
     }
 
-    /// Whether other threads freed blocks the owner has not collected or counted (a snapshot).
+    /// Whether other threads freed blocks the owner has not collected (a snapshot).
     pub fn has_remote(&self) -> bool {
-        !self.remote.load(Ordering::Relaxed).is_null() || self.remote_n.load(Ordering::Relaxed) > 0
+        self.remote.iter().any(|w| w.load(Ordering::Relaxed) != 0)
     }
 
-    /// Takes every block other threads freed (one exchange) onto `local`, and counts the ones
-    /// their pushers have counted; returns how many were counted (blocks whose count was late
-    /// are counted by a later call). The chain is kept as it is, unread, as `local` when that
-    /// is empty (a refill), else as `taken` (handed out after `local`): its blocks are checked
-    /// as they are handed out ([`Run::pop`]). Only when both hold blocks is it walked.
+    /// Takes every block other threads freed (one exchange per word of bits) into the owner's
+    /// free set; returns how many. Aborts on a double free (a block free on both sides, or
+    /// more blocks back than out) or a bit for a block never handed out.
     ///
     /// # Safety
     /// Owner only.
     pub unsafe fn collect(&mut self) -> usize {
-        if !self.has_remote() {
-            return 0;
-        }
-        // The count first (Acquire, pairs with the pushers' Release): every chain it counts is
-        // on `remote` before the exchange below takes it.
-        let n = self.remote_n.swap(0, Ordering::Acquire);
         // Mutation (loom check): the exchange forgets to acquire.
-        let planted = link::Planted {
-            relaxed: sync::mutation::on("run_collect_relaxed"),
-            not_atomic: false,
+        let ord = if sync::mutation::on("run_collect_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
         };
-        let head = link::take_chain(&self.remote, planted);
-        if !head.is_null() {
-            if self.local.is_null() {
-                self.local = head;
-            } else if self.taken.is_null() {
-                self.taken = head;
-            } else {
-                // Both lists hold blocks (rare: a collection outside a refill): the chain is
-                // walked to its last block, each checked, and goes in front of `taken`.
-                let mut p = head;
-                let mut k = 0;
-                loop {
-                    if self.index_of(p).is_none() {
-                        fatal("free(): a remote free list of a run holds a block of another run");
-                    }
-                    k += 1;
-                    if k > self.capacity {
-                        fatal("free(): double free (a run's remote free list holds more blocks than the run)");
-                    }
-                    // SAFETY: the chain's blocks are ours now; `get` checks each link and mark.
-                    let next = unsafe { link::get(p) };
-                    if next.is_null() {
-                        break;
-                    }
-                    p = next;
-                }
-                // SAFETY: `p`, the chain's last block, is ours: link it to `taken`.
-                unsafe { link::set(p, self.taken) };
-                self.taken = head;
+        let mut n = 0;
+        for w in 0..BIT_WORDS {
+            if self.remote[w].load(Ordering::Relaxed) == 0 {
+                continue;
             }
+            let b = self.remote[w].swap(0, ord);
+            let base = w * usize::BITS as usize;
+            // Bits at or above `fresh` name blocks never handed out.
+            let handed = self.fresh.saturating_sub(base).min(usize::BITS as usize);
+            let valid = if handed == usize::BITS as usize {
+                usize::MAX
+            } else {
+                (1usize << handed) - 1
+            };
+            if b & !valid != 0 {
+                fatal("free(): a run got back a block it never handed out (a foreign or corrupted pointer)");
+            }
+            if b & self.free[w] != 0 {
+                fatal("free(): double free (the block is already free in its run)");
+            }
+            self.free[w] |= b;
+            n += b.count_ones() as usize;
         }
         if n > self.in_use {
             fatal("free(): double free (a run got back more blocks than it handed out)");
@@ -366,10 +389,28 @@ impl Run {
         n
     }
 
-    /// The index of the block whose payload is `p`, if `p` is one of this run's handed-out
-    /// positions (the owner's check: it reads `fresh`).
-    pub fn index_of(&self, p: *mut u8) -> Option<usize> {
-        self.slot_of(p).filter(|&i| i < self.fresh)
+    /// Checks the owner's side of the run (its free set against its counts, U1 and U2
+    /// without the remote set): for the invariant checker.
+    ///
+    /// # Safety
+    /// The caller owns the run (U3).
+    #[cfg(any(test, feature = "internals"))]
+    pub unsafe fn check(&self) -> Result<(), &'static str> {
+        if self.fresh > self.capacity || self.in_use > self.fresh || self.capacity > MAX_BLOCKS {
+            return Err("U2: run counts out of range");
+        }
+        for (w, &b) in self.free.iter().enumerate() {
+            let base = w * usize::BITS as usize;
+            for k in 0..usize::BITS as usize {
+                if b & (1 << k) != 0 && base + k >= self.fresh {
+                    return Err("U1: a run's free set holds a block never handed out");
+                }
+            }
+        }
+        if count(&self.free) != self.fresh - self.in_use {
+            return Err("U2: a run's free set and its in-use count disagree");
+        }
+        Ok(())
     }
 
     /// The index of the block whose payload is `p`, if `p` is one of this run's block
@@ -388,15 +429,16 @@ impl Run {
         (i * m == x).then_some(i)
     }
 
-    /// The run of a block whose chunk is flagged [`IN_RUN`], from the back-offset in its header;
-    /// aborts when the offset does not lead to a run whose layout has a block there.
+    /// The run of a block whose chunk is flagged [`IN_RUN`], and the block's index, from the
+    /// back-offset in its header; aborts when the offset does not lead to a run whose layout
+    /// has a block there.
     ///
     /// # Safety
     /// `c` is a chunk with a valid tag (checked by the caller) and the `IN_RUN` flag.
-    pub unsafe fn of(c: Chunk) -> *mut Run {
+    pub unsafe fn of(c: Chunk) -> (*mut Run, usize) {
         // SAFETY: forwarded.
         match unsafe { Run::lookup(c) } {
-            Some(r) => r,
+            Some(found) => found,
             None => fatal("free(): corrupted run block header (bad offset to its run)"),
         }
     }
@@ -406,49 +448,21 @@ impl Run {
     ///
     /// # Safety
     /// As for [`Run::of`].
-    pub unsafe fn lookup(c: Chunk) -> Option<*mut Run> {
+    pub unsafe fn lookup(c: Chunk) -> Option<(*mut Run, usize)> {
         // SAFETY: caller: a tagged chunk's header is readable.
         let off = unsafe { c.prev_size() };
         if !(RUN_HEADER..=MAX_RUN_SPAN).contains(&off) || off % ALIGN != 0 {
             return None;
         }
         let r: *mut Run = c.ptr().with_addr(c.addr() - off).cast();
-        // SAFETY: the offset stays inside the run chunk when the header is intact; the check
-        // rejects any offset the run's own layout does not give.
-        let ok = unsafe { (*r).block == c.size() && (*r).slot_of(c.payload()).is_some() };
-        ok.then_some(r)
-    }
-
-    #[cfg(any(test, feature = "internals"))]
-    /// Checks the owner's side of the run (its free list against its counts, U1 and U2
-    /// without the remote list): for the invariant checker.
-    ///
-    /// # Safety
-    /// The caller owns the run (U3).
-    pub unsafe fn check(&self) -> Result<(), &'static str> {
-        if self.fresh > self.capacity || self.in_use > self.fresh {
-            return Err("U2: run counts out of range");
-        }
-        let mut n = 0;
-        for list in [self.local, self.taken] {
-            let mut p = list;
-            while !p.is_null() {
-                if self.index_of(p).is_none() {
-                    return Err("U1: a run's free list holds a block of another run");
-                }
-                n += 1;
-                if n > self.fresh {
-                    return Err("U1: a run's free list is longer than its blocks (a cycle?)");
-                }
-                // SAFETY: a block of this run on its free list (checked above); `get` checks
-                // the link and the freed mark.
-                p = unsafe { link::get(p) };
+        // SAFETY: the offset stays inside the run chunk when the header is intact; the checks
+        // reject any offset the run's own layout does not give.
+        unsafe {
+            if (*r).block != c.size() {
+                return None;
             }
+            (*r).slot_of(c.payload()).map(|i| (r, i))
         }
-        if n != self.fresh - self.in_use {
-            return Err("U2: a run's free list and its in-use count disagree");
-        }
-        Ok(())
     }
 }
 
@@ -514,15 +528,29 @@ mod tests {
         m.wrapping_add(HEADER)
     }
 
+    /// The set of blocks `idx`.
+    fn bits_of(idx: &[usize]) -> Bits {
+        let mut b = [0; BIT_WORDS];
+        for &i in idx {
+            b[i / 64] |= 1 << (i % 64);
+        }
+        b
+    }
+
+    /// The index of a payload the run handed out.
+    fn slot(r: &Run, p: *mut u8) -> usize {
+        r.slot_of(p).expect("a block of the run")
+    }
+
     #[test]
     fn a_run_hands_out_every_block_once_aligned_and_in_place() {
-        let len = 64 << 10;
+        let len = 8 << 10;
         let at = buffer(len);
         // SAFETY: our buffer; a run owned by this thread.
         unsafe {
             let r = &mut *Run::init(at, len - HEADER, 48, 2);
             let cap = r.capacity();
-            assert_eq!(cap, (len - HEADER - RUN_HEADER) / 48);
+            assert_eq!(cap, ((len - HEADER - RUN_HEADER) / 48).min(MAX_BLOCKS));
             let mut seen = HashSet::new();
             for _ in 0..cap {
                 let p = r.pop();
@@ -538,7 +566,9 @@ mod tests {
                 assert!(c.tag_ok());
                 assert_eq!(c.size(), 48);
                 assert_ne!(c.head() & IN_RUN, 0, "a run block is flagged IN_RUN");
-                assert!(ptr::eq(Run::of(c), r));
+                let (found, i) = Run::of(c);
+                assert!(ptr::eq(found, r));
+                assert_eq!(r.payload(i), p);
                 p.write_bytes(0xab, 32);
             }
             assert!(r.pop().is_null(), "a full run hands out nothing");
@@ -572,35 +602,50 @@ mod tests {
     }
 
     #[test]
-    fn local_frees_are_reused_first_and_counted() {
-        let len = 16 << 10;
+    fn a_run_never_holds_more_blocks_than_its_bits() {
+        for &block in crate::size_class::CLASS_CHUNK_SIZE.iter() {
+            let span = span_for(block, 4096);
+            assert_eq!(span % 4096, 0);
+            assert!((span - HEADER - RUN_HEADER) / block >= 1, "block {block}");
+            assert!(span <= MAX_CARVED_SPAN.max(4096));
+        }
+        let at = buffer(64 << 10);
+        // SAFETY: our buffer; only the header is written.
+        let r = unsafe { &*Run::init(at, (64 << 10) - HEADER, 32, 0) };
+        assert_eq!(r.capacity(), MAX_BLOCKS, "capped at the bitmap's size");
+    }
+
+    #[test]
+    fn local_frees_are_reused_lowest_first_and_counted() {
+        let len = 8 << 10;
         let at = buffer(len);
         // SAFETY: our buffer; a run owned by this thread.
         unsafe {
             let r = &mut *Run::init(at, len - HEADER, 64, 3);
             let a = r.pop();
             let b = r.pop();
-            r.push_local(a);
-            assert_eq!(r.in_use(), 1);
-            assert!(link::has_key(a), "a free block carries the freed mark");
-            assert_eq!(r.pop(), a, "the last freed block comes back first");
-            assert!(!link::has_key(a), "a block handed out has no freed mark");
-            r.push_local(a);
-            r.push_local(b);
+            link::put_cached(b);
+            r.push_local(slot(r, b));
+            link::put_cached(a);
+            r.push_local(slot(r, a));
             assert!(r.is_unused());
-            let again: HashSet<usize> = (0..2).map(|_| r.pop() as usize).collect();
-            assert_eq!(again, [a as usize, b as usize].into_iter().collect());
+            assert!(link::has_key(a), "a free block keeps the freed mark");
+            assert_eq!(r.pop(), a, "the lowest free block comes back first");
+            assert!(!link::has_key(a), "a block handed out has no freed mark");
+            assert_eq!(r.pop(), b);
+            assert_eq!(r.in_use(), 2);
+            r.check().unwrap();
         }
     }
 
     #[test]
     fn remote_frees_from_other_threads_all_come_back_once() {
-        let len = 256 << 10;
+        let len = 16 << 10;
         let at = buffer(len);
-        // SAFETY: our buffer; this thread owns the run, the others only push chains of blocks
-        // it handed them.
+        // SAFETY: our buffer; this thread owns the run, the others only free blocks it handed
+        // them.
         unsafe {
-            let r = Run::init(at, len - HEADER, 32, 0);
+            let r = Run::init(at, len - HEADER, 64, 0);
             let cap = (*r).capacity();
             let blocks: Vec<usize> = (0..cap).map(|_| (*r).pop() as usize).collect();
             let run = r as usize;
@@ -609,14 +654,12 @@ mod tests {
                 .map(|part| {
                     let part = part.to_vec();
                     std::thread::spawn(move || {
-                        // Chains of up to 7 blocks, linked then pushed at once.
-                        for chain in part.chunks(7) {
-                            for w in chain.windows(2) {
-                                link::set(w[0] as *mut u8, w[1] as *mut u8);
-                            }
-                            let head = chain[0] as *mut u8;
-                            let tail = *chain.last().unwrap() as *mut u8;
-                            Run::push_remote(run as *const Run, head, tail, chain.len());
+                        let r = run as *const Run;
+                        // Sets of up to 7 blocks, freed at once.
+                        for set in part.chunks(7) {
+                            let idx: Vec<usize> =
+                                set.iter().map(|&p| slot(&*r, p as *mut u8)).collect();
+                            Run::push_remote(r, &bits_of(&idx), idx.len());
                         }
                     })
                 })
@@ -629,6 +672,7 @@ mod tests {
             collected += (*r).collect();
             assert_eq!(collected, cap, "every remote free is collected once");
             assert!((*r).is_unused());
+            (*r).check().unwrap();
             let again: HashSet<usize> = (0..cap).map(|_| (*r).pop() as usize).collect();
             assert_eq!(
                 again,
@@ -640,12 +684,12 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_back_offset_or_a_foreign_remote_block_aborts() {
-        let len = 32 << 10;
+    fn a_bad_back_offset_or_a_block_never_handed_out_aborts() {
+        let len = 8 << 10;
         let at = buffer(len);
         // SAFETY: our buffer; each corruption is planted on purpose and caught.
         unsafe {
-            let r = &mut *Run::init(at, (8 << 10) - HEADER, 64, 3);
+            let r = &mut *Run::init(at, len - HEADER, 64, 3);
             let _p = r.pop();
             let q = r.pop();
             let c = Chunk::from_payload(q);
@@ -655,55 +699,45 @@ mod tests {
                 Run::of(c);
             });
             c.set_prev_size(off);
-            assert!(ptr::eq(Run::of(c), r));
-            // A block of another run pushed on this run's remote list: taken unread into an
-            // empty local list, it is caught as it would be handed out.
-            let other = &mut *Run::init(at.add(8 << 10), (8 << 10) - HEADER, 64, 3);
-            let x = other.pop();
-            Run::push_remote(r, x, x, 1);
-            assert_eq!(r.collect(), 1);
-            crate::os::assert_fatal("block of another run", || {
-                r.pop();
-            });
-            // When both of the owner's lists hold blocks the chain is walked: caught by the
-            // collection.
-            let r2 = &mut *Run::init(at.add(16 << 10), (16 << 10) - HEADER, 64, 3);
-            let (a, b, _c) = (r2.pop(), r2.pop(), r2.pop());
-            r2.push_local(a);
-            Run::push_remote(r2, b, b, 1);
-            assert_eq!(r2.collect(), 1);
-            let y = other.pop();
-            Run::push_remote(r2, y, y, 1);
-            crate::os::assert_fatal("block of another run", || {
-                r2.collect();
+            assert!(ptr::eq(Run::of(c).0, r));
+            // A bit for a block the run never handed out (a pointer into its fresh blocks).
+            Run::push_remote(r, &bits_of(&[5]), 1);
+            crate::os::assert_fatal("never handed out", || {
+                r.collect();
             });
         }
     }
 
     #[test]
-    fn more_remote_frees_than_blocks_out_is_a_double_free() {
-        let len = 16 << 10;
+    fn every_kind_of_double_free_into_a_run_aborts() {
+        let len = 8 << 10;
         let at = buffer(len);
-        // SAFETY: our buffer; the double free is planted on purpose and caught.
+        // SAFETY: our buffer; the double frees are planted on purpose and caught.
         unsafe {
             let r = &mut *Run::init(at, len - HEADER, 64, 3);
-            let p = r.pop();
-            let q = r.pop();
-            r.push_local(q);
-            // `p` freed remotely once (fine) ...
-            Run::push_remote(r, p, p, 1);
-            assert_eq!(r.collect(), 1);
-            // ... and `q`, already back in `local`, pushed remotely again (after both were
-            // handed out and freed once more: `local` first, then the chain taken remotely).
-            assert_eq!((r.pop(), r.pop()), (q, p));
-            r.push_local(p);
-            r.push_local(q);
-            assert!(r.is_unused());
-            link::clear_key(q);
-            Run::push_remote(r, q, q, 1);
-            crate::os::assert_fatal("double free", || {
+            let (a, b, c, d) = (r.pop(), r.pop(), r.pop(), r.pop());
+            let (ia, ib, ic, id) = (slot(r, a), slot(r, b), slot(r, c), slot(r, d));
+            // Twice on the owner's side.
+            r.push_local(ia);
+            crate::os::assert_fatal("already free in its run", || r.push_local(ia));
+            // Twice remotely before the owner collects: the second OR finds the bit.
+            Run::push_remote(r, &bits_of(&[ib]), 1);
+            crate::os::assert_fatal("already freed to its run", || {
+                Run::push_remote(r, &bits_of(&[ib]), 1);
+            });
+            // Remotely after the owner freed it (or collected it).
+            Run::push_remote(r, &bits_of(&[ia]), 1);
+            crate::os::assert_fatal("already free in its run", || {
                 r.collect();
             });
+            // The owner frees a block whose remote free it collected.
+            let r2 = &mut *Run::init(at.add(4 << 10), (4 << 10) - HEADER, 64, 3);
+            let e = r2.pop();
+            let ie = slot(r2, e);
+            Run::push_remote(r2, &bits_of(&[ie]), 1);
+            assert_eq!(r2.collect(), 1);
+            crate::os::assert_fatal("already free in its run", || r2.push_local(ie));
+            let _ = (ic, id);
         }
     }
 }

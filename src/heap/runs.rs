@@ -23,7 +23,7 @@ use super::Heap;
 use crate::chunk::{Chunk, HEADER, IN_RUN};
 use crate::link;
 use crate::os::prefetch;
-use crate::run::{self, Run};
+use crate::run::{self, Bits, Run, BIT_WORDS};
 use crate::size_class::{CLASS_CHUNK_SIZE, NCLASSES};
 use crate::sync::process::AtomicUsize as PAtomicUsize;
 use crate::sync::Ordering;
@@ -31,12 +31,30 @@ use crate::tcache::ThreadCache;
 
 /// Most runs a refill looks at before it adopts or carves one.
 pub const RUN_SCAN: usize = 8;
+/// Most runs a refill looks at for remote frees when it was told of some.
+pub const HINT_SCAN: usize = 16;
 
 /// How many blocks ahead a release asks for a block's header.
 const PREFETCH_AHEAD: usize = 6;
 
-/// Chains of remote frees built at once by one release (runs told apart).
-const CHAINS: usize = 8;
+/// Runs a release frees to remotely at once (their sets of blocks built side by side).
+const SETS: usize = 8;
+
+/// Frees a set of `n` blocks of run `r` remotely and tells its owner when the run had no remote
+/// frees before. The owner and class are read first: once the bits are set the owner may
+/// collect them and give the run back at any time.
+///
+/// # Safety
+/// As for [`Run::push_remote`].
+unsafe fn push_set(r: *mut Run, bits: &Bits, n: usize) {
+    // SAFETY: caller: a live run until the bits are set.
+    unsafe {
+        let (o, c) = ((*r).owner(), (*r).class());
+        if Run::push_remote(r, bits, n) {
+            tell_owner(o, c);
+        }
+    }
+}
 
 const _: () = assert!(NCLASSES <= 128, "run hints are two words of bits");
 
@@ -126,15 +144,16 @@ impl Heap {
                     }
                 }
                 while left > 0 {
-                    let p = (*r).pop();
+                    // Marked: a free block is not read or written here (it kept its mark).
+                    let p = (*r).pop_marked();
                     if p.is_null() {
                         break;
                     }
                     left -= 1;
                     if first.is_null() {
+                        link::clear_key(p);
                         first = p;
                     } else {
-                        link::put_cached(p);
                         end.write(p);
                         end = end.add(1);
                     }
@@ -159,29 +178,31 @@ impl Heap {
             let head = t.runs[cls];
             let (w, bit) = (cls / 64, 1usize << (cls % 64));
             if !head.is_null() && t.run_hint[w].load(Ordering::Relaxed) & bit != 0 {
-                // Other threads freed onto runs of this class: look at every one (cleared
-                // first, so a push after a run was looked at sets it again). The first run
-                // with free blocks leads.
+                // Other threads freed onto runs of this class: look at them in turn, at most
+                // HINT_SCAN per refill (the hint is cleared first, so a free after a run was
+                // looked at sets it again; a scan cut short sets it again itself, and the next
+                // refill goes on from where it stopped). The first run with free blocks leads.
                 t.run_hint[w].fetch_and(!bit, Ordering::Acquire);
-                let mut found: *mut Run = ptr::null_mut();
-                let mut r = head;
-                loop {
+                let mut r = (*head).next;
+                let mut k = 0;
+                while r != head {
                     if (*r).has_remote() {
                         collect(t, r);
                     }
-                    if found.is_null() && (*r).has_free() {
-                        found = r;
+                    if (*r).has_free() {
+                        t.runs[cls] = r;
+                        return r;
                     }
-                    r = (*r).next;
-                    if r == head {
+                    k += 1;
+                    if k == HINT_SCAN {
+                        t.runs[cls] = r;
+                        t.run_hint[w].fetch_or(bit, Ordering::Relaxed);
                         break;
                     }
-                }
-                if !found.is_null() {
-                    t.runs[cls] = found;
-                    return found;
+                    r = (*r).next;
                 }
             }
+            let head = t.runs[cls];
             if !head.is_null() {
                 // Turn the list: the full first run becomes the last.
                 let mut r = (*head).next;
@@ -229,9 +250,9 @@ impl Heap {
     /// As for [`Heap::release_slice`]; `owner` is the calling thread's cache (its address), or
     /// 0 when it has none.
     pub(super) unsafe fn release_run_blocks(&self, ps: &mut [*mut u8], owner: usize) -> usize {
-        // Per chain: its run, head, tail and length.
-        let mut chains: [(*mut Run, *mut u8, *mut u8, usize); CHAINS] =
-            [(ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), 0); CHAINS];
+        // Per run being freed to remotely: the run, its blocks' bits and their number.
+        let mut sets: [(*mut Run, Bits, usize); SETS] =
+            [(ptr::null_mut(), [0; BIT_WORDS], 0); SETS];
         let mut next_out = 0;
         let mut rest = 0;
         let (mut local, mut remote) = (0usize, 0usize);
@@ -252,45 +273,37 @@ impl Heap {
                     rest += 1;
                     continue;
                 }
-                let r = Run::of(c);
+                let (r, slot) = Run::of(c);
+                // A free block carries the freed mark (a stack's blocks have it already).
+                link::put_cached(p);
                 if (*r).owner() == owner && owner != 0 {
-                    (*r).push_local(p);
+                    (*r).push_local(slot);
                     local += (*r).block_size();
                     continue;
                 }
                 remote += (*r).block_size();
-                let slot = match chains.iter().position(|e| e.0 == r) {
+                let k = match sets.iter().position(|e| e.0 == r) {
                     Some(k) => k,
                     None => {
-                        // A new chain, in a free slot or in place of the oldest one (pushed).
-                        let k = chains
-                            .iter()
-                            .position(|e| e.0.is_null())
-                            .unwrap_or_else(|| {
-                                let k = next_out;
-                                next_out = (next_out + 1) % CHAINS;
-                                let (r0, h0, t0, n0) = chains[k];
-                                let (o, c) = ((*r0).owner(), (*r0).class());
-                                if Run::push_remote(r0, h0, t0, n0) {
-                                    tell_owner(o, c);
-                                }
-                                k
-                            });
-                        chains[k] = (r, ptr::null_mut(), p, 0);
+                        // A new set, in a free place or in place of the oldest one (freed).
+                        let k = sets.iter().position(|e| e.0.is_null()).unwrap_or_else(|| {
+                            let k = next_out;
+                            next_out = (next_out + 1) % SETS;
+                            let (r0, b0, n0) = sets[k];
+                            push_set(r0, &b0, n0);
+                            k
+                        });
+                        sets[k] = (r, [0; BIT_WORDS], 0);
                         k
                     }
                 };
-                let e = &mut chains[slot];
-                link::set(p, e.1);
-                e.1 = p;
-                e.3 += 1;
+                let e = &mut sets[k];
+                e.1[slot / usize::BITS as usize] |= 1 << (slot % usize::BITS as usize);
+                e.2 += 1;
             }
-            for (r, head, tail, n) in chains {
+            for (r, bits, n) in sets {
                 if !r.is_null() {
-                    let (o, c) = ((*r).owner(), (*r).class());
-                    if Run::push_remote(r, head, tail, n) {
-                        tell_owner(o, c);
-                    }
+                    push_set(r, &bits, n);
                 }
             }
             self.count_run_frees(owner, local, remote);
@@ -298,25 +311,24 @@ impl Heap {
         rest
     }
 
-    /// Frees one run block outside the thread caches: onto its run's own list when cache
-    /// `owner` (an address, 0 for none) owns the run, else onto the run's remote list.
+    /// Frees one run block outside the thread caches: to its run's owner's set when cache
+    /// `owner` (an address, 0 for none) owns the run, else to the run's remote set.
     ///
     /// # Safety
     /// `c` is a checked, in-use run block of this heap, given up by the caller.
     pub(super) unsafe fn free_run_block(&self, c: Chunk, owner: usize) {
         // SAFETY: caller: a checked run block; `Run::of` checks its back-offset.
         unsafe {
-            let r = Run::of(c);
-            let p = c.payload();
+            let (r, slot) = Run::of(c);
+            link::put_cached(c.payload());
             let b = (*r).block_size();
             if owner != 0 && (*r).owner() == owner {
-                (*r).push_local(p);
+                (*r).push_local(slot);
                 self.count_run_frees(owner, b, 0);
             } else {
-                let (o, c) = ((*r).owner(), (*r).class());
-                if Run::push_remote(r, p, p, 1) {
-                    tell_owner(o, c);
-                }
+                let mut bits = [0; BIT_WORDS];
+                bits[slot / usize::BITS as usize] |= 1 << (slot % usize::BITS as usize);
+                push_set(r, &bits, 1);
                 self.count_run_frees(owner, 0, b);
             }
         }

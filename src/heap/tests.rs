@@ -1617,21 +1617,25 @@ fn realloc_of_a_run_block_takes_no_lock() {
         let guards: Vec<_> = (0..heap.arena_count())
             .map(|i| heap.arena(i).lock())
             .collect();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
         let (tcp, pp) = (tc as usize, p as usize);
         std::thread::scope(|s| {
             let h = &heap;
-            s.spawn(move || {
+            let worker = s.spawn(move || {
                 let (tc, p) = (tcp as *mut ThreadCache, pp as *mut u8);
                 let q = h.realloc(tc, p, 110);
                 let same = q == p;
                 let r = h.realloc(tc, q, 300);
                 let kept = (0..100).all(|k| *r.add(k) == 0x5a);
-                done_tx.send((same, r as usize, kept)).unwrap();
+                (same, r as usize, kept)
             });
-            let got = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+            let t0 = std::time::Instant::now();
+            while !worker.is_finished() && t0.elapsed() < std::time::Duration::from_secs(10) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let waited = !worker.is_finished();
             drop(guards);
-            let (same, r, kept) = got.expect("realloc of a run block waited on an arena lock");
+            let (same, r, kept) = worker.join().unwrap();
+            assert!(!waited, "realloc of a run block waited on an arena lock");
             assert!(same, "a realloc within the class moved the block");
             assert!(kept, "contents lost by the move");
             assert_ne!(r, pp, "a realloc beyond the class stayed in place");

@@ -99,11 +99,6 @@ pub(crate) const MUTATIONS: &[(&str, fn(), &str)] = &[
         "orphan runs not given back",
     ),
     (
-        "run_count_early",
-        loom_run::count_never_runs_ahead,
-        "run looked empty with a chain still coming",
-    ),
-    (
         "remote_bytes_late",
         loom_stats::remote_pending_never_wraps,
         "remote pending wrapped or torn",

@@ -1,16 +1,26 @@
-//! A run's remote free list (`run::Run`): threads that do not own the run push chains of its
-//! blocks with one compare-exchange, racing the owner's exchange of the whole list
-//! (`Run::collect`) and each other.
+//! A run's remote frees (`run::Run`): threads that do not own the run set its blocks' bits
+//! with one atomic OR per word, racing the owner's exchange of the words (`Run::collect`) and
+//! each other; and, on the real heap, racing the owner's exit and the adoption of its run.
 //!
-//! Catches `run_push_relaxed` and `run_collect_relaxed` (the push no longer releases the
-//! chain's links, or the exchange no longer acquires them: the owner's read of a link is
-//! reported as a causality violation through `sync::shadow`) and `run_push_lost` (a plain
-//! store in place of the compare-exchange: a pusher's chain is lost), and `run_count_early`
-//! (a pusher counts its chain before it is on the list: the owner can count every block back
-//! while one is still coming, and would give the run back with a chain about to land on it).
+//! Catches `run_push_relaxed` and `run_collect_relaxed` (the OR no longer releases the freer's
+//! last writes to its block, or the exchange no longer acquires them: the owner's reuse of
+//! the block is reported as a causality violation through `sync::shadow`), `run_push_lost` (a
+//! load and a store in place of the OR: a freer's bit is lost) and `orphan_sweep_no_collect`.
 
 use super::{check_quiescent, heap_runs, model, thread, Ptr};
-use crate::run::Run;
+use crate::run::{Bits, Run, BIT_WORDS};
+
+/// The set holding the block whose payload is `p`, of run `r`.
+///
+/// # Safety
+/// `r` is live.
+unsafe fn bits(r: *const Run, p: *mut u8) -> Bits {
+    // SAFETY: caller.
+    let i = unsafe { (*r).slot_of(p) }.expect("a block of the run");
+    let mut b = [0; BIT_WORDS];
+    b[i / 64] |= 1 << (i % 64);
+    b
+}
 
 /// A run of 64-byte blocks in a fresh mapping, owned by the calling thread.
 fn new_run() -> Ptr<Run> {
@@ -31,9 +41,10 @@ pub(crate) fn push_races_collect() {
         // SAFETY: the owner (this thread) hands the block to the freer and keeps the run.
         let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
         let freer = thread::spawn(move || unsafe {
-            // The program's last write to its block, then the free.
+            // The program's last write to its block (seen by loom), then the free.
             a.0.write(7);
-            Run::push_remote(r.0, a.0, a.0, 1);
+            crate::sync::shadow::write(a.0.addr());
+            Run::push_remote(r.0, &bits(r.0, a.0), 1);
         });
         // SAFETY: owner only. As a refill does, the owner collects and hands the block out at
         // once, before it joins the freer and whether or not the chain's count has come: the
@@ -50,8 +61,8 @@ pub(crate) fn push_races_collect() {
             freer.join().unwrap();
             got += (*r.0).collect();
             assert_eq!(got, 1, "the remote free came back {got} times");
-            (*r.0).push_local(again);
-            (*r.0).push_local(b.0);
+            (*r.0).push_local((*r.0).slot_of(again).unwrap());
+            (*r.0).push_local((*r.0).slot_of(b.0).unwrap());
             assert!((*r.0).is_unused(), "blocks still out after every free");
         }
     });
@@ -71,7 +82,7 @@ pub(crate) fn two_pushers() {
         let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
         let t: Vec<_> = [a, b]
             .into_iter()
-            .map(|p| thread::spawn(move || unsafe { Run::push_remote(r.0, p.0, p.0, 1) }))
+            .map(|p| thread::spawn(move || unsafe { Run::push_remote(r.0, &bits(r.0, p.0), 1) }))
             .collect();
         for h in t {
             h.join().unwrap();
@@ -80,10 +91,10 @@ pub(crate) fn two_pushers() {
         unsafe {
             let got = (*r.0).collect();
             assert_eq!(got, 2, "run remote frees lost: {got} of 2 counted");
-            // Both blocks are on the owner's lists (a lost chain leaves a fresh block here).
+            // Both blocks are the owner's again (a lost bit leaves a fresh block here).
             let back = [(*r.0).pop(), (*r.0).pop()];
             let both = back.contains(&a.0) && back.contains(&b.0);
-            assert!(both, "run remote frees lost: the list lost a chain");
+            assert!(both, "run remote frees lost: a bit was lost");
         }
     });
 }
@@ -94,14 +105,14 @@ fn loom_run_two_pushers() {
 }
 
 /// A thread frees the run's last block out while the owner collects until it sees every block
-/// back: when the owner's count says so, the chain is in its hands too, so a run given back at
-/// that point has nothing still coming onto its remote list.
+/// back: when the owner's count says so, the bits are in its hands too, so a run given back at
+/// that point has nothing still coming onto its remote set.
 pub(crate) fn count_never_runs_ahead() {
     model("run_count_never_runs_ahead", || {
         let r = new_run();
         // SAFETY: the owner hands its only block out to the freer.
         let a = unsafe { Ptr((*r.0).pop()) };
-        let freer = thread::spawn(move || unsafe { Run::push_remote(r.0, a.0, a.0, 1) });
+        let freer = thread::spawn(move || unsafe { Run::push_remote(r.0, &bits(r.0, a.0), 1) });
         // SAFETY: owner only.
         unsafe {
             while !(*r.0).is_unused() {
@@ -112,7 +123,7 @@ pub(crate) fn count_never_runs_ahead() {
         freer.join().unwrap();
         // SAFETY: owner only, the freer done.
         let late = unsafe { (*r.0).has_remote() };
-        assert!(!late, "run looked empty with a chain still coming");
+        assert!(!late, "run looked empty with a free still coming");
     });
 }
 
