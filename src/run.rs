@@ -489,6 +489,24 @@ pub unsafe fn list_push_front(head: &mut *mut Run, r: *mut Run) {
     *head = r;
 }
 
+/// The number of runs on the circular list at `head`.
+///
+/// # Safety
+/// The caller owns the list.
+pub fn list_len(head: *mut Run) -> usize {
+    let mut n = 0;
+    let mut r = head;
+    while !r.is_null() {
+        n += 1;
+        // SAFETY: caller: live runs, linked in a ring.
+        r = unsafe { (*r).next };
+        if r == head {
+            break;
+        }
+    }
+    n
+}
+
 /// Unlinks run `r` from the circular list at `head`.
 ///
 /// # Safety

@@ -179,11 +179,13 @@ pub struct ArenaState {
     segs_lost: bool,
     /// Regions this arena mapped (newest first, linked through their headers).
     pub regions: *mut RegionHeader,
-    /// Runs (`run`) of this arena whose cache was dropped, with blocks still out: the lock's
-    /// holder owns them (`arena/runs.rs`).
-    orphans: *mut crate::run::Run,
+    /// Runs (`run`) of this arena whose cache was dropped, with blocks still out, by class:
+    /// the lock's holder owns them (`arena/runs.rs`).
+    orphans: [*mut crate::run::Run; crate::size_class::NCLASSES],
     /// Runs on `orphans`.
     orphan_count: usize,
+    /// The class the next orphan sweep starts with.
+    orphan_cursor: usize,
     /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
     /// coalescing), each carrying the cache key; handed out first by refills. Each class is a
     /// stack of *bundles* (see [`QUICK_CAP`]): the head chunk of a bundle holds the link to the
@@ -279,8 +281,9 @@ impl Arena {
             seg_more_cap: 0,
             segs_lost: false,
             regions: ptr::null_mut(),
-            orphans: ptr::null_mut(),
+            orphans: [ptr::null_mut(); crate::size_class::NCLASSES],
             orphan_count: 0,
+            orphan_cursor: 0,
             quick: [ptr::null_mut(); NSMALL_CLASSES],
             quick_count: [0; NSMALL_CLASSES],
             quick_low: [0; NSMALL_CLASSES],

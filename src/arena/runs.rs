@@ -8,6 +8,7 @@ use crate::chunk::{Chunk, HEADER, RUN_CHUNK};
 use crate::os::{self, fatal};
 use crate::run::{self, Run};
 use crate::shared::Shared;
+use crate::size_class::NCLASSES;
 use crate::sync::Ordering;
 
 impl ArenaState {
@@ -60,7 +61,8 @@ impl ArenaState {
         }
     }
 
-    /// A dropped cache's run with blocks still out: it waits on this arena's orphan list.
+    /// A dropped cache's run with blocks still out: it waits on this arena's orphan list of
+    /// its class.
     ///
     /// # Safety
     /// Lock held; `r` is a run of this arena, owned by the caller (whose cache is being
@@ -69,7 +71,7 @@ impl ArenaState {
         // SAFETY: caller: ours to give up; the lock's holder owns orphans from here on.
         unsafe {
             (*r).set_owner(0);
-            run::list_push_front(&mut self.orphans, r);
+            run::list_push_front(&mut self.orphans[(*r).class()], r);
             sh.orphan_free
                 .fetch_add((*r).free_bytes(), Ordering::Relaxed);
         }
@@ -90,17 +92,12 @@ impl ArenaState {
     /// # Safety
     /// Lock held.
     pub unsafe fn adopt_orphan(&mut self, sh: &Shared, cls: usize, owner: usize) -> *mut Run {
-        let mut found: *mut Run = core::ptr::null_mut();
-        self.for_each_orphan(|r| {
-            // SAFETY: orphans are live runs of this arena, owned by the lock's holder.
-            if found.is_null() && unsafe { (*r).class() } == cls {
-                found = r;
-            }
-        });
+        let found = self.orphans[cls];
         if !found.is_null() {
-            // SAFETY: as above; `found` is on the list.
+            // SAFETY: orphans are live runs of this arena, owned by the lock's holder; `found`
+            // is on the list.
             unsafe {
-                run::list_unlink(&mut self.orphans, found);
+                run::list_unlink(&mut self.orphans[cls], found);
                 (*found).set_owner(owner);
                 sh.orphan_free
                     .fetch_sub((*found).free_bytes(), Ordering::Relaxed);
@@ -111,39 +108,52 @@ impl ArenaState {
         found
     }
 
-    /// Collects the orphans' remote frees and gives back those whose blocks are all back.
-    /// Returns how many went back.
+    /// Collects the remote frees of up to `most` orphans (going on, class by class, from where
+    /// the last sweep stopped) and gives back those whose blocks are all back. Returns how
+    /// many went back.
     ///
     /// # Safety
     /// Lock held.
-    pub unsafe fn sweep_orphans(&mut self, sh: &Shared) -> usize {
+    pub unsafe fn sweep_orphans(&mut self, sh: &Shared, most: usize) -> usize {
         let mut n = 0;
+        let mut left = most.min(self.orphan_count);
         // Mutation (loom check): the sweep tests for emptiness without collecting the remote
         // frees first, so an orphan whose last blocks came back remotely is never given back.
         let no_collect = crate::sync::mutation::on("orphan_sweep_no_collect");
-        // Each orphan once: the list changes as empty ones leave it.
-        for _ in 0..self.orphan_count {
-            let r = self.orphans;
-            // SAFETY: orphans are live runs of this arena, owned by the lock's holder; `r` is
-            // the first, and the list turns by one at each step.
-            unsafe {
-                let back = if no_collect {
-                    0
-                } else {
-                    (*r).collect() * (*r).block_size()
-                };
-                sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
-                sh.orphan_free.fetch_add(back, Ordering::Relaxed);
-                if (*r).is_unused() {
-                    run::list_unlink(&mut self.orphans, r);
-                    self.orphan_count -= 1;
-                    sh.orphan_free
-                        .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
-                    self.free_run(sh, r);
-                    n += 1;
-                } else {
-                    self.orphans = (*r).next;
+        let mut steps = 0;
+        while left > 0 && steps < NCLASSES {
+            let cls = self.orphan_cursor;
+            // The class's orphans, each once: the list turns by one at each step, and empty
+            // ones leave it.
+            let mut k = run::list_len(self.orphans[cls]).min(left);
+            left -= k;
+            while k > 0 {
+                k -= 1;
+                let r = self.orphans[cls];
+                // SAFETY: orphans are live runs of this arena, owned by the lock's holder.
+                unsafe {
+                    let back = if no_collect {
+                        0
+                    } else {
+                        (*r).collect() * (*r).block_size()
+                    };
+                    sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
+                    sh.orphan_free.fetch_add(back, Ordering::Relaxed);
+                    if (*r).is_unused() {
+                        run::list_unlink(&mut self.orphans[cls], r);
+                        self.orphan_count -= 1;
+                        sh.orphan_free
+                            .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
+                        self.free_run(sh, r);
+                        n += 1;
+                    } else {
+                        self.orphans[cls] = (*r).next;
+                    }
                 }
+            }
+            if left > 0 {
+                self.orphan_cursor = (cls + 1) % NCLASSES;
+                steps += 1;
             }
         }
         self.publish_orphans();
@@ -156,12 +166,19 @@ impl ArenaState {
     }
 
     /// Calls `f` on each orphan run.
+    #[cfg(any(test, feature = "internals"))]
     pub fn for_each_orphan(&self, mut f: impl FnMut(*mut Run)) {
-        let mut r = self.orphans;
-        for _ in 0..self.orphan_count {
-            f(r);
-            // SAFETY: a live orphan (lock held by the caller of `&self`); the list is circular.
-            r = unsafe { (*r).next };
+        for &head in &self.orphans {
+            let mut r = head;
+            while !r.is_null() {
+                f(r);
+                // SAFETY: a live orphan (lock held by the caller of `&self`); the list is
+                // circular.
+                r = unsafe { (*r).next };
+                if r == head {
+                    break;
+                }
+            }
         }
     }
 }

@@ -9,6 +9,9 @@ use crate::os::{self};
 use crate::shared::Shared;
 use crate::sync::Ordering;
 
+/// Most orphan runs one `decay` call looks at (the next call goes on from there).
+const DECAY_SWEEP: usize = 64;
+
 impl ArenaState {
     /// The time-based side of the aging rules, for an arena whose traffic is too light (or
     /// absent: its threads are gone or blocked) for the traffic clocks to move: every
@@ -20,7 +23,7 @@ impl ArenaState {
     pub fn decay(&mut self, sh: &Shared, now: u64) {
         if self.orphan_count() > 0 {
             // SAFETY: lock held (`&mut`).
-            unsafe { self.sweep_orphans(sh) };
+            unsafe { self.sweep_orphans(sh, DECAY_SWEEP) };
         }
         if self.quick_bytes > 0 && now.wrapping_sub(self.quick_review_ms) >= QUICK_REVIEW_MS {
             self.quick_review_ms = now;

@@ -118,7 +118,7 @@ impl Heap {
         unsafe { t.collect(|ps, size| self.release_slice(ps, size, false, me)) };
         if self.runs_on() {
             // SAFETY: forwarded.
-            unsafe { self.sweep_runs(t) };
+            unsafe { self.sweep_runs(t, true) };
         }
     }
 
@@ -142,7 +142,9 @@ impl Heap {
         };
     }
 
-    /// Empties every stack of cache `tc` back to the arenas (thread exit, cache teardown).
+    /// Empties every stack of cache `tc` back to the arenas (and runs), and gives back the
+    /// cache's runs whose blocks are all back (`malloc_trim`, a user heap's lane, the start of
+    /// a cache's teardown).
     ///
     /// # Safety
     /// Owning thread, or the cache's owner no longer exists; this heap owns the cache.
@@ -150,6 +152,22 @@ impl Heap {
         // SAFETY: caller: the cache is ours; the released chunks are this heap's, out of it.
         unsafe {
             (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize));
+            if self.runs_on() {
+                self.sweep_runs(&mut *tc, false);
+            }
+        }
+    }
+
+    /// A cache's teardown (its thread exits, or its heap's lane goes): its stacks are emptied
+    /// ([`Heap::flush_cache`]) and its runs go back to their arenas, or wait there as orphans
+    /// while blocks of theirs are out.
+    ///
+    /// # Safety
+    /// As for [`Heap::flush_cache`]; the cache is not used again before it is made anew.
+    pub unsafe fn retire_cache(&self, tc: *mut ThreadCache) {
+        // SAFETY: forwarded.
+        unsafe {
+            self.flush_cache(tc);
             if self.runs_on() {
                 self.drop_runs(&mut *tc);
             }

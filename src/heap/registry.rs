@@ -200,7 +200,7 @@ impl Heap {
             // SAFETY: as above.
             unsafe {
                 self.drain_ring(tc);
-                self.flush_cache(tc)
+                self.retire_cache(tc)
             };
         }
         let mut reg = self.registry.lock();
@@ -228,7 +228,7 @@ impl Heap {
         if late_flush {
             drop(reg);
             // SAFETY: none: this is the bug the mutation plants.
-            unsafe { self.flush_cache(tc) };
+            unsafe { self.retire_cache(tc) };
         }
     }
 

@@ -20,6 +20,7 @@
 use core::ptr;
 
 use super::Heap;
+use crate::arena::{Arena, ArenaGuard};
 use crate::chunk::{Chunk, HEADER, IN_RUN};
 use crate::link;
 use crate::os::prefetch;
@@ -31,6 +32,9 @@ use crate::tcache::ThreadCache;
 
 /// Most runs a refill looks at before it adopts or carves one.
 pub const RUN_SCAN: usize = 8;
+/// Most orphans of each arena a dropped cache's sweep looks at.
+const DROP_SWEEP: usize = 64;
+
 /// Most runs a refill looks at for remote frees when it was told of some.
 pub const HINT_SCAN: usize = 16;
 
@@ -353,23 +357,26 @@ impl Heap {
         }
     }
 
-    /// Gives back the runs of cache `t` whose blocks are all back (its first run of each class
-    /// stays, to serve the next refill), collecting their remote frees first. Returns how many
-    /// went back.
+    /// Gives back the runs of cache `t` whose blocks are all back, collecting their remote
+    /// frees first; with `keep_first`, the first run of each class stays (to serve the next
+    /// refill). Returns how many went back.
     ///
     /// # Safety
     /// Owning thread; this heap owns the cache.
-    pub(super) unsafe fn sweep_runs(&self, t: &mut ThreadCache) -> usize {
+    pub(super) unsafe fn sweep_runs(&self, t: &mut ThreadCache, keep_first: bool) -> usize {
         let mut n = 0;
         for cls in 0..NCLASSES {
             let head = t.runs[cls];
             if head.is_null() {
                 continue;
             }
-            // SAFETY: the cache's runs are ours; the list is circular, and `head` stays on it.
+            // SAFETY: the cache's runs are ours; the list is circular. Each run is looked at
+            // once (the count is taken first; the list shrinks as runs leave it).
             unsafe {
-                let mut r = (*head).next;
-                while r != head {
+                let mut r = if keep_first { (*head).next } else { head };
+                let mut k = run::list_len(head) - usize::from(keep_first);
+                while k > 0 {
+                    k -= 1;
                     let next = (*r).next;
                     collect(t, r);
                     if (*r).is_unused() {
@@ -394,13 +401,21 @@ impl Heap {
     /// # Safety
     /// Cache `t` is this heap's and no thread uses it any more.
     pub(super) unsafe fn drop_runs(&self, t: &mut ThreadCache) {
+        // One lock hold for the runs of one arena in a row (most are the cache's own arena's).
+        let mut held: Option<(*const Arena, ArenaGuard<'_>)> = None;
         for cls in 0..NCLASSES {
             // SAFETY: the cache's runs are ours until given up here.
             unsafe {
                 while !t.runs[cls].is_null() {
                     let r = t.runs[cls];
                     collect(t, r);
-                    let mut g = self.arena_of_payload(r.cast()).lock();
+                    let a: *const Arena = self.arena_of_payload(r.cast());
+                    if held.as_ref().is_none_or(|(h, _)| *h != a) {
+                        // The previous arena's lock goes first: one lock at a time.
+                        drop(held.take());
+                        held = Some((a, (*a).lock()));
+                    }
+                    let g = &mut held.as_mut().expect("held").1;
                     run::list_unlink(&mut t.runs[cls], r);
                     drop_by(&t.run_free, (*r).free_bytes());
                     if (*r).is_unused() {
@@ -411,6 +426,7 @@ impl Heap {
                 }
             }
         }
+        drop(held);
         // What this cache pushed and did not collect is counted heap-wide from here on.
         let pending = t.run_remote.load(Ordering::Relaxed);
         t.run_remote.store(0, Ordering::Relaxed);
@@ -420,21 +436,16 @@ impl Heap {
         // `run_free` is 0 now, but in a forked child's copy of a cache whose thread stopped
         // mid-refill (blocks popped, not yet counted), which is reset with it.
         t.run_free.store(0, Ordering::Relaxed);
-        // The flush before may have sent the last blocks of other caches' orphans back.
-        self.sweep_orphans();
-    }
-
-    /// Gives back the orphan runs whose blocks have all come back, in every arena that has
-    /// orphans. Returns how many went back.
-    pub fn sweep_orphans(&self) -> usize {
-        let mut n = 0;
+        // The flush before may have sent the last blocks of other caches' orphans back: a
+        // bounded sweep of each arena that has orphans (the next drop goes on from there).
+        // Orphans whose last blocks come back later are given back by the arenas' decay (a
+        // bounded sweep per pass), `malloc_trim`, or adopted by the next refill of their class.
         for i in 0..self.arena_count() {
             let a = self.arena(i);
             if a.orphans.load(Ordering::Relaxed) > 0 {
                 // SAFETY: lock held by the guard.
-                n += unsafe { a.lock().sweep_orphans(self.shared()) };
+                unsafe { a.lock().sweep_orphans(self.shared(), DROP_SWEEP) };
             }
         }
-        n
     }
 }
