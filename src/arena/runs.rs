@@ -33,6 +33,10 @@ impl ArenaState {
         // SAFETY: an in-use chunk of ours, 16-aligned payload of `size - HEADER` bytes (at
         // least `span - HEADER`: a header and RUN_BLOCKS blocks or MIN_RUN_SPAN).
         unsafe {
+            // Memory from the arena may be poisoned (feature `asan`): the run writes its header
+            // and its blocks' headers; each block is poisoned and unpoisoned as it is freed and
+            // handed out (`Heap::free`, `Heap::malloc`).
+            crate::asan::unpoison(c.payload(), c.size() - HEADER);
             c.set_head(c.size(), c.flags() | RUN_CHUNK);
             let len = (c.size() - HEADER).min(run::MAX_RUN_SPAN);
             let r = Run::init(c.payload(), len, block, cls);
