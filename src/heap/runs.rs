@@ -155,7 +155,10 @@ impl Heap {
                     }
                     left -= 1;
                     if first.is_null() {
-                        link::clear_key(p);
+                        // It leaves for the program: its mark (and canary, with feature
+                        // `expensive-checks`) is checked as a stack's pop checks it, so a write
+                        // after its free is caught here too.
+                        link::take_cached_keyed(p, link::cache_key());
                         first = p;
                     } else {
                         end.write(p);

@@ -1644,3 +1644,31 @@ fn realloc_of_a_run_block_takes_no_lock() {
         check_heap(&heap).unwrap();
     }
 }
+
+/// With runs on, a block written after its free while it waits in its run (not on a stack)
+/// is caught when a refill hands it out: its freed mark is checked as a stack's pop checks it.
+#[test]
+fn a_run_block_written_after_its_free_aborts_when_handed_out() {
+    let mut t = tunables();
+    t.runs = true;
+    let heap = frozen(&t);
+    let tc = heap.new_cache();
+    // SAFETY: private heap driven from this thread; the write after free is planted on purpose.
+    unsafe {
+        let p = heap.malloc(tc, 200);
+        // Another block of the run stays out, so the run stays when the cache is flushed.
+        let _q = heap.malloc(tc, 200);
+        heap.free(tc, p);
+        // The stack goes back to the run: `p` is a free bit now, not a stack slot (the lowest,
+        // so the next refill hands it out first).
+        heap.flush_cache(tc);
+        assert!(
+            link::has_key(p),
+            "a block free in its run keeps its freed mark"
+        );
+        p.add(8).write_bytes(0x41, 8);
+        crate::os::assert_fatal("overwritten", || {
+            heap.malloc(tc, 200);
+        });
+    }
+}
