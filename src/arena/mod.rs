@@ -62,6 +62,7 @@ mod quick;
 pub mod region;
 mod remote;
 mod runs;
+pub use runs::SPARE_RUNS;
 mod segments;
 mod trim;
 

@@ -11,6 +11,10 @@ use crate::shared::Shared;
 use crate::size_class::NCLASSES;
 use crate::sync::Ordering;
 
+/// Empty runs of each class an arena keeps for the next thread (see
+/// [`ArenaState::keep_spare`]).
+pub const SPARE_RUNS: usize = 2;
+
 impl ArenaState {
     /// Carves a run of blocks of chunk size `block` (class `cls`) owned by cache `owner` (its
     /// address); null when out of memory.
@@ -112,13 +116,32 @@ impl ArenaState {
         found
     }
 
+    /// A dropped cache's run whose blocks are all back: kept as a spare for the next thread
+    /// that needs its class (on the orphan list, adopted like an orphan) while the class has
+    /// fewer than [`SPARE_RUNS`] there, else given back. Threads that come and go then carve
+    /// and free no run for each class they touch.
+    ///
+    /// # Safety
+    /// As for [`ArenaState::add_orphan`]; the run has no block out.
+    pub unsafe fn keep_spare(&mut self, sh: &Shared, r: *mut Run) {
+        // SAFETY: caller.
+        unsafe {
+            if run::list_len(self.orphans[(*r).class()]) < SPARE_RUNS {
+                self.add_orphan(sh, r);
+            } else {
+                self.free_run(sh, r);
+            }
+        }
+    }
+
     /// Collects the remote frees of up to `most` orphans (going on, class by class, from where
-    /// the last sweep stopped) and gives back those whose blocks are all back. Returns how
-    /// many went back.
+    /// the last sweep stopped) and gives back those whose blocks are all back, but for up to
+    /// `keep` of each class (spares, see [`ArenaState::keep_spare`]). Returns how many went
+    /// back.
     ///
     /// # Safety
     /// Lock held.
-    pub unsafe fn sweep_orphans(&mut self, sh: &Shared, most: usize) -> usize {
+    pub unsafe fn sweep_orphans(&mut self, sh: &Shared, most: usize, keep: usize) -> usize {
         let mut n = 0;
         let mut left = most.min(self.orphan_count);
         // Mutation (loom check): the sweep tests for emptiness without collecting the remote
@@ -131,6 +154,7 @@ impl ArenaState {
             // ones leave it.
             let mut k = run::list_len(self.orphans[cls]).min(left);
             left -= k;
+            let mut spares = 0;
             while k > 0 {
                 k -= 1;
                 let r = self.orphans[cls];
@@ -143,7 +167,7 @@ impl ArenaState {
                     };
                     sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
                     sh.orphan_free.fetch_add(back, Ordering::Relaxed);
-                    if (*r).is_unused() {
+                    if (*r).is_unused() && spares == keep {
                         run::list_unlink(&mut self.orphans[cls], r);
                         self.orphan_count -= 1;
                         sh.orphan_free
@@ -151,6 +175,9 @@ impl ArenaState {
                         self.free_run(sh, r);
                         n += 1;
                     } else {
+                        if (*r).is_unused() {
+                            spares += 1;
+                        }
                         self.orphans[cls] = (*r).next;
                     }
                 }

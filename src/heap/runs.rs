@@ -20,7 +20,7 @@
 use core::ptr;
 
 use super::Heap;
-use crate::arena::{Arena, ArenaGuard};
+use crate::arena::{Arena, ArenaGuard, SPARE_RUNS};
 use crate::chunk::{Chunk, HEADER, IN_RUN};
 use crate::link;
 use crate::os::prefetch;
@@ -422,7 +422,7 @@ impl Heap {
                     run::list_unlink(&mut t.runs[cls], r);
                     drop_by(&t.run_free, (*r).free_bytes());
                     if (*r).is_unused() {
-                        g.free_run(self.shared(), r);
+                        g.keep_spare(self.shared(), r);
                     } else {
                         g.add_orphan(self.shared(), r);
                     }
@@ -447,7 +447,10 @@ impl Heap {
             let a = self.arena(i);
             if a.orphans.load(Ordering::Relaxed) > 0 {
                 // SAFETY: lock held by the guard.
-                unsafe { a.lock().sweep_orphans(self.shared(), DROP_SWEEP) };
+                unsafe {
+                    a.lock()
+                        .sweep_orphans(self.shared(), DROP_SWEEP, SPARE_RUNS)
+                };
             }
         }
     }
