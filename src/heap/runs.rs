@@ -32,8 +32,8 @@ use crate::tcache::ThreadCache;
 
 /// Most runs a refill looks at before it adopts or carves one.
 pub const RUN_SCAN: usize = 8;
-/// Most orphans of each arena a dropped cache's sweep looks at.
-const DROP_SWEEP: usize = 64;
+/// Most orphans of each arena a dropped cache's sweep looks at (every exit pays for it).
+const DROP_SWEEP: usize = 8;
 
 /// Most runs a refill looks at for remote frees when it was told of some.
 pub const HINT_SCAN: usize = 16;
