@@ -1,5 +1,6 @@
 //! The words a freed chunk carries in its first 16 payload bytes while the allocator holds it
-//! outside the bins: in a thread cache, a quick list, a remote list, or a run's lists (`run`).
+//! outside the bins: in a thread cache, a quick list, a remote list, or free in a run (`run`,
+//! which keeps only the mark: its free blocks are bits, not links).
 //! A leaf below the caches, the arenas and the runs, which all use it.
 //!
 //! Word 1 is always the *freed mark*, `p ^ CACHE_KEY` (an address-dependent value of a
@@ -219,25 +220,18 @@ pub struct Planted {
 /// Pushes a chain of payloads (linked head → … → tail through [`set`]) onto the lock-free
 /// list `list` with one compare-exchange (retried while other pushers win): `tail`'s link takes
 /// the old first entry. Release, so that [`take_chain`]'s Acquire sees every link and what the
-/// pusher wrote before. Used by an arena's remote list and a run's.
-///
-/// Returns whether the list was empty before the push.
+/// pusher wrote before. Used by an arena's remote list.
 ///
 /// # Safety
 /// The caller owns every chunk of the chain (it gives them up to whoever takes the list).
 #[inline]
-pub unsafe fn push_chain(
-    list: &AtomicPtr<u8>,
-    head: *mut u8,
-    tail: *mut u8,
-    planted: Planted,
-) -> bool {
+pub unsafe fn push_chain(list: &AtomicPtr<u8>, head: *mut u8, tail: *mut u8, planted: Planted) {
     let mut old = list.load(Ordering::Relaxed);
     if planted.not_atomic {
         // SAFETY: the caller owns `tail`.
         unsafe { set(tail, old) };
         list.store(head, Ordering::Release);
-        return old.is_null();
+        return;
     }
     let ord = if planted.relaxed {
         Ordering::Relaxed
@@ -248,7 +242,7 @@ pub unsafe fn push_chain(
         // SAFETY: the caller owns `tail`.
         unsafe { set(tail, old) };
         match list.compare_exchange_weak(old, head, ord, Ordering::Relaxed) {
-            Ok(_) => return old.is_null(),
+            Ok(_) => return,
             Err(cur) => old = cur,
         }
     }

@@ -121,6 +121,12 @@ pub fn span_for(block: usize, page: usize) -> usize {
         .min(most)
 }
 
+/// Adds block `i` to set `b`.
+#[inline]
+pub fn add_block(b: &mut Bits, i: usize) {
+    b[i / usize::BITS as usize] |= 1 << (i % usize::BITS as usize);
+}
+
 /// The number of blocks in a set.
 fn count(b: &Bits) -> usize {
     b.iter().map(|w| w.count_ones() as usize).sum()
@@ -550,7 +556,7 @@ mod tests {
     fn bits_of(idx: &[usize]) -> Bits {
         let mut b = [0; BIT_WORDS];
         for &i in idx {
-            b[i / 64] |= 1 << (i % 64);
+            add_block(&mut b, i);
         }
         b
     }

@@ -32,7 +32,7 @@ impl Heap {
         let mut n = ps.len();
         if self.runs_on() {
             // SAFETY: forwarded.
-            n = unsafe { self.release_run_blocks(ps, owner) };
+            n = unsafe { self.release_run_blocks(ps, owner, size != 0) };
         }
         while n > 0 {
             // SAFETY: caller: members are checked, in-use chunks of ours.

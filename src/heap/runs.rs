@@ -255,8 +255,14 @@ impl Heap {
     ///
     /// # Safety
     /// As for [`Heap::release_slice`]; `owner` is the calling thread's cache (its address), or
-    /// 0 when it has none.
-    pub(super) unsafe fn release_run_blocks(&self, ps: &mut [*mut u8], owner: usize) -> usize {
+    /// 0 when it has none; with `marked`, every block carries the freed mark already (a
+    /// stack's blocks: `release_slice`'s `size` is not 0).
+    pub(super) unsafe fn release_run_blocks(
+        &self,
+        ps: &mut [*mut u8],
+        owner: usize,
+        marked: bool,
+    ) -> usize {
         // Per run being freed to remotely: the run, its blocks' bits and their number.
         let mut sets: [(*mut Run, Bits, usize); SETS] =
             [(ptr::null_mut(), [0; BIT_WORDS], 0); SETS];
@@ -282,7 +288,9 @@ impl Heap {
                 }
                 let (r, slot) = Run::of(c);
                 // A free block carries the freed mark (a stack's blocks have it already).
-                link::put_cached(p);
+                if !marked {
+                    link::put_cached(p);
+                }
                 if (*r).owner() == owner && owner != 0 {
                     (*r).push_local(slot);
                     local += (*r).block_size();
@@ -305,7 +313,7 @@ impl Heap {
                     }
                 };
                 let e = &mut sets[k];
-                e.1[slot / usize::BITS as usize] |= 1 << (slot % usize::BITS as usize);
+                run::add_block(&mut e.1, slot);
                 e.2 += 1;
             }
             for (r, bits, n) in sets {
@@ -334,7 +342,7 @@ impl Heap {
                 self.count_run_frees(owner, b, 0);
             } else {
                 let mut bits = [0; BIT_WORDS];
-                bits[slot / usize::BITS as usize] |= 1 << (slot % usize::BITS as usize);
+                run::add_block(&mut bits, slot);
                 push_set(r, &bits, 1);
                 self.count_run_frees(owner, 0, b);
             }

@@ -18,7 +18,7 @@ unsafe fn bits(r: *const Run, p: *mut u8) -> Bits {
     // SAFETY: caller.
     let i = unsafe { (*r).slot_of(p) }.expect("a block of the run");
     let mut b = [0; BIT_WORDS];
-    b[i / 64] |= 1 << (i % 64);
+    crate::run::add_block(&mut b, i);
     b
 }
 
@@ -144,20 +144,37 @@ fn assert_runs_given_back(h: &crate::heap::PrivateHeap) {
     );
 }
 
+/// A heap with runs on, a cache (the runs' owner) that allocated two blocks of one class, and
+/// a thread spawned to free the first of them without a cache of its own (one push). Returns
+/// the heap, the owner, the second block and the freer.
+fn owner_and_freer() -> (
+    super::Arc<crate::heap::PrivateHeap>,
+    *mut crate::tcache::ThreadCache,
+    Ptr<u8>,
+    thread::JoinHandle<()>,
+) {
+    let h = heap_runs(1);
+    let owner = h.new_cache();
+    // SAFETY: a fresh cache of this heap, used by this thread; the first block is handed to
+    // the freer by the spawn and freed once there.
+    unsafe {
+        let (a, b) = (Ptr(h.malloc(owner, 24)), Ptr(h.malloc(owner, 24)));
+        let freer = {
+            let h = h.clone();
+            thread::spawn(move || h.free(core::ptr::null_mut(), a.0))
+        };
+        (h, owner, b, freer)
+    }
+}
+
 /// A thread frees a block of a run (no cache of its own: one push) while the run's owner
 /// exits with another block of the run still out: the run becomes an orphan of its arena,
 /// gets its last block back on its remote list, and the next sweep (`trim`) gives it back.
 pub(crate) fn push_races_owner_exit() {
     model("run_push_races_owner_exit", || {
-        let h = heap_runs(1);
-        let owner = h.new_cache();
-        // SAFETY: the blocks are handed over by the spawn; each is freed once.
+        let (h, owner, b, freer) = owner_and_freer();
+        // SAFETY: the owner's cache is this thread's; each block is freed once.
         unsafe {
-            let (a, b) = (Ptr(h.malloc(owner, 24)), Ptr(h.malloc(owner, 24)));
-            let freer = {
-                let h = h.clone();
-                thread::spawn(move || h.free(core::ptr::null_mut(), a.0))
-            };
             // The owner's thread exits.
             h.drop_cache(owner);
             freer.join().unwrap();
@@ -178,15 +195,9 @@ fn loom_run_push_races_owner_exit() {
 /// collection or a later one, and the run goes back when the adopter exits.
 pub(crate) fn push_races_adoption() {
     model("run_push_races_adoption", || {
-        let h = heap_runs(1);
-        let owner = h.new_cache();
-        // SAFETY: the blocks are handed over by the spawn; each is freed once.
+        let (h, owner, b, freer) = owner_and_freer();
+        // SAFETY: the owner's and the heir's caches are this thread's; each block is freed once.
         unsafe {
-            let (a, b) = (Ptr(h.malloc(owner, 24)), Ptr(h.malloc(owner, 24)));
-            let freer = {
-                let h = h.clone();
-                thread::spawn(move || h.free(core::ptr::null_mut(), a.0))
-            };
             h.drop_cache(owner);
             let heir = h.new_cache();
             let p = h.malloc(heir, 24);

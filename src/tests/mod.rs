@@ -83,6 +83,15 @@ where
 /// 64 MiB main reservation, thread caches of 4 chunks per class (fixed) for requests up to 64
 /// bytes.
 pub(crate) fn heap(arena_max: usize) -> Arc<PrivateHeap> {
+    model_heap(arena_max, false)
+}
+
+/// [`heap`] with the small-block runs on (`Tunables::runs`).
+pub(crate) fn heap_runs(arena_max: usize) -> Arc<PrivateHeap> {
+    model_heap(arena_max, true)
+}
+
+fn model_heap(arena_max: usize, runs: bool) -> Arc<PrivateHeap> {
     let mut t = Tunables::defaults(1);
     t.arena_max = arena_max;
     t.main_reserve = 64 << 20;
@@ -90,18 +99,7 @@ pub(crate) fn heap(arena_max: usize) -> Arc<PrivateHeap> {
     // Fixed bounds: the models' flushes happen at the fourth chunk (growth is owner-only code).
     t.tcache_grow_bytes = 0;
     t.tcache_max_size = 64;
-    Arc::new(PrivateHeap::new(&t).expect("private heap"))
-}
-
-/// [`heap`] with the small-block runs on (`Tunables::runs`).
-pub(crate) fn heap_runs(arena_max: usize) -> Arc<PrivateHeap> {
-    let mut t = Tunables::defaults(1);
-    t.arena_max = arena_max;
-    t.main_reserve = 64 << 20;
-    t.tcache_count = 4;
-    t.tcache_grow_bytes = 0;
-    t.tcache_max_size = 64;
-    t.runs = true;
+    t.runs = runs;
     Arc::new(PrivateHeap::new(&t).expect("private heap"))
 }
 
