@@ -495,6 +495,24 @@ pub unsafe fn list_push_front(head: &mut *mut Run, r: *mut Run) {
     *head = r;
 }
 
+/// Moves run `r`, on the circular list at `head` and not its first, to the list's end (just
+/// before `head`).
+///
+/// # Safety
+/// The caller owns the list and `r`, which is on it.
+pub unsafe fn list_move_to_back(head: &mut *mut Run, r: *mut Run) {
+    let h = *head;
+    if h == r {
+        fatal("malloc(): corrupted run list");
+    }
+    // SAFETY: forwarded; `r` is off the list between the two calls.
+    unsafe {
+        list_unlink(head, r);
+        list_push_front(head, r);
+    }
+    *head = h;
+}
+
 /// The number of runs on the circular list at `head`.
 ///
 /// # Safety

@@ -366,7 +366,6 @@ impl core::ops::DerefMut for ArenaGuard<'_> {
 
 impl ArenaGuard<'_> {
     /// The arena this guard locks.
-    #[cfg(any(test, feature = "internals"))]
     pub fn arena(&self) -> &Arena {
         self.arena
     }

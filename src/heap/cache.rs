@@ -118,7 +118,7 @@ impl Heap {
         unsafe { t.collect(|ps, size| self.release_slice(ps, size, false, me)) };
         if self.runs_on() {
             // SAFETY: forwarded.
-            unsafe { self.sweep_runs(t, true) };
+            unsafe { self.sweep_some_runs(t) };
         }
     }
 
@@ -153,7 +153,7 @@ impl Heap {
         unsafe {
             (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize));
             if self.runs_on() {
-                self.sweep_runs(&mut *tc, false);
+                self.sweep_runs(&mut *tc);
             }
         }
     }

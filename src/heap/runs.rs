@@ -35,6 +35,12 @@ pub const RUN_SCAN: usize = 8;
 /// Most orphans of each arena a dropped cache's sweep looks at (every exit pays for it).
 const DROP_SWEEP: usize = 8;
 
+/// Most runs a collection's sweep looks at, in turn over the classes and over each class's
+/// runs: a thread that a batch left with thousands of runs pays a bounded price per collection
+/// (a collection comes with whatever allocation is first after its interval, and a walk of every
+/// run there made that allocation's speed depend on the clock: issue 29).
+pub const COLLECT_SWEEP: usize = 64;
+
 /// Most runs a refill looks at for remote frees when it was told of some.
 pub const HINT_SCAN: usize = 16;
 
@@ -368,13 +374,83 @@ impl Heap {
         }
     }
 
-    /// Gives back the runs of cache `t` whose blocks are all back, collecting their remote
-    /// frees first; with `keep_first`, the first run of each class stays (to serve the next
-    /// refill). Returns how many went back.
+    /// A collection's sweep: looks at the next [`COLLECT_SWEEP`] runs of cache `t` (after each
+    /// class's first, which serves the next refill), in turn over the classes, and gives back
+    /// those whose blocks are all back, collecting their remote frees first. A run that stays
+    /// goes to the end of its class's list, so the next sweep goes on with the runs not yet
+    /// looked at. Returns how many went back.
     ///
     /// # Safety
     /// Owning thread; this heap owns the cache.
-    pub(super) unsafe fn sweep_runs(&self, t: &mut ThreadCache, keep_first: bool) -> usize {
+    pub(super) unsafe fn sweep_some_runs(&self, t: &mut ThreadCache) -> usize {
+        // The lists change under an arena lock (a fork, which holds every arena lock, never
+        // sees one half changed). Runs of the locked arena go back at once, the others after
+        // the lock is dropped (one lock at a time; a fork between leaves them unlinked in the
+        // child: a leak there, nothing worse).
+        let mut later = [ptr::null_mut::<Run>(); COLLECT_SWEEP];
+        let (mut n_later, mut n, mut left) = (0, 0, COLLECT_SWEEP);
+        // SAFETY: the arena pointer is valid for the heap's life.
+        let mut g = self.lock_some_arena(unsafe { &*t.arena });
+        let held: *const Arena = g.arena();
+        let start = t.sweep_class % NCLASSES;
+        for i in 0..NCLASSES {
+            let cls = (start + i) % NCLASSES;
+            let head = t.runs[cls];
+            if head.is_null() {
+                continue;
+            }
+            let mut first_kept: *mut Run = ptr::null_mut();
+            // SAFETY: the cache's runs are ours (U3); the list is circular; `head` stays first.
+            unsafe {
+                loop {
+                    let r = (*head).next;
+                    if r == head || r == first_kept || left == 0 {
+                        break;
+                    }
+                    left -= 1;
+                    collect(t, r);
+                    if !(*r).is_unused() {
+                        run::list_move_to_back(&mut t.runs[cls], r);
+                        if first_kept.is_null() {
+                            first_kept = r;
+                        }
+                        continue;
+                    }
+                    run::list_unlink(&mut t.runs[cls], r);
+                    drop_by(&t.run_free, (*r).free_bytes());
+                    n += 1;
+                    if ptr::eq(self.arena_of_payload(r.cast()), held) {
+                        g.free_run(self.shared(), r);
+                    } else {
+                        later[n_later] = r;
+                        n_later += 1;
+                    }
+                }
+            }
+            if left == 0 {
+                // The next sweep starts with this class's runs not yet looked at.
+                t.sweep_class = cls;
+                break;
+            }
+        }
+        drop(g);
+        for &r in &later[..n_later] {
+            // SAFETY: unlinked above, ours, with every block back.
+            unsafe {
+                self.arena_of_payload(r.cast())
+                    .lock()
+                    .free_run(self.shared(), r)
+            };
+        }
+        n
+    }
+
+    /// Gives back every run of cache `t` whose blocks are all back, collecting their remote
+    /// frees first (`malloc_trim`, a user heap's lane, a teardown). Returns how many went back.
+    ///
+    /// # Safety
+    /// Owning thread; this heap owns the cache.
+    pub(super) unsafe fn sweep_runs(&self, t: &mut ThreadCache) -> usize {
         let mut n = 0;
         for cls in 0..NCLASSES {
             let head = t.runs[cls];
@@ -384,8 +460,8 @@ impl Heap {
             // SAFETY: the cache's runs are ours; the list is circular. Each run is looked at
             // once (the count is taken first; the list shrinks as runs leave it).
             unsafe {
-                let mut r = if keep_first { (*head).next } else { head };
-                let mut k = run::list_len(head) - usize::from(keep_first);
+                let mut r = head;
+                let mut k = run::list_len(head);
                 while k > 0 {
                     k -= 1;
                     let next = (*r).next;

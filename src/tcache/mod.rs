@@ -142,6 +142,9 @@ pub struct ThreadCache {
     /// cache's runs of the class whose remote list was empty (set by that thread, cleared by
     /// the owner when it looks at all its runs of the class: `heap/runs.rs`).
     pub run_hint: [PAtomicUsize; 2],
+    /// The class a collection's sweep of the runs starts with (`Heap::sweep_some_runs`): the
+    /// one where the last sweep stopped. Owner only.
+    pub sweep_class: usize,
     /// Registry links (registry lock).
     pub(crate) next_live: *mut ThreadCache,
     pub(crate) prev_live: *mut ThreadCache,
@@ -266,6 +269,7 @@ impl ThreadCache {
                 run_free: PAtomicUsize::new(0),
                 run_remote: PAtomicUsize::new(0),
                 run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
+                sweep_class: 0,
                 next_live: ptr::null_mut(),
                 prev_live: ptr::null_mut(),
                 capacity,
@@ -307,6 +311,7 @@ impl ThreadCache {
             run_free: PAtomicUsize::new(0),
             run_remote: PAtomicUsize::new(0),
             run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
+            sweep_class: 0,
             next_live: ptr::null_mut(),
             prev_live: ptr::null_mut(),
             capacity: 0,
