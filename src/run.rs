@@ -518,9 +518,18 @@ pub unsafe fn list_move_to_back(head: &mut *mut Run, r: *mut Run) {
 /// # Safety
 /// The caller owns the list.
 pub fn list_len(head: *mut Run) -> usize {
+    list_len_at_most(head, usize::MAX)
+}
+
+/// The number of runs on the circular list at `head`, counted up to `most` (a list of
+/// thousands of runs costs a walk of `most`, not of the whole list).
+///
+/// # Safety
+/// The caller owns the list.
+pub fn list_len_at_most(head: *mut Run, most: usize) -> usize {
     let mut n = 0;
     let mut r = head;
-    while !r.is_null() {
+    while !r.is_null() && n < most {
         n += 1;
         // SAFETY: caller: live runs, linked in a ring.
         r = unsafe { (*r).next };

@@ -126,7 +126,7 @@ impl ArenaState {
     pub unsafe fn keep_spare(&mut self, sh: &Shared, r: *mut Run) {
         // SAFETY: caller.
         unsafe {
-            if run::list_len(self.orphans[(*r).class()]) < SPARE_RUNS {
+            if run::list_len_at_most(self.orphans[(*r).class()], SPARE_RUNS) < SPARE_RUNS {
                 self.add_orphan(sh, r);
             } else {
                 self.free_run(sh, r);
@@ -152,7 +152,7 @@ impl ArenaState {
             let cls = self.orphan_cursor;
             // The class's orphans, each once: the list turns by one at each step, and empty
             // ones leave it.
-            let mut k = run::list_len(self.orphans[cls]).min(left);
+            let mut k = run::list_len_at_most(self.orphans[cls], left);
             left -= k;
             let mut spares = 0;
             while k > 0 {
