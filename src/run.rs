@@ -91,6 +91,9 @@ pub struct Run {
     remote: [AtomicUsize; BIT_WORDS],
     /// The owning cache's address, or 0 for an orphan (U3).
     owner: AtomicUsize,
+    /// Collection sweeps in a row that found the run with no block out and no block taken
+    /// from it since the previous one (owner only; `Heap::sweep_some_runs`).
+    pub idle_sweeps: usize,
     /// The owner's list of runs (its cache's runs of this class, or the arena's orphans).
     pub next: *mut Run,
     /// See `next`.
@@ -156,6 +159,7 @@ impl Run {
                 free: [0; BIT_WORDS],
                 fresh: 0,
                 in_use: 0,
+                idle_sweeps: 0,
                 remote: core::array::from_fn(|_| AtomicUsize::new(0)),
                 owner: AtomicUsize::new(0),
                 next: ptr::null_mut(),

@@ -41,6 +41,9 @@ const DROP_SWEEP: usize = 8;
 /// run there made that allocation's speed depend on the clock: issue 29).
 pub const COLLECT_SWEEP: usize = 64;
 
+/// Sweeps in a row an empty run must be found idle at before the next gives it back.
+pub const IDLE_SWEEPS: usize = 1;
+
 /// Most runs a refill looks at for remote frees when it was told of some.
 pub const HINT_SCAN: usize = 16;
 
@@ -153,6 +156,8 @@ impl Heap {
                         break;
                     }
                 }
+                // Blocks are taken from it: not idle (see `sweep_some_runs`).
+                (*r).idle_sweeps = 0;
                 while left > 0 {
                     // Marked: a free block is not read or written here (it kept its mark).
                     let p = (*r).pop_marked();
@@ -376,7 +381,9 @@ impl Heap {
 
     /// A collection's sweep: looks at the next [`COLLECT_SWEEP`] runs of cache `t` (after each
     /// class's first, which serves the next refill), in turn over the classes, and gives back
-    /// those whose blocks are all back, collecting their remote frees first. A run that stays
+    /// those whose blocks are all back and that were found so at the previous look too, with
+    /// no block taken from them since (idle, not just empty for a moment), collecting their
+    /// remote frees first. A run that stays
     /// goes to the end of its class's list, so the next sweep goes on with the runs not yet
     /// looked at. Returns how many went back.
     ///
@@ -409,7 +416,15 @@ impl Heap {
                     }
                     left -= 1;
                     collect(t, r);
-                    if !(*r).is_unused() {
+                    // An empty run goes back once a whole sweep interval passed with no block
+                    // taken from it: a run that empties and fills again between two
+                    // collections (a producer whose blocks come back from its consumer) stays,
+                    // instead of being given back and carved again at every collection.
+                    let idle = (*r).is_unused() && {
+                        (*r).idle_sweeps += 1;
+                        (*r).idle_sweeps > IDLE_SWEEPS
+                    };
+                    if !idle {
                         run::list_move_to_back(&mut t.runs[cls], r);
                         if first_kept.is_null() {
                             first_kept = r;
