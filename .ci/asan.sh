@@ -8,5 +8,8 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal
 fi
 host=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS=-Zsanitizer=address CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" \
-  cargo +nightly test --features asan --test asan --target "$host" --target-dir target/asan
+# Both small-block paths: runs off, then on (ARENA_MALLOC_RUNS=1).
+for runs in 0 1; do
+  ARENA_MALLOC_RUNS=$runs RUSTFLAGS=-Zsanitizer=address CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" \
+    cargo +nightly test --features asan --test asan --target "$host" --target-dir target/asan
+done

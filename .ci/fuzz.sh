@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz smoke: every cargo-fuzz target for a short run (default 30 s each, FUZZ_SECONDS to
-# change), one at a time, on nightly with AddressSanitizer (cargo-fuzz's default). Exits
+# change; half with runs off, half with ARENA_MALLOC_RUNS=1), one at a time, on nightly with
+# AddressSanitizer (cargo-fuzz's default). Exits
 # non-zero when a target crashes; the crashing input is left in fuzz/artifacts/<target>/.
 # Long campaigns: docs/fuzzing.md.
 set -euo pipefail
@@ -19,18 +20,23 @@ fi
 cd fuzz
 cargo +nightly fuzz build
 status=0
+# Each target's time is split between the two small-block paths: runs off, then runs on
+# (ARENA_MALLOC_RUNS=1, read by the fuzzed heaps and by the process heap of `global`/`capi`).
+half=$(( (secs + 1) / 2 ))
 for t in $targets; do
   mkdir -p "corpus/$t" "artifacts/$t"
-  echo "-- fuzz $t for ${secs}s"
-  if ! cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -print_final_stats=1 \
-      >"artifacts/$t/smoke.log" 2>&1; then
-    echo "fuzz target $t FAILED; log and crash input in fuzz/artifacts/$t/:"
-    tail -n 40 "artifacts/$t/smoke.log"
-    status=1
-  else
-    grep -E '^stat::number_of_executed_units|^stat::average_exec_per_sec' "artifacts/$t/smoke.log" \
-      | tr '\n' ' '
-    echo
-  fi
+  for runs in 0 1; do
+    log="artifacts/$t/smoke-runs$runs.log"
+    echo "-- fuzz $t for ${half}s, ARENA_MALLOC_RUNS=$runs"
+    if ! ARENA_MALLOC_RUNS=$runs cargo +nightly fuzz run "$t" -- -max_total_time="$half" \
+        -print_final_stats=1 >"$log" 2>&1; then
+      echo "fuzz target $t FAILED (ARENA_MALLOC_RUNS=$runs); log and crash input in fuzz/artifacts/$t/:"
+      tail -n 40 "$log"
+      status=1
+    else
+      grep -E '^stat::number_of_executed_units|^stat::average_exec_per_sec' "$log" | tr '\n' ' '
+      echo
+    fi
+  done
 done
 exit $status
