@@ -62,7 +62,6 @@ mod quick;
 pub mod region;
 mod remote;
 mod runs;
-pub use runs::SPARE_RUNS;
 mod segments;
 mod trim;
 

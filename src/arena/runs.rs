@@ -11,10 +11,6 @@ use crate::shared::Shared;
 use crate::size_class::NCLASSES;
 use crate::sync::Ordering;
 
-/// Empty runs of each class an arena keeps for the next thread (see
-/// [`ArenaState::keep_spare`]).
-pub const SPARE_RUNS: usize = 2;
-
 impl ArenaState {
     /// Carves a run of blocks of chunk size `block` (class `cls`) owned by cache `owner` (its
     /// address); null when out of memory.
@@ -116,32 +112,59 @@ impl ArenaState {
         found
     }
 
-    /// A dropped cache's run whose blocks are all back: kept as a spare for the next thread
-    /// that needs its class (on the orphan list, adopted like an orphan) while the class has
-    /// fewer than [`SPARE_RUNS`] there, else given back. Threads that come and go then carve
-    /// and free no run for each class they touch.
+    /// Collects orphan `r`'s remote frees and gives it back when its blocks are all back.
+    /// Returns whether it went back.
     ///
     /// # Safety
-    /// As for [`ArenaState::add_orphan`]; the run has no block out.
-    pub unsafe fn keep_spare(&mut self, sh: &Shared, r: *mut Run) {
-        // SAFETY: caller.
+    /// Lock held; `r` is an orphan of this arena (on its list).
+    pub unsafe fn settle_orphan(&mut self, sh: &Shared, r: *mut Run) -> bool {
+        // SAFETY: forwarded.
+        let back = unsafe {
+            self.collect_orphan(sh, r);
+            self.release_orphan_if_unused(sh, r)
+        };
+        self.publish_orphans();
+        back
+    }
+
+    /// Collects orphan `r`'s remote frees: their bytes move from pending to free.
+    ///
+    /// # Safety
+    /// Lock held; `r` is an orphan of this arena.
+    unsafe fn collect_orphan(&mut self, sh: &Shared, r: *mut Run) {
+        // SAFETY: caller: orphans are live runs of this arena, owned by the lock's holder.
+        let back = unsafe { (*r).collect() * (*r).block_size() };
+        sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
+        sh.orphan_free.fetch_add(back, Ordering::Relaxed);
+    }
+
+    /// Gives orphan `r` back as one chunk when its blocks are all back (as the owner saw
+    /// them: remote frees not collected aside). Returns whether it went back.
+    ///
+    /// # Safety
+    /// Lock held; `r` is an orphan of this arena (on its list).
+    unsafe fn release_orphan_if_unused(&mut self, sh: &Shared, r: *mut Run) -> bool {
+        // SAFETY: caller: as above.
         unsafe {
-            if run::list_len_at_most(self.orphans[(*r).class()], SPARE_RUNS) < SPARE_RUNS {
-                self.add_orphan(sh, r);
-            } else {
-                self.free_run(sh, r);
+            if !(*r).is_unused() {
+                return false;
             }
+            run::list_unlink(&mut self.orphans[(*r).class()], r);
+            self.orphan_count -= 1;
+            sh.orphan_free
+                .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
+            self.free_run(sh, r);
         }
+        true
     }
 
     /// Collects the remote frees of up to `most` orphans (going on, class by class, from where
-    /// the last sweep stopped) and gives back those whose blocks are all back, but for up to
-    /// `keep` of each class (spares, see [`ArenaState::keep_spare`]). Returns how many went
-    /// back.
+    /// the last sweep stopped) and gives back those whose blocks are all back. Returns how many
+    /// went back.
     ///
     /// # Safety
     /// Lock held.
-    pub unsafe fn sweep_orphans(&mut self, sh: &Shared, most: usize, keep: usize) -> usize {
+    pub unsafe fn sweep_orphans(&mut self, sh: &Shared, most: usize) -> usize {
         let mut n = 0;
         let mut left = most.min(self.orphan_count);
         // Mutation (loom check): the sweep tests for emptiness without collecting the remote
@@ -154,30 +177,17 @@ impl ArenaState {
             // ones leave it.
             let mut k = run::list_len_at_most(self.orphans[cls], left);
             left -= k;
-            let mut spares = 0;
             while k > 0 {
                 k -= 1;
                 let r = self.orphans[cls];
                 // SAFETY: orphans are live runs of this arena, owned by the lock's holder.
                 unsafe {
-                    let back = if no_collect {
-                        0
-                    } else {
-                        (*r).collect() * (*r).block_size()
-                    };
-                    sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
-                    sh.orphan_free.fetch_add(back, Ordering::Relaxed);
-                    if (*r).is_unused() && spares == keep {
-                        run::list_unlink(&mut self.orphans[cls], r);
-                        self.orphan_count -= 1;
-                        sh.orphan_free
-                            .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
-                        self.free_run(sh, r);
+                    if !no_collect {
+                        self.collect_orphan(sh, r);
+                    }
+                    if self.release_orphan_if_unused(sh, r) {
                         n += 1;
                     } else {
-                        if (*r).is_unused() {
-                            spares += 1;
-                        }
                         self.orphans[cls] = (*r).next;
                     }
                 }

@@ -23,7 +23,7 @@ impl ArenaState {
     pub fn decay(&mut self, sh: &Shared, now: u64) {
         if self.orphan_count() > 0 {
             // SAFETY: lock held (`&mut`).
-            unsafe { self.sweep_orphans(sh, DECAY_SWEEP, 0) };
+            unsafe { self.sweep_orphans(sh, DECAY_SWEEP) };
         }
         if self.quick_bytes > 0 && now.wrapping_sub(self.quick_review_ms) >= QUICK_REVIEW_MS {
             self.quick_review_ms = now;

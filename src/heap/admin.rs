@@ -20,7 +20,7 @@ impl Heap {
         for i in 0..self.arena_count() {
             let mut g = self.arena(i).lock();
             // SAFETY: lock held.
-            unsafe { g.sweep_orphans(&self.shared, usize::MAX, 0) };
+            unsafe { g.sweep_orphans(&self.shared, usize::MAX) };
             g.consolidate(&self.shared);
             // SAFETY: lock held.
             released += unsafe { g.trim(&self.shared, pad) };

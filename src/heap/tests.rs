@@ -195,8 +195,8 @@ fn run_model(seed: u64, ops: usize, ncaches: usize) {
     assert_eq!(s.in_use, 0, "everything was freed: {s}");
     assert_eq!(s.tcache_bytes, 0);
     assert_eq!(s.huge_blocks, 0);
-    // With runs on, the arenas may keep a few empty runs for the next threads (spares) and
-    // orphans whose last blocks came back after their cache's teardown: `run_free`.
+    // With runs on, the arenas may keep orphans whose last blocks came back after their
+    // cache's teardown: `run_free`.
     assert_eq!(
         s.arena_committed,
         s.overhead + s.free_in_bins + s.quick_bytes + s.top + s.run_free + s.run_remote,

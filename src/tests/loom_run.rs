@@ -168,17 +168,20 @@ fn owner_and_freer() -> (
 }
 
 /// A thread frees a block of a run (no cache of its own: one push) while the run's owner
-/// exits with another block of the run still out: the run becomes an orphan of its arena,
-/// gets its last block back on its remote list, and the next sweep (`trim`) gives it back.
+/// frees the other and exits: the run becomes an orphan of its arena with that block still
+/// out, and gets it back either through the arena's lock (a freer that finds the run an orphan
+/// settles it at once, `ArenaState::settle_orphan`) or, when the freer read the owner before
+/// the exit and pushed after it, on its remote list, which the next sweep (`trim`) collects
+/// before giving the run back.
 pub(crate) fn push_races_owner_exit() {
     model("run_push_races_owner_exit", || {
         let (h, owner, b, freer) = owner_and_freer();
         // SAFETY: the owner's cache is this thread's; each block is freed once.
         unsafe {
+            h.free(owner, b.0);
             // The owner's thread exits.
             h.drop_cache(owner);
             freer.join().unwrap();
-            h.free(core::ptr::null_mut(), b.0);
         }
         h.trim(0);
         assert_runs_given_back(&h);
