@@ -10,15 +10,17 @@
 //! run chunk (in use, from its arena)
 //! 0    +------------------------------+
 //!      | chunk header (arena's view)  |
-//! 16   +------------------------------+  <- the run (`Run`, 112 bytes)
-//!      | block size, capacity, span,  |
+//! 16   +------------------------------+  <- the run (`Run`, 192 bytes)
+//!      | block size, capacity, span,  |  read by every free, written once
 //!      | class, reciprocal            |
-//!      | free: bitmap (owner)         |
-//!      | fresh, in_use (owner)        |
 //!      | remote: atomic bitmap        |  other threads set bits; the owner swaps them out
 //!      | owner: the cache, 0: orphan  |
+//!      | (64 bytes apart)             |  no cache line holds both halves
+//!      | free: bitmap (owner)         |
+//!      | fresh, in_use (owner)        |
+//!      | idle sweeps (owner)          |
 //!      | next, prev: the owner's list |
-//! 128  +------------------------------+  <- block 0
+//! 208  +------------------------------+  <- block 0
 //!      | back-offset to the run       |  the `prev_size` word: run blocks are never "prev free"
 //!      | head: size | PREV_INUSE |    |
 //!      |       IN_RUN, tag            |
@@ -81,16 +83,23 @@ pub struct Run {
     /// `ceil(2^32 / (block / 16))`: a block's index from its offset by a multiply
     /// ([`Run::slot_of`]), exact for offsets below [`MAX_RUN_SPAN`].
     recip: usize,
+    /// Blocks freed by other threads, by index: the owner has not collected them.
+    remote: [AtomicUsize; BIT_WORDS],
+    /// The owning cache's address, or 0 for an orphan (U3).
+    owner: AtomicUsize,
+    /// Keeps the owner's fields below off the cache lines of the fields above, which other
+    /// threads read (and, for `remote`, write) on every remote free: the run's address is only
+    /// 16-aligned, so the 64 bytes above end at most 126 bytes in, and what follows starts on
+    /// another line. Without it the owner's writes to `free` and `in_use` took those lines
+    /// from the freeing core at each refill, and the freeing core's next read of `block` took
+    /// them back.
+    _apart: [core::mem::MaybeUninit<u8>; 64],
     /// The owner's free blocks, by index (U1).
     free: Bits,
     /// Index of the first block never handed out.
     fresh: usize,
     /// Blocks handed out and not freed to the owner (U2).
     in_use: usize,
-    /// Blocks freed by other threads, by index: the owner has not collected them.
-    remote: [AtomicUsize; BIT_WORDS],
-    /// The owning cache's address, or 0 for an orphan (U3).
-    owner: AtomicUsize,
     /// Collection sweeps in a row that found the run with no block out and no block taken
     /// from it since the previous one (owner only; `Heap::sweep_some_runs`).
     pub idle_sweeps: usize,
@@ -99,6 +108,11 @@ pub struct Run {
     /// See `next`.
     pub prev: *mut Run,
 }
+
+// The fields a remote free reads and writes are the run's first 64 bytes; the owner's own start
+// 128 bytes in, so that no cache line holds both whatever the run's 16-byte alignment.
+const _: () = assert!(core::mem::offset_of!(Run, owner) + 8 <= 64);
+const _: () = assert!(core::mem::offset_of!(Run, free) >= 128);
 
 /// Most bytes a run spans (its chunk's payload): a back-offset beyond it is corrupt.
 pub const MAX_RUN_SPAN: usize = 1 << 20;
@@ -162,6 +176,7 @@ impl Run {
                 idle_sweeps: 0,
                 remote: core::array::from_fn(|_| AtomicUsize::new(0)),
                 owner: AtomicUsize::new(0),
+                _apart: [core::mem::MaybeUninit::uninit(); 64],
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
             })
