@@ -60,6 +60,15 @@ pub struct Stats {
     /// Bytes of run blocks freed by threads that do not own their run, not yet collected by
     /// the owner (an estimate: its parts are read one cache at a time); 0 with runs off.
     pub run_remote: usize,
+    /// Runs live: carved from the arenas and not given back (owned by a cache, or orphans); 0
+    /// with runs off.
+    pub runs: usize,
+    /// Bytes of the live runs' chunks (headers included): the part of the arenas' in-use
+    /// chunks that runs hold. Of it, `run_free` and `run_remote` are free; the rest,
+    /// `run_bytes - run_free - run_remote`, are blocks out of their runs (held by the program,
+    /// cached by threads, or waiting in their pipelines): a low share means the runs are
+    /// fragmented. 0 with runs off.
+    pub run_bytes: usize,
     /// Frees waiting in threads' pipelines (at most 8 per thread, done within 8 more frees;
     /// their blocks still count in `in_use`).
     pub frees_pending: usize,
@@ -141,9 +150,11 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  runs: free       {:>12}   (remote pending {})",
+            "  runs: free       {:>12}   (remote pending {}; {} runs of {})",
             Bytes(self.run_free).to_string_lossless(),
-            Bytes(self.run_remote).to_string_lossless()
+            Bytes(self.run_remote).to_string_lossless(),
+            self.runs,
+            Bytes(self.run_bytes).to_string_lossless()
         )?;
         writeln!(
             f,
@@ -253,6 +264,10 @@ mod tests {
             assert!(s0.run_free > 0, "{s0}");
             assert_eq!(s0.run_remote, 0, "{s0}");
             assert!(s0.in_use >= held, "{s0}");
+            // Every block out of a run is the program's or cached: the runs' bytes are those
+            // and the runs' free bytes, exactly.
+            assert!(s0.runs > 0, "{s0}");
+            assert_eq!(s0.run_bytes, s0.run_free + held + s0.tcache_bytes, "{s0}");
             // Cache `b` frees half of them: its flush pushes them onto `a`'s runs.
             for &p in ps.iter().step_by(2) {
                 h.free(b, p);
@@ -261,6 +276,18 @@ mod tests {
             let s1 = h.stats();
             assert_identity(&s1);
             assert!(s1.run_remote >= held / 3, "{s1}");
+            let kept: usize = ps
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .map(|&p| h.usable_size(p) + 16)
+                .sum();
+            assert_eq!(s1.runs, s0.runs, "{s1}");
+            assert_eq!(
+                s1.run_bytes,
+                s1.run_free + s1.run_remote + kept + s1.tcache_bytes,
+                "{s1}"
+            );
             // `a` frees the rest; its flush collects nothing yet (no refill), its drop does.
             for &p in ps.iter().skip(1).step_by(2) {
                 h.free(a, p);
@@ -272,6 +299,7 @@ mod tests {
             assert_eq!(s2.in_use, 0, "{s2}");
             assert_eq!(s2.run_free, 0, "{s2}");
             assert_eq!(s2.run_remote, 0, "{s2}");
+            assert_eq!((s2.runs, s2.run_bytes), (0, 0), "{s2}");
             check_heap(&h).unwrap();
         }
     }

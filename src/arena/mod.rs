@@ -186,6 +186,10 @@ pub struct ArenaState {
     orphan_count: usize,
     /// The class the next orphan sweep starts with.
     orphan_cursor: usize,
+    /// Runs carved from this arena and not given back (owned or orphans).
+    pub runs: usize,
+    /// Bytes of those runs' chunks.
+    pub run_bytes: usize,
     /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
     /// coalescing), each carrying the cache key; handed out first by refills. Each class is a
     /// stack of *bundles* (see [`QUICK_CAP`]): the head chunk of a bundle holds the link to the
@@ -284,6 +288,8 @@ impl Arena {
             orphans: [ptr::null_mut(); crate::size_class::NCLASSES],
             orphan_count: 0,
             orphan_cursor: 0,
+            runs: 0,
+            run_bytes: 0,
             quick: [ptr::null_mut(); NSMALL_CLASSES],
             quick_count: [0; NSMALL_CLASSES],
             quick_low: [0; NSMALL_CLASSES],

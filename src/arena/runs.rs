@@ -41,6 +41,8 @@ impl ArenaState {
             let len = (c.size() - HEADER).min(run::MAX_RUN_SPAN);
             let r = Run::init(c.payload(), len, block, cls);
             (*r).set_owner(owner);
+            self.runs += 1;
+            self.run_bytes += c.size();
             r
         }
     }
@@ -61,6 +63,8 @@ impl ArenaState {
                 fatal("free(): corrupted header of a run's chunk");
             }
             c.set_head(c.size(), c.flags() & !RUN_CHUNK);
+            self.runs -= 1;
+            self.run_bytes -= c.size();
             self.free_chunk(sh, c);
         }
     }

@@ -50,6 +50,8 @@ impl Heap {
             s.purged += unsafe { g.bins.purged_bytes() };
             s.top += top;
             s.overhead += g.overhead;
+            s.runs += g.runs;
+            s.run_bytes += g.run_bytes;
             s.in_use += g.committed - g.overhead - g.bins.free_bytes - g.quick_bytes - top;
             drop(g);
             s.remote_pending += a.remote_bytes.load(Ordering::Relaxed);

@@ -31,7 +31,7 @@ fn report() {
         .unwrap_or_default();
     let s = arena_malloc::stats();
     eprintln!(
-        "{rss} | arenas {} threads {} resident {} committed {} in_use {} bins {} in {} chunks (purged {}) quick {} top {} tcache {} remote {} runs free {} runs remote {} overhead {} huge {}",
+        "{rss} | arenas {} threads {} resident {} committed {} in_use {} bins {} in {} chunks (purged {}) quick {} top {} tcache {} remote {} runs {} of {} free {} remote {} overhead {} huge {}",
         s.arenas,
         s.threads,
         s.resident >> 10,
@@ -44,6 +44,8 @@ fn report() {
         s.top >> 10,
         s.tcache_bytes >> 10,
         s.remote_pending >> 10,
+        s.runs,
+        s.run_bytes >> 10,
         s.run_free >> 10,
         s.run_remote >> 10,
         s.overhead >> 10,
