@@ -438,6 +438,12 @@ impl Run {
         Ok(())
     }
 
+    /// Where the blocks' payloads lie: the first one's address and the length of the span
+    /// from it to the end of the last block (any thread: the run's fixed layout).
+    pub fn payloads(&self) -> (usize, usize) {
+        (self.first_block() + HEADER, self.capacity * self.block)
+    }
+
     /// The index of the block whose payload is `p`, if `p` is one of this run's block
     /// positions: any thread's check, from the run's fixed layout only (`fresh` is the
     /// owner's to change).

@@ -267,21 +267,41 @@ impl Heap {
         // SAFETY: caller: checked, in-use chunks of ours given up; a run block's run is found
         // and checked by `Run::of`.
         unsafe {
+            // The run found last and its blocks' payloads, `[lo, lo + len)`: a block in there
+            // is one of its blocks (a run's span holds only its blocks), found without reading
+            // its header. Sound while the loop runs: a run with a block in `ps` has that block
+            // out, so it is not given back before the block's turn, and its layout is fixed.
+            let (mut last, mut lo, mut len) = (ptr::null_mut::<Run>(), 0usize, 0usize);
             for i in 0..ps.len() {
                 // The headers of a flushed stack are often out of the CPU cache (blocks freed
                 // a while ago, or on another core): ask for one a few blocks ahead, so that the
-                // misses overlap instead of following one another.
+                // misses overlap instead of following one another (not for a block of the last
+                // run: its header will not be read).
                 if let Some(&ahead) = ps.get(i + PREFETCH_AHEAD) {
-                    prefetch(ahead.wrapping_sub(HEADER));
+                    if (ahead as usize).wrapping_sub(lo) >= len {
+                        prefetch(ahead.wrapping_sub(HEADER));
+                    }
                 }
                 let p = ps[i];
-                let c = Chunk::from_payload(p);
-                if c.head() & IN_RUN == 0 {
-                    ps[rest] = p;
-                    rest += 1;
-                    continue;
-                }
-                let (r, slot) = Run::of(c);
+                let found = if (p as usize).wrapping_sub(lo) < len {
+                    (*last).slot_of(p)
+                } else {
+                    None
+                };
+                let (r, slot) = match found {
+                    Some(slot) => (last, slot),
+                    None => {
+                        let c = Chunk::from_payload(p);
+                        if c.head() & IN_RUN == 0 {
+                            ps[rest] = p;
+                            rest += 1;
+                            continue;
+                        }
+                        let (r, slot) = Run::of(c);
+                        (last, (lo, len)) = (r, (*r).payloads());
+                        (r, slot)
+                    }
+                };
                 // A free block carries the freed mark (a stack's blocks have it already).
                 if !marked {
                     link::put_cached(p);
