@@ -335,6 +335,38 @@ fn check_orphans(st: &ArenaState) -> CheckResult {
     r
 }
 
+/// Checks an arena's lists of its runs by class (lock held): each list closes, holds runs of
+/// its class only, and together they hold as many runs as the arena counts (`runs`).
+fn check_run_lists(st: &ArenaState) -> CheckResult {
+    let mut n = 0;
+    for (cls, &head) in st.registry.iter().enumerate() {
+        let mut r = head;
+        while !r.is_null() {
+            // SAFETY: the listed runs are live while the lock is held.
+            unsafe {
+                if (*r).class() != cls {
+                    return Err("R3: an arena's run list holds a run of another class");
+                }
+                if (*(*r).anext).aprev != r {
+                    return Err("R3: an arena's run list is broken");
+                }
+                n += 1;
+                if n > st.runs {
+                    return Err("R3: an arena's run lists hold more runs than it counts");
+                }
+                r = (*r).anext;
+            }
+            if r == head {
+                break;
+            }
+        }
+    }
+    if n != st.runs {
+        return Err("R3: an arena's run lists hold fewer runs than it counts");
+    }
+    Ok(())
+}
+
 /// Checks every arena of a heap (taking each lock in turn) and every live cache.
 ///
 /// # Safety
@@ -346,6 +378,7 @@ pub unsafe fn check_heap(heap: &Heap) -> CheckResult {
         // SAFETY: lock held.
         unsafe { check_arena(&g)? };
         check_orphans(&g)?;
+        check_run_lists(&g)?;
     }
     let mut r = Ok(());
     heap.for_each_cache(|tc| {

@@ -15,7 +15,8 @@
 //!      | class, reciprocal            |
 //!      | remote: atomic bitmap        |  other threads set bits; the owner swaps them out
 //!      | owner: the cache, 0: orphan  |
-//!      | (64 bytes apart)             |  no cache line holds both halves
+//!      | (64 bytes apart)             |  no cache line holds both halves; the
+//!      |  anext, aprev: arena's list  |  arena's list of its runs sits there
 //!      | free: bitmap (owner)         |
 //!      | fresh, in_use (owner)        |
 //!      | idle sweeps (owner)          |
@@ -37,17 +38,20 @@
 //! word of bits, for a whole batch of the run's blocks); the owner takes those words with one
 //! exchange each ([`Run::collect`]). Neither side reads a free block's memory, so a block freed
 //! on another core costs its owner no cache miss until the program uses it again, and a block
-//! freed twice finds its bit already set.
+//! freed twice finds its bit already set. A thread short of blocks that would otherwise carve
+//! a run may take another cache's run's remote words the same way ([`Run::steal`]): the blocks
+//! stay out as the owner sees them, and come back to it when they are freed again.
 //!
 //! # Invariants
 //! - U1: a bit set in `free` or `remote` is a block below `fresh`, not in use; no block's bit
 //!   is set in both; blocks from `fresh` on were never handed out.
-//! - U2: `in_use + |free| + |remote| + (capacity - fresh) == capacity`: `in_use` counts blocks
-//!   handed out and not yet freed to the owner (a block whose bit is in `remote` still counts
-//!   until the owner collects it, so `in_use` is never below the blocks truly out: a run is
-//!   given back only when every block is).
-//! - U3: only the owner touches `free`, `fresh`, `in_use`, `next` and `prev`; `remote` is the
-//!   shared word pair. The owner is the thread cache named in `owner` (only that cache ever
+//! - U2: `in_use + |free| + (capacity - fresh) == capacity`: `in_use` counts blocks handed out
+//!   and not yet freed to the owner (a block whose bit is in `remote` still counts until the
+//!   owner collects it, and so does one a thief took from there, so `in_use` is never below
+//!   the blocks truly out: a run is given back only when every block is).
+//! - U3: only the owner writes `free`, `fresh`, `in_use`, `next` and `prev` (a thief reads
+//!   `free` and `fresh`, to check what it took); `remote` is the shared word pair; `anext` and
+//!   `aprev` are the arena lock holder's. The owner is the thread cache named in `owner` (only that cache ever
 //!   stores its own address there, so a cache that reads itself there owns the run); a run
 //!   whose cache was dropped is an *orphan* (`owner` 0), on its arena's orphan list, and the
 //!   holder of that arena's lock is its owner.
@@ -57,6 +61,7 @@ use core::ptr;
 use crate::chunk::{Chunk, ALIGN, HEADER, IN_RUN, PREV_INUSE};
 use crate::link;
 use crate::os::fatal;
+use crate::sync::process::AtomicUsize as PAtomicUsize;
 use crate::sync::{self, AtomicUsize, Ordering};
 
 /// Most blocks a run holds: its bitmaps are two words.
@@ -93,11 +98,18 @@ pub struct Run {
     /// another line. Without it the owner's writes to `free` and `in_use` took those lines
     /// from the freeing core at each refill, and the freeing core's next read of `block` took
     /// them back.
-    _apart: [core::mem::MaybeUninit<u8>; 64],
-    /// The owner's free blocks, by index (U1).
-    free: Bits,
-    /// Index of the first block never handed out.
-    fresh: usize,
+    _apart: [core::mem::MaybeUninit<u8>; 48],
+    /// The arena's list of its runs of this class (its lock's holder only): where a refill
+    /// about to carve a run looks for other caches' remote frees to take ([`Run::steal`]).
+    /// Written when the run is carved and given back only, so they may sit in the gap.
+    pub anext: *mut Run,
+    /// See `anext`.
+    pub aprev: *mut Run,
+    /// The owner's free blocks, by index (U1). Atomics only so that a thread taking the
+    /// remote frees ([`Run::steal`]) may check them: the owner's plain loads and stores.
+    free: [PAtomicUsize; BIT_WORDS],
+    /// Index of the first block never handed out (the owner's; read by [`Run::steal`]).
+    fresh: PAtomicUsize,
     /// Blocks handed out and not freed to the owner (U2).
     in_use: usize,
     /// Collection sweeps in a row that found the run with no block out and no block taken
@@ -170,13 +182,15 @@ impl Run {
                 span: len + HEADER,
                 class,
                 recip: ((1usize << 32) + block / ALIGN - 1) / (block / ALIGN),
-                free: [0; BIT_WORDS],
-                fresh: 0,
+                free: [const { PAtomicUsize::new(0) }; BIT_WORDS],
+                fresh: PAtomicUsize::new(0),
                 in_use: 0,
                 idle_sweeps: 0,
                 remote: core::array::from_fn(|_| AtomicUsize::new(0)),
                 owner: AtomicUsize::new(0),
-                _apart: [core::mem::MaybeUninit::uninit(); 64],
+                _apart: [core::mem::MaybeUninit::uninit(); 48],
+                anext: ptr::null_mut(),
+                aprev: ptr::null_mut(),
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
             })
@@ -187,6 +201,29 @@ impl Run {
     /// The owning cache's address, or 0 for an orphan (U3).
     pub fn owner(&self) -> usize {
         self.owner.load(Ordering::Relaxed)
+    }
+
+    /// Word `w` of the owner's free set.
+    #[inline(always)]
+    fn free_word(&self, w: usize) -> usize {
+        self.free[w].load(Ordering::Relaxed)
+    }
+
+    /// Sets word `w` of the owner's free set (owner only: a plain store).
+    #[inline(always)]
+    fn set_free_word(&self, w: usize, v: usize) {
+        self.free[w].store(v, Ordering::Relaxed);
+    }
+
+    /// The owner's free set.
+    fn free_set(&self) -> Bits {
+        core::array::from_fn(|w| self.free_word(w))
+    }
+
+    /// Index of the first block never handed out.
+    #[inline(always)]
+    fn fresh(&self) -> usize {
+        self.fresh.load(Ordering::Relaxed)
     }
 
     /// Gives the run to cache `owner` (its address; 0 makes it an orphan).
@@ -234,20 +271,20 @@ impl Run {
     /// Whether the owner holds freed blocks (blocks never used aside).
     #[cfg(test)]
     pub fn has_listed(&self) -> bool {
-        self.free.iter().any(|&w| w != 0)
+        self.free_set().iter().any(|&w| w != 0)
     }
 
     /// Whether the owner can hand out a block without collecting remote frees.
     pub fn has_free(&self) -> bool {
-        self.free.iter().any(|&w| w != 0) || self.fresh < self.capacity
+        self.free_set().iter().any(|&w| w != 0) || self.fresh() < self.capacity
     }
 
     fn first_block(&self) -> usize {
         self as *const Run as usize + RUN_HEADER
     }
 
-    /// The payload of block `i`.
-    fn payload(&self, i: usize) -> *mut u8 {
+    /// The payload of block `i` (any thread: the run's fixed layout).
+    pub fn payload(&self, i: usize) -> *mut u8 {
         (self as *const Run)
             .cast_mut()
             .cast::<u8>()
@@ -278,17 +315,19 @@ impl Run {
     /// # Safety
     /// Owner only (U3).
     pub unsafe fn pop_marked(&mut self) -> *mut u8 {
-        let p = if let Some(w) = self.free.iter().position(|&w| w != 0) {
-            let i = w * usize::BITS as usize + self.free[w].trailing_zeros() as usize;
-            self.free[w] &= self.free[w] - 1;
+        let free = self.free_set();
+        let p = if let Some(w) = free.iter().position(|&w| w != 0) {
+            let i = w * usize::BITS as usize + free[w].trailing_zeros() as usize;
+            self.set_free_word(w, free[w] & (free[w] - 1));
             let p = self.payload(i);
             // Loom: the block's last writes by the thread that freed it are ordered before
             // this (through the bits' exchange); nothing outside loom.
             sync::shadow::read(p.addr());
             p
-        } else if self.fresh < self.capacity {
-            let b = self.first_block() + self.fresh * self.block;
-            self.fresh += 1;
+        } else if self.fresh() < self.capacity {
+            let f = self.fresh();
+            let b = self.first_block() + f * self.block;
+            self.fresh.store(f + 1, Ordering::Relaxed);
             let at: *mut u8 = (self as *mut Run).cast::<u8>().with_addr(b);
             // SAFETY: a never-used block inside our run: write its header and its mark.
             unsafe {
@@ -316,10 +355,11 @@ impl Run {
             i / usize::BITS as usize,
             1usize << (i % usize::BITS as usize),
         );
-        if self.free[w] & bit != 0 || i >= self.fresh || self.in_use == 0 {
+        let f = self.free_word(w);
+        if f & bit != 0 || i >= self.fresh() || self.in_use == 0 {
             fatal("free(): double free (the block is already free in its run)");
         }
-        self.free[w] |= bit;
+        self.set_free_word(w, f | bit);
         self.in_use -= 1;
     }
 
@@ -390,21 +430,8 @@ impl Run {
                 continue;
             }
             let b = self.remote[w].swap(0, ord);
-            let base = w * usize::BITS as usize;
-            // Bits at or above `fresh` name blocks never handed out.
-            let handed = self.fresh.saturating_sub(base).min(usize::BITS as usize);
-            let valid = if handed == usize::BITS as usize {
-                usize::MAX
-            } else {
-                (1usize << handed) - 1
-            };
-            if b & !valid != 0 {
-                fatal("free(): a run got back a block it never handed out (a foreign or corrupted pointer)");
-            }
-            if b & self.free[w] != 0 {
-                fatal("free(): double free (the block is already free in its run)");
-            }
-            self.free[w] |= b;
+            self.check_back(w, b);
+            self.set_free_word(w, self.free_word(w) | b);
             n += b.count_ones() as usize;
         }
         if n > self.in_use {
@@ -421,18 +448,19 @@ impl Run {
     /// The caller owns the run (U3).
     #[cfg(any(test, feature = "internals"))]
     pub unsafe fn check(&self) -> Result<(), &'static str> {
-        if self.fresh > self.capacity || self.in_use > self.fresh || self.capacity > MAX_BLOCKS {
+        let (fresh, free) = (self.fresh(), self.free_set());
+        if fresh > self.capacity || self.in_use > fresh || self.capacity > MAX_BLOCKS {
             return Err("U2: run counts out of range");
         }
-        for (w, &b) in self.free.iter().enumerate() {
+        for (w, &b) in free.iter().enumerate() {
             let base = w * usize::BITS as usize;
             for k in 0..usize::BITS as usize {
-                if b & (1 << k) != 0 && base + k >= self.fresh {
+                if b & (1 << k) != 0 && base + k >= fresh {
                     return Err("U1: a run's free set holds a block never handed out");
                 }
             }
         }
-        if count(&self.free) != self.fresh - self.in_use {
+        if count(&free) != fresh - self.in_use {
             return Err("U2: a run's free set and its in-use count disagree");
         }
         Ok(())
@@ -442,6 +470,72 @@ impl Run {
     /// from it to the end of the last block (any thread: the run's fixed layout).
     pub fn payloads(&self) -> (usize, usize) {
         (self.first_block() + HEADER, self.capacity * self.block)
+    }
+
+    /// Aborts unless the blocks of word `w` of a set coming back (`b`, taken from the remote
+    /// set) were handed out and are not free with the owner: a foreign or corrupted pointer, or
+    /// a block freed twice (once on each side).
+    fn check_back(&self, w: usize, b: usize) {
+        let base = w * usize::BITS as usize;
+        // Bits at or above `fresh` name blocks never handed out.
+        let handed = self.fresh().saturating_sub(base).min(usize::BITS as usize);
+        let valid = if handed == usize::BITS as usize {
+            usize::MAX
+        } else {
+            (1usize << handed) - 1
+        };
+        if b & !valid != 0 {
+            fatal("free(): a run got back a block it never handed out (a foreign or corrupted pointer)");
+        }
+        if b & self.free_word(w) != 0 {
+            fatal("free(): double free (the block is already free in its run)");
+        }
+    }
+
+    /// Takes the blocks other threads freed to the run for a thread that does not own it (one
+    /// exchange per word of bits, as the owner's [`Run::collect`]; each bit goes to one side):
+    /// a refill about to carve a run uses another cache's remote frees instead (the owner
+    /// would only collect them when its own refills come round to the run, and meanwhile
+    /// the thread short of blocks would carve). The blocks stay out as the owner sees them
+    /// (`in_use`), and come back to it when they are freed again. Checked as a collection
+    /// checks them (a block never handed out, or free with the owner too, aborts): the
+    /// owner's `fresh` and free set are read after the exchange, which orders every store of
+    /// the owner's that came before the blocks' hand-out and frees. Returns the set and its
+    /// size.
+    ///
+    /// # Safety
+    /// `run` is live for the call (its arena's lock is held: runs go back under it).
+    pub unsafe fn steal(run: *const Run) -> (Bits, usize) {
+        // Mutations (loom check): the exchange forgets to acquire (the freer's last writes
+        // are not ordered before the thief's reuse); a load and a store in place of the
+        // exchange, so that the owner's collection and the thief can both take a bit.
+        let ord = if sync::mutation::on("run_steal_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
+        let torn = sync::mutation::on("run_steal_torn");
+        let mut bits = [0; BIT_WORDS];
+        let mut n = 0;
+        for (w, out) in bits.iter_mut().enumerate() {
+            // SAFETY: caller: a live run; its `remote` words are shared and atomic.
+            let word = unsafe { &(*run).remote[w] };
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let b = if torn {
+                let b = word.load(ord);
+                word.store(0, Ordering::Relaxed);
+                b
+            } else {
+                word.swap(0, ord)
+            };
+            // SAFETY: as above.
+            unsafe { (*run).check_back(w, b) };
+            *out = b;
+            n += b.count_ones() as usize;
+        }
+        (bits, n)
     }
 
     /// The index of the block whose payload is `p`, if `p` is one of this run's block
@@ -814,6 +908,47 @@ mod tests {
             assert_eq!(r2.collect(), 1);
             crate::os::assert_fatal("already free in its run", || r2.push_local(ie));
             let _ = (ic, id);
+        }
+    }
+}
+
+/// Links run `r` into an arena's circular list of its runs of one class (`anext`, `aprev`).
+///
+/// # Safety
+/// The arena's lock is held; `r` is on no such list.
+pub unsafe fn reg_push(head: &mut *mut Run, r: *mut Run) {
+    // SAFETY: caller.
+    unsafe {
+        if head.is_null() {
+            (*r).anext = r;
+            (*r).aprev = r;
+        } else {
+            let h = *head;
+            let t = (*h).aprev;
+            (*r).anext = h;
+            (*r).aprev = t;
+            (*t).anext = r;
+            (*h).aprev = r;
+        }
+    }
+    *head = r;
+}
+
+/// Unlinks run `r` from the arena list at `head`.
+///
+/// # Safety
+/// The arena's lock is held; `r` is on the list.
+pub unsafe fn reg_unlink(head: &mut *mut Run, r: *mut Run) {
+    // SAFETY: caller.
+    unsafe {
+        if (*r).anext == r {
+            *head = ptr::null_mut();
+        } else {
+            (*(*r).aprev).anext = (*r).anext;
+            (*(*r).anext).aprev = (*r).aprev;
+            if *head == r {
+                *head = (*r).anext;
+            }
         }
     }
 }

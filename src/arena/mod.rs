@@ -188,6 +188,8 @@ pub struct ArenaState {
     orphan_cursor: usize,
     /// Runs carved from this arena and not given back (owned or orphans).
     pub runs: usize,
+    /// Those runs, by class (`anext`/`aprev`).
+    pub registry: [*mut crate::run::Run; crate::size_class::NCLASSES],
     /// Bytes of those runs' chunks.
     pub run_bytes: usize,
     /// Quick lists: small chunks given back by thread caches, kept whole and in use (no
@@ -289,6 +291,7 @@ impl Arena {
             orphan_count: 0,
             orphan_cursor: 0,
             runs: 0,
+            registry: [ptr::null_mut(); crate::size_class::NCLASSES],
             run_bytes: 0,
             quick: [ptr::null_mut(); NSMALL_CLASSES],
             quick_count: [0; NSMALL_CLASSES],

@@ -42,6 +42,7 @@ impl ArenaState {
             let r = Run::init(c.payload(), len, block, cls);
             (*r).set_owner(owner);
             self.runs += 1;
+            run::reg_push(&mut self.registry[cls], r);
             self.run_bytes += c.size();
             r
         }
@@ -64,6 +65,7 @@ impl ArenaState {
             }
             c.set_head(c.size(), c.flags() & !RUN_CHUNK);
             self.runs -= 1;
+            run::reg_unlink(&mut self.registry[(*r).class()], r);
             self.run_bytes -= c.size();
             self.free_chunk(sh, c);
         }
@@ -225,5 +227,46 @@ impl ArenaState {
                 }
             }
         }
+    }
+
+    /// Takes the remote frees of a run of class `cls` that a live cache other than `me` owns
+    /// ([`Run::steal`]), looking at up to `most` of this arena's runs of the class, from where
+    /// the last look stopped. Returns the run, the set and its size (0: none found).
+    ///
+    /// # Safety
+    /// Lock held.
+    pub unsafe fn steal_remote(
+        &mut self,
+        cls: usize,
+        me: usize,
+        most: usize,
+    ) -> (*mut Run, run::Bits, usize) {
+        let head = self.registry[cls];
+        let mut r = head;
+        // SAFETY: the runs on the arena's lists are live while its lock is held (they leave
+        // the lists when they go back, `free_run`); the list is circular.
+        unsafe {
+            for _ in 0..most {
+                if r.is_null() {
+                    break;
+                }
+                let o = (*r).owner();
+                if o != me && o != 0 && (*r).has_remote() {
+                    let (bits, n) = Run::steal(r);
+                    if n > 0 {
+                        self.registry[cls] = (*r).anext;
+                        return (r, bits, n);
+                    }
+                }
+                r = (*r).anext;
+                if r == head {
+                    break;
+                }
+            }
+        }
+        if !r.is_null() {
+            self.registry[cls] = r;
+        }
+        (core::ptr::null_mut(), [0; run::BIT_WORDS], 0)
     }
 }

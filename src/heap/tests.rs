@@ -1857,3 +1857,72 @@ fn the_last_block_freed_into_an_orphan_gives_the_run_back() {
         h.drop_cache(other);
     }
 }
+
+/// A refill with no run of its own left to use takes the remote frees another cache's run got
+/// back and its owner has not collected, before it carves a run: the blocks a thread freed for
+/// another (here: all of them) serve the next thread short of blocks, and no run is added.
+#[test]
+fn a_refill_takes_other_caches_remote_frees_before_carving() {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 1;
+    let h = frozen(&t);
+    let (owner, freer, thief) = (h.new_cache(), h.new_cache(), h.new_cache());
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        let ps: Vec<_> = (0..200).map(|_| h.malloc(owner, 96)).collect();
+        for &p in &ps {
+            h.free(freer, p);
+        }
+        h.flush_cache(freer); // every block reaches its run's remote set
+        let s0 = h.stats();
+        assert!(s0.run_remote >= 150 * 96, "{s0}");
+        let qs: Vec<_> = (0..150).map(|_| h.malloc(thief, 96)).collect();
+        let s1 = h.stats();
+        assert_eq!(s1.runs, s0.runs, "a run was carved: {s1}");
+        assert!(s1.run_remote + 150 * 96 <= s0.run_remote, "{s1}");
+        let old: std::collections::HashSet<_> = ps.iter().collect();
+        assert!(
+            qs.iter().all(|q| old.contains(q)),
+            "the thief's blocks are not the freed ones"
+        );
+        check_heap(&h).unwrap();
+        for &q in &qs {
+            h.free(thief, q);
+        }
+        for c in [owner, freer, thief] {
+            h.drop_cache(c);
+        }
+        h.trim(0);
+        let s2 = h.stats();
+        assert_eq!((s2.runs, s2.run_bytes, s2.in_use), (0, 0, 0), "{s2}");
+        check_heap(&h).unwrap();
+    }
+}
+
+/// A block freed twice, once by its run's owner and once by another thread, is caught when a
+/// third thread takes the run's remote frees (as when the owner collects them): it must not go
+/// out twice.
+#[test]
+fn a_refill_takes_a_stolen_double_free_and_is_caught() {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 1;
+    let h = frozen(&t);
+    let (owner, freer) = (h.new_cache(), h.new_cache());
+    // SAFETY: private heap driven from this thread; the double free is the point.
+    unsafe {
+        let ps: Vec<_> = (0..40).map(|_| h.malloc(owner, 96)).collect();
+        let c = Chunk::from_payload(ps[0]);
+        let (r, slot) = crate::run::Run::of(c);
+        // The owner's free puts the block in its run's free set at once.
+        h.free_run_block(c, owner as usize);
+        let mut bits = [0; crate::run::BIT_WORDS];
+        crate::run::add_block(&mut bits, slot);
+        crate::run::Run::push_remote(r, &bits, 1);
+        crate::os::assert_fatal("double free", || {
+            let _ = crate::run::Run::steal(r);
+        });
+        let _ = freer;
+    }
+}

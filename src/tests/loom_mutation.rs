@@ -94,6 +94,16 @@ pub(crate) const MUTATIONS: &[(&str, fn(), &str)] = &[
         "run remote frees lost",
     ),
     (
+        "run_steal_relaxed",
+        loom_run::steal_races_collect,
+        "Causality violation",
+    ),
+    (
+        "run_steal_torn",
+        loom_run::steal_races_collect,
+        "double free",
+    ),
+    (
         "orphan_sweep_no_collect",
         loom_run::push_races_owner_exit,
         "orphan runs not given back",

@@ -5,7 +5,10 @@
 //! Catches `run_push_relaxed` and `run_collect_relaxed` (the OR no longer releases the freer's
 //! last writes to its block, or the exchange no longer acquires them: the owner's reuse of
 //! the block is reported as a causality violation through `sync::shadow`), `run_push_lost` (a
-//! load and a store in place of the OR: a freer's bit is lost) and `orphan_sweep_no_collect`.
+//! load and a store in place of the OR: a freer's bit is lost), `orphan_sweep_no_collect`,
+//! `run_steal_relaxed` (the thief's exchange no longer acquires the freer's last writes) and
+//! `run_steal_torn` (a load and a store in place of the thief's exchange: the owner and the
+//! thief both take a block).
 
 use super::{check_quiescent, heap_runs, model, thread, Ptr};
 use crate::run::{Bits, Run, BIT_WORDS};
@@ -71,6 +74,58 @@ pub(crate) fn push_races_collect() {
 #[test]
 fn loom_run_push_races_collect() {
     push_races_collect();
+}
+
+/// A thread short of blocks takes the run's remote frees (`Run::steal`, a refill about to
+/// carve a run) while a freer pushes one and the owner collects: the block goes out once, to
+/// the thief or back to the owner, and the thief's use of it comes after the freer's last
+/// write.
+pub(crate) fn steal_races_collect() {
+    model("run_steal_races_collect", || {
+        let r = new_run();
+        // SAFETY: the owner hands one block to the freer and keeps the other.
+        let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
+        let freer = thread::spawn(move || unsafe {
+            a.0.write(7);
+            crate::sync::shadow::write(a.0.addr());
+            Run::push_remote(r.0, &bits(r.0, a.0), 1);
+        });
+        let thief = thread::spawn(move || unsafe {
+            let (set, n) = Run::steal(r.0);
+            if n > 0 {
+                assert_eq!(set, bits(r.0, a.0), "the thief took another block");
+                // The thief's program reads the block it got.
+                crate::sync::shadow::read(a.0.addr());
+                assert_eq!(a.0.read(), 7);
+            }
+            n
+        });
+        // SAFETY: owner only, racing the freer and the thief.
+        unsafe {
+            let mut got = (*r.0).collect();
+            freer.join().unwrap();
+            let stolen = thief.join().unwrap();
+            got += (*r.0).collect();
+            assert_eq!(
+                got + stolen,
+                1,
+                "double free: a remote free taken {} times",
+                got + stolen
+            );
+            if stolen == 1 {
+                // The thief's program frees it: back to the owner.
+                Run::push_remote(r.0, &bits(r.0, a.0), 1);
+                assert_eq!((*r.0).collect(), 1);
+            }
+            (*r.0).push_local((*r.0).slot_of(b.0).unwrap());
+            assert!((*r.0).is_unused(), "blocks still out after every free");
+        }
+    });
+}
+
+#[test]
+fn loom_run_steal_races_collect() {
+    steal_races_collect();
 }
 
 /// Two threads each free a block of the run at once; the owner collects after both: no chain
