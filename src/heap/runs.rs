@@ -34,6 +34,8 @@ use crate::tcache::ThreadCache;
 pub const RUN_SCAN: usize = 8;
 /// Most runs of other caches a refill looks at for remote frees to take before it carves.
 const STEAL_SCAN: usize = 8;
+/// Most other arenas a refill looks at for remote frees to take before it carves.
+const STEAL_ARENAS: usize = 4;
 /// Most orphans of each arena a dropped cache's sweep looks at (every exit pays for it).
 const DROP_SWEEP: usize = 8;
 
@@ -312,6 +314,26 @@ impl Heap {
             if s.2 > 0 {
                 *stolen = s;
                 return ptr::null_mut();
+            }
+            // Then those of the other arenas whose locks are free (a few, in turn: a producer
+            // whose consumers free into runs of other arenas, a pool filled by a thread now
+            // blocked, in the main arena): a busy lock is passed over, never waited for.
+            let n = self.arena_count();
+            let held: *const Arena = g.arena();
+            let start = t.steal_cursor;
+            t.steal_cursor = t.steal_cursor.wrapping_add(1);
+            for k in 0..n.min(STEAL_ARENAS) {
+                let a = self.arena((start + k) % n);
+                if ptr::eq(a, held) {
+                    continue;
+                }
+                if let Some(mut g2) = a.try_lock() {
+                    let s = g2.steal_remote(cls, me, STEAL_SCAN);
+                    if s.2 > 0 {
+                        *stolen = s;
+                        return ptr::null_mut();
+                    }
+                }
             }
             let r = g.carve_run(self.shared(), CLASS_CHUNK_SIZE[cls], cls, me);
             if !r.is_null() {

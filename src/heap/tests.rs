@@ -1926,3 +1926,46 @@ fn a_refill_takes_a_stolen_double_free_and_is_caught() {
         let _ = freer;
     }
 }
+
+/// The same from another arena: a thread whose arena has no run of the class with remote
+/// frees takes them from another arena's runs (its lock free), before it carves.
+#[test]
+fn a_refill_takes_remote_frees_from_another_arena_before_carving() {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 2;
+    let h = frozen(&t);
+    let (owner, thief) = (h.new_cache(), h.new_cache());
+    let freer = h.new_cache();
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        assert!(
+            !ptr::eq((*owner).arena, (*thief).arena),
+            "the owner and the thief share an arena"
+        );
+        let ps: Vec<_> = (0..200).map(|_| h.malloc(owner, 96)).collect();
+        for &p in &ps {
+            h.free(freer, p);
+        }
+        h.flush_cache(freer);
+        let s0 = h.stats();
+        let qs: Vec<_> = (0..150).map(|_| h.malloc(thief, 96)).collect();
+        let s1 = h.stats();
+        assert_eq!(s1.runs, s0.runs, "a run was carved: {s1}");
+        let old: std::collections::HashSet<_> = ps.iter().collect();
+        assert!(
+            qs.iter().all(|q| old.contains(q)),
+            "the thief's blocks are not the freed ones"
+        );
+        check_heap(&h).unwrap();
+        for &q in &qs {
+            h.free(thief, q);
+        }
+        for c in [owner, freer, thief] {
+            h.drop_cache(c);
+        }
+        h.trim(0);
+        let s2 = h.stats();
+        assert_eq!((s2.runs, s2.in_use), (0, 0), "{s2}");
+    }
+}

@@ -145,6 +145,9 @@ pub struct ThreadCache {
     /// The class a collection's sweep of the runs starts with (`Heap::sweep_some_runs`): the
     /// one where the last sweep stopped. Owner only.
     pub sweep_class: usize,
+    /// The arena a refill short of blocks looks at first for other caches' remote frees
+    /// (`Heap::next_run`), in turn. Owner only.
+    pub steal_cursor: usize,
     /// Registry links (registry lock).
     pub(crate) next_live: *mut ThreadCache,
     pub(crate) prev_live: *mut ThreadCache,
@@ -270,6 +273,7 @@ impl ThreadCache {
                 run_remote: PAtomicUsize::new(0),
                 run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
                 sweep_class: 0,
+                steal_cursor: 0,
                 next_live: ptr::null_mut(),
                 prev_live: ptr::null_mut(),
                 capacity,
@@ -312,6 +316,7 @@ impl ThreadCache {
             run_remote: PAtomicUsize::new(0),
             run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
             sweep_class: 0,
+            steal_cursor: 0,
             next_live: ptr::null_mut(),
             prev_live: ptr::null_mut(),
             capacity: 0,
