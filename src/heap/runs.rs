@@ -328,6 +328,20 @@ impl Heap {
                     continue;
                 }
                 if let Some(mut g2) = a.try_lock() {
+                    // Its orphans first, as for our own arena: a thread that made objects
+                    // outliving it (`churn`) left runs there, each held by a few blocks.
+                    loop {
+                        let o = g2.adopt_orphan(self.shared(), cls, me);
+                        if o.is_null() {
+                            break;
+                        }
+                        run::list_push_front(&mut t.runs[cls], o);
+                        bump(&t.run_free, (*o).free_bytes());
+                        collect(t, o);
+                        if (*o).has_free() {
+                            return o;
+                        }
+                    }
                     let s = g2.steal_remote(cls, me, STEAL_SCAN);
                     if s.2 > 0 {
                         *stolen = s;

@@ -1969,3 +1969,42 @@ fn a_refill_takes_remote_frees_from_another_arena_before_carving() {
         assert_eq!((s2.runs, s2.in_use), (0, 0), "{s2}");
     }
 }
+
+/// An orphan of another arena (its lock free) is adopted before a run is carved: a thread that
+/// left objects behind (`churn`) left runs held by a few blocks, which the next thread of any
+/// arena fills instead of carving its own.
+#[test]
+fn a_refill_adopts_an_orphan_of_another_arena_before_carving() {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 2;
+    let h = frozen(&t);
+    let (owner, heir) = (h.new_cache(), h.new_cache());
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        assert!(
+            !ptr::eq((*owner).arena, (*heir).arena),
+            "the owner and the heir share an arena"
+        );
+        let ps: Vec<_> = (0..8).map(|_| h.malloc(owner, 96)).collect();
+        for &p in &ps[1..] {
+            h.free(owner, p);
+        }
+        h.drop_cache(owner); // its run keeps ps[0] out: an orphan of the owner's arena
+        let s0 = h.stats();
+        assert!(s0.runs > 0, "{s0}");
+        let q = h.malloc(heir, 96);
+        let s1 = h.stats();
+        assert_eq!(s1.runs, s0.runs, "a run was carved: {s1}");
+        let (r0, _) = crate::run::Run::of(Chunk::from_payload(ps[0]));
+        let (r1, _) = crate::run::Run::of(Chunk::from_payload(q));
+        assert_eq!(r0, r1, "the block is not from the orphan");
+        check_heap(&h).unwrap();
+        h.free(heir, q);
+        h.free(heir, ps[0]);
+        h.drop_cache(heir);
+        h.trim(0);
+        let s2 = h.stats();
+        assert_eq!((s2.runs, s2.in_use), (0, 0), "{s2}");
+    }
+}
