@@ -146,7 +146,12 @@ impl Heap {
                         if n == 0 {
                             break;
                         }
-                        self.hand_out_stolen(t, sr, bits, n, &mut left, &mut first, &mut end);
+                        // The stack may take more than the batch: the whole set, up to its
+                        // bound, so that the next shortage comes later.
+                        let room = t
+                            .limit(cls)
+                            .saturating_sub(t.count(cls) + end.offset_from(start) as usize);
+                        self.hand_out_stolen(t, sr, bits, n, room, &mut left, &mut first, &mut end);
                         continue;
                     }
                 }
@@ -178,9 +183,11 @@ impl Heap {
     }
 
     /// A refill's blocks taken from another cache's run ([`Run::steal`]: the `n` blocks of set
-    /// `bits` of run `sr`): up to `left` of them go out as a run's popped blocks do (`first`,
-    /// then the stack's slots from `end`), the rest back onto the run's remote set. They were
-    /// pending remote frees, counted in `run_remote`; they are the program's or cached now.
+    /// `bits` of run `sr`): they go out as a run's popped blocks do (`first`, then the stack's
+    /// slots from `end`, `room` of them free), counted against the refill's `left` (at most
+    /// `left` of them: the refill's batch; the others are extra cached blocks), the rest back
+    /// onto the run's remote set. They were pending remote frees, counted in `run_remote`; they
+    /// are the program's or cached now.
     ///
     /// # Safety
     /// Owning thread of `t`; the blocks are ours to hand out (taken by the exchange), so `sr`
@@ -193,6 +200,7 @@ impl Heap {
         sr: *mut Run,
         mut bits: Bits,
         n: usize,
+        mut room: usize,
         left: &mut usize,
         first: &mut *mut u8,
         end: &mut *mut *mut u8,
@@ -201,16 +209,19 @@ impl Heap {
         // once; the slots have room.
         unsafe {
             let block = (*sr).block_size();
-            let mut taken = 0;
+            let (mut taken, mut counted) = (0, 0);
             for (w, word) in bits.iter_mut().enumerate() {
-                while *word != 0 && *left > 0 {
+                while *word != 0 && (first.is_null() || room > 0) {
                     let i = w * usize::BITS as usize + word.trailing_zeros() as usize;
                     *word &= *word - 1;
                     let p = (*sr).payload(i);
                     // Loom: ordered after the freer's last writes by the exchange; nothing
                     // outside loom.
                     crate::sync::shadow::read(p.addr());
-                    *left -= 1;
+                    if *left > 0 {
+                        *left -= 1;
+                        counted += 1;
+                    }
                     taken += 1;
                     if first.is_null() {
                         // Checked as a popped block is (its freed mark, put by its free).
@@ -219,11 +230,12 @@ impl Heap {
                     } else {
                         end.write(p);
                         *end = end.add(1);
+                        room -= 1;
                     }
                 }
             }
-            // The refill takes its blocks out of `run_free` at its end: these were pending.
-            bump(&t.run_free, taken * block);
+            // The refill takes its batch out of `run_free` at its end: these were pending.
+            bump(&t.run_free, counted * block);
             drop_by(&t.run_remote, taken * block);
             if n > taken {
                 // Back where they were (the blocks handed out keep the run live meanwhile).

@@ -1881,6 +1881,13 @@ fn a_refill_takes_other_caches_remote_frees_before_carving() {
         let s1 = h.stats();
         assert_eq!(s1.runs, s0.runs, "a run was carved: {s1}");
         assert!(s1.run_remote + 150 * 96 <= s0.run_remote, "{s1}");
+        // Every block out of a run is the program's or cached (the stolen ones too).
+        let held: usize = qs.iter().map(|&q| h.usable_size(q) + 16).sum();
+        assert_eq!(
+            s1.run_bytes,
+            s1.run_free + s1.run_remote + held + s1.tcache_bytes,
+            "{s1}"
+        );
         let old: std::collections::HashSet<_> = ps.iter().collect();
         assert!(
             qs.iter().all(|q| old.contains(q)),
@@ -2006,5 +2013,49 @@ fn a_refill_adopts_an_orphan_of_another_arena_before_carving() {
         h.trim(0);
         let s2 = h.stats();
         assert_eq!((s2.runs, s2.in_use), (0, 0), "{s2}");
+    }
+}
+
+/// A refill called with blocks already on its stack (the pipelined `free`'s ring is drained
+/// onto the stacks just before it) fills a stolen set only up to the stack's bound: past it,
+/// the slots are another stack's or the cache's (a run of `dispatch16` aborted so, "a freed
+/// chunk in a thread cache was overwritten").
+#[test]
+fn a_refill_fills_a_stolen_set_only_up_to_the_stack_bound() {
+    use crate::size_class::request_class;
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 1;
+    let h = frozen(&t);
+    let (owner, freer, thief) = (h.new_cache(), h.new_cache(), h.new_cache());
+    let cls = request_class(96).0;
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        let ps: Vec<_> = (0..400).map(|_| h.malloc(owner, 96)).collect();
+        for &p in &ps {
+            h.free(freer, p);
+        }
+        h.flush_cache(freer);
+        let mut qs = vec![h.malloc(thief, 96)];
+        let n = (*thief).count(cls);
+        assert!(n > 3, "the steal filled the stack with {n} blocks only");
+        for _ in 0..n - 3 {
+            qs.push(h.malloc(thief, 96));
+        }
+        assert_eq!((*thief).count(cls), 3);
+        // What `malloc_class_slow` does after a drain left blocks on the stack.
+        qs.push(h.refill(&mut *thief, cls));
+        let (count, bound) = ((*thief).count(cls), (*thief).limit(cls));
+        assert!(
+            count <= bound,
+            "{count} blocks on a stack bounded to {bound}"
+        );
+        check_heap(&h).unwrap();
+        for &q in &qs {
+            h.free(thief, q);
+        }
+        for c in [owner, freer, thief] {
+            h.drop_cache(c);
+        }
     }
 }
