@@ -591,27 +591,89 @@ impl Run {
     }
 }
 
+/// Which pair of links a circular list of runs goes through: the owner's (`next`, `prev`) or
+/// the arena's (`anext`, `aprev`).
+type Links = unsafe fn(*mut Run) -> (*mut *mut Run, *mut *mut Run);
+
+/// The owner's links of run `r` (a cache's runs of one class, or an arena's orphans).
+///
+/// # Safety
+/// `r` is a live run.
+unsafe fn owner_links(r: *mut Run) -> (*mut *mut Run, *mut *mut Run) {
+    // SAFETY: caller: live; only the fields' addresses are taken.
+    unsafe { (&raw mut (*r).next, &raw mut (*r).prev) }
+}
+
+/// The arena's links of run `r` (its list of its runs of one class).
+///
+/// # Safety
+/// `r` is a live run.
+unsafe fn arena_links(r: *mut Run) -> (*mut *mut Run, *mut *mut Run) {
+    // SAFETY: caller: live; only the fields' addresses are taken.
+    unsafe { (&raw mut (*r).anext, &raw mut (*r).aprev) }
+}
+
+/// Links run `r` at the front of the circular list at `head`, through links `l`: `head` is
+/// the first run, its previous the last.
+///
+/// # Safety
+/// The caller owns the list and `r`, and `r` is on no list of these links.
+#[inline]
+unsafe fn push_front_on(head: &mut *mut Run, r: *mut Run, l: Links) {
+    // SAFETY: caller: live runs the caller owns.
+    unsafe {
+        let (rn, rp) = l(r);
+        if head.is_null() {
+            rn.write(r);
+            rp.write(r);
+        } else {
+            let h = *head;
+            let t = l(h).1.read();
+            rn.write(h);
+            rp.write(t);
+            l(t).0.write(r);
+            l(h).1.write(r);
+        }
+    }
+    *head = r;
+}
+
+/// Unlinks run `r` from the circular list at `head`, through links `l`; aborts when its
+/// neighbours do not link back to it.
+///
+/// # Safety
+/// The caller owns the list and `r`, which is on it.
+#[inline]
+unsafe fn unlink_on(head: &mut *mut Run, r: *mut Run, l: Links) {
+    // SAFETY: caller: live runs the caller owns, linked on this list.
+    unsafe {
+        let (p, n) = (l(r).1.read(), l(r).0.read());
+        if p.is_null() || n.is_null() || l(p).0.read() != r || l(n).1.read() != r {
+            fatal("malloc(): corrupted run list");
+        }
+        if n == r {
+            *head = ptr::null_mut();
+        } else {
+            l(p).0.write(n);
+            l(n).1.write(p);
+            if *head == r {
+                *head = n;
+            }
+        }
+        let (rn, rp) = l(r);
+        rn.write(ptr::null_mut());
+        rp.write(ptr::null_mut());
+    }
+}
+
 /// Links run `r` at the front of the circular list at `head` (a cache's runs of one class, or
 /// an arena's orphans): `head` is the first run, `head.prev` the last.
 ///
 /// # Safety
 /// The caller owns the list and `r` (U3), and `r` is on no list.
 pub unsafe fn list_push_front(head: &mut *mut Run, r: *mut Run) {
-    // SAFETY: caller: live runs the caller owns.
-    unsafe {
-        if head.is_null() {
-            (*r).next = r;
-            (*r).prev = r;
-        } else {
-            let h = *head;
-            let t = (*h).prev;
-            (*r).next = h;
-            (*r).prev = t;
-            (*t).next = r;
-            (*h).prev = r;
-        }
-    }
-    *head = r;
+    // SAFETY: forwarded.
+    unsafe { push_front_on(head, r, owner_links) }
 }
 
 /// Moves run `r`, on the circular list at `head` and not its first, to the list's end (just
@@ -664,24 +726,27 @@ pub fn list_len_at_most(head: *mut Run, most: usize) -> usize {
 /// # Safety
 /// The caller owns the list and `r`, which is on it.
 pub unsafe fn list_unlink(head: &mut *mut Run, r: *mut Run) {
-    // SAFETY: caller: live runs the caller owns, linked on this list.
-    unsafe {
-        let (p, n) = ((*r).prev, (*r).next);
-        if p.is_null() || n.is_null() || (*p).next != r || (*n).prev != r {
-            fatal("malloc(): corrupted run list");
-        }
-        if n == r {
-            *head = ptr::null_mut();
-        } else {
-            (*p).next = n;
-            (*n).prev = p;
-            if *head == r {
-                *head = n;
-            }
-        }
-        (*r).next = ptr::null_mut();
-        (*r).prev = ptr::null_mut();
-    }
+    // SAFETY: forwarded.
+    unsafe { unlink_on(head, r, owner_links) }
+}
+
+/// Links run `r` into an arena's circular list of its runs of one class (`anext`, `aprev`).
+///
+/// # Safety
+/// The arena's lock is held; `r` is on no such list.
+pub unsafe fn reg_push(head: &mut *mut Run, r: *mut Run) {
+    // SAFETY: forwarded.
+    unsafe { push_front_on(head, r, arena_links) }
+}
+
+/// Unlinks run `r` from the arena list at `head`; aborts when its neighbours do not link back
+/// to it.
+///
+/// # Safety
+/// The arena's lock is held; `r` is on the list.
+pub unsafe fn reg_unlink(head: &mut *mut Run, r: *mut Run) {
+    // SAFETY: forwarded.
+    unsafe { unlink_on(head, r, arena_links) }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -908,47 +973,6 @@ mod tests {
             assert_eq!(r2.collect(), 1);
             crate::os::assert_fatal("already free in its run", || r2.push_local(ie));
             let _ = (ic, id);
-        }
-    }
-}
-
-/// Links run `r` into an arena's circular list of its runs of one class (`anext`, `aprev`).
-///
-/// # Safety
-/// The arena's lock is held; `r` is on no such list.
-pub unsafe fn reg_push(head: &mut *mut Run, r: *mut Run) {
-    // SAFETY: caller.
-    unsafe {
-        if head.is_null() {
-            (*r).anext = r;
-            (*r).aprev = r;
-        } else {
-            let h = *head;
-            let t = (*h).aprev;
-            (*r).anext = h;
-            (*r).aprev = t;
-            (*t).anext = r;
-            (*h).aprev = r;
-        }
-    }
-    *head = r;
-}
-
-/// Unlinks run `r` from the arena list at `head`.
-///
-/// # Safety
-/// The arena's lock is held; `r` is on the list.
-pub unsafe fn reg_unlink(head: &mut *mut Run, r: *mut Run) {
-    // SAFETY: caller.
-    unsafe {
-        if (*r).anext == r {
-            *head = ptr::null_mut();
-        } else {
-            (*(*r).aprev).anext = (*r).anext;
-            (*(*r).anext).aprev = (*r).aprev;
-            if *head == r {
-                *head = (*r).anext;
-            }
         }
     }
 }

@@ -59,6 +59,9 @@ const SETS: usize = 8;
 
 const _: () = assert!(NCLASSES <= 128, "run hints are two words of bits");
 
+/// Blocks taken from another cache's run (`Run::steal`): the run, the set, its size.
+type Stolen = (*mut Run, Bits, usize);
+
 /// Tells the owner of a run that its remote list has blocks again (`ThreadCache::run_hint`).
 /// `owner` and `cls` were read from the run before the push: once the chain is on the list
 /// the owner may collect it and give the run back at any time.
@@ -139,7 +142,7 @@ impl Heap {
                         !(*r).has_free()
                     }
                 {
-                    let mut stolen = (ptr::null_mut::<Run>(), [0usize; BIT_WORDS], 0usize);
+                    let mut stolen: Stolen = (ptr::null_mut(), [0; BIT_WORDS], 0);
                     r = self.next_run(t, cls, &mut stolen);
                     if r.is_null() {
                         let (sr, bits, n) = stolen;
@@ -244,6 +247,46 @@ impl Heap {
         }
     }
 
+    /// Looks in the arena locked by `g` for blocks of class `cls` before a run is carved: its
+    /// orphans of the class (adopted by cache `t`: the first with free blocks is returned),
+    /// then free blocks that other caches' runs got back and their owners have not collected
+    /// (`stolen` filled, null returned: a thread blocked, or whose refills have not come round
+    /// to them; at the end of `larson` 35 MiB of runs were such frees, 15-20 MiB in
+    /// `prodcons`, while threads short of blocks carved new runs). `None` when it has neither.
+    ///
+    /// # Safety
+    /// Owning thread; this heap owns the cache and the arena.
+    unsafe fn take_from_arena(
+        &self,
+        t: &mut ThreadCache,
+        cls: usize,
+        g: &mut ArenaGuard<'_>,
+        stolen: &mut Stolen,
+    ) -> Option<*mut Run> {
+        let me = t as *mut ThreadCache as usize;
+        // SAFETY: lock held; an adopted orphan is ours from here on (U3).
+        unsafe {
+            loop {
+                let o = g.adopt_orphan(self.shared(), cls, me);
+                if o.is_null() {
+                    break;
+                }
+                run::list_push_front(&mut t.runs[cls], o);
+                bump(&t.run_free, (*o).free_bytes());
+                collect(t, o);
+                if (*o).has_free() {
+                    return Some(o);
+                }
+            }
+            let s = g.steal_remote(cls, me, STEAL_SCAN);
+            if s.2 > 0 {
+                *stolen = s;
+                return Some(ptr::null_mut());
+            }
+        }
+        None
+    }
+
     /// The first run of class `cls` of cache `t` has no free block: makes another one first
     /// and returns it (null when out of memory, or when `stolen` was filled) — the next of the
     /// cache's runs with free blocks, else an orphan of the arena, else the remote frees of
@@ -251,12 +294,7 @@ impl Heap {
     ///
     /// # Safety
     /// Owning thread; this heap owns the cache.
-    unsafe fn next_run(
-        &self,
-        t: &mut ThreadCache,
-        cls: usize,
-        stolen: &mut (*mut Run, Bits, usize),
-    ) -> *mut Run {
+    unsafe fn next_run(&self, t: &mut ThreadCache, cls: usize, stolen: &mut Stolen) -> *mut Run {
         let me = t as *mut ThreadCache as usize;
         // SAFETY: the cache's runs are ours (U3); the list is circular.
         unsafe {
@@ -306,30 +344,13 @@ impl Heap {
             }
             // SAFETY: the arena pointer is valid for the heap's life.
             let mut g = self.lock_some_arena(&*t.arena);
-            loop {
-                let o = g.adopt_orphan(self.shared(), cls, me);
-                if o.is_null() {
-                    break;
-                }
-                run::list_push_front(&mut t.runs[cls], o);
-                bump(&t.run_free, (*o).free_bytes());
-                collect(t, o);
-                if (*o).has_free() {
-                    return o;
-                }
+            if let Some(r) = self.take_from_arena(t, cls, &mut g, stolen) {
+                return r;
             }
-            // Before a new run: free blocks of this class that other caches' runs got back
-            // and their owners have not collected (a thread blocked, or whose refills have not
-            // come round to them): at the end of `larson` 35 MiB of runs were such frees,
-            // 15-20 MiB in `prodcons`, while threads short of blocks carved new runs.
-            let s = g.steal_remote(cls, me, STEAL_SCAN);
-            if s.2 > 0 {
-                *stolen = s;
-                return ptr::null_mut();
-            }
-            // Then those of the other arenas whose locks are free (a few, in turn: a producer
-            // whose consumers free into runs of other arenas, a pool filled by a thread now
-            // blocked, in the main arena): a busy lock is passed over, never waited for.
+            // Then the other arenas whose locks are free (a few, in turn: a producer whose
+            // consumers free into runs of other arenas, a pool filled by a thread now blocked,
+            // in the main arena, the runs of a thread whose objects outlived it): a busy lock
+            // is passed over, never waited for.
             let n = self.arena_count();
             let held: *const Arena = g.arena();
             let start = t.steal_cursor;
@@ -340,24 +361,8 @@ impl Heap {
                     continue;
                 }
                 if let Some(mut g2) = a.try_lock() {
-                    // Its orphans first, as for our own arena: a thread that made objects
-                    // outliving it (`churn`) left runs there, each held by a few blocks.
-                    loop {
-                        let o = g2.adopt_orphan(self.shared(), cls, me);
-                        if o.is_null() {
-                            break;
-                        }
-                        run::list_push_front(&mut t.runs[cls], o);
-                        bump(&t.run_free, (*o).free_bytes());
-                        collect(t, o);
-                        if (*o).has_free() {
-                            return o;
-                        }
-                    }
-                    let s = g2.steal_remote(cls, me, STEAL_SCAN);
-                    if s.2 > 0 {
-                        *stolen = s;
-                        return ptr::null_mut();
+                    if let Some(r) = self.take_from_arena(t, cls, &mut g2, stolen) {
+                        return r;
                     }
                 }
             }

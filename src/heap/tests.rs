@@ -1858,23 +1858,45 @@ fn the_last_block_freed_into_an_orphan_gives_the_run_back() {
     }
 }
 
-/// A refill with no run of its own left to use takes the remote frees another cache's run got
-/// back and its owner has not collected, before it carves a run: the blocks a thread freed for
-/// another (here: all of them) serve the next thread short of blocks, and no run is added.
-#[test]
-fn a_refill_takes_other_caches_remote_frees_before_carving() {
+/// A heap with runs on and `arena_max` arenas, and three caches made in this order: an owner
+/// that allocated `n` blocks of 96 bytes, a thief that has none, and a freer that freed them
+/// all and flushed, so that every block waits on its run's remote set. Returns the heap, the
+/// owner, the thief, the freer and the blocks.
+fn remote_frees_of_one_owner(
+    arena_max: usize,
+    n: usize,
+) -> (PrivateHeap, [*mut ThreadCache; 3], Vec<*mut u8>) {
     let mut t = tunables();
     t.runs = true;
-    t.arena_max = 1;
+    t.arena_max = arena_max;
     let h = frozen(&t);
-    let (owner, freer, thief) = (h.new_cache(), h.new_cache(), h.new_cache());
+    let (owner, thief) = (h.new_cache(), h.new_cache());
+    let freer = h.new_cache();
     // SAFETY: private heap driven from this thread; each block is freed once.
-    unsafe {
-        let ps: Vec<_> = (0..200).map(|_| h.malloc(owner, 96)).collect();
+    let ps = unsafe {
+        let ps: Vec<_> = (0..n).map(|_| h.malloc(owner, 96)).collect();
         for &p in &ps {
             h.free(freer, p);
         }
         h.flush_cache(freer); // every block reaches its run's remote set
+        ps
+    };
+    (h, [owner, thief, freer], ps)
+}
+
+/// The thief of [`remote_frees_of_one_owner`] (200 blocks) takes 150 blocks: they are the
+/// owner's blocks the freer gave back, no run is carved, the figures add up, and everything
+/// goes back at the end.
+fn a_thief_takes_remote_frees_before_carving(arena_max: usize) {
+    let (h, [owner, thief, freer], ps) = remote_frees_of_one_owner(arena_max, 200);
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        if arena_max > 1 {
+            assert!(
+                !ptr::eq((*owner).arena, (*thief).arena),
+                "the owner and the thief share an arena"
+            );
+        }
         let s0 = h.stats();
         assert!(s0.run_remote >= 150 * 96, "{s0}");
         let qs: Vec<_> = (0..150).map(|_| h.malloc(thief, 96)).collect();
@@ -1907,6 +1929,14 @@ fn a_refill_takes_other_caches_remote_frees_before_carving() {
     }
 }
 
+/// A refill with no run of its own left to use takes the remote frees another cache's run got
+/// back and its owner has not collected, before it carves a run: the blocks a thread freed for
+/// another (here: all of them) serve the next thread short of blocks, and no run is added.
+#[test]
+fn a_refill_takes_other_caches_remote_frees_before_carving() {
+    a_thief_takes_remote_frees_before_carving(1);
+}
+
 /// A block freed twice, once by its run's owner and once by another thread, is caught when a
 /// third thread takes the run's remote frees (as when the owner collects them): it must not go
 /// out twice.
@@ -1916,7 +1946,7 @@ fn a_refill_takes_a_stolen_double_free_and_is_caught() {
     t.runs = true;
     t.arena_max = 1;
     let h = frozen(&t);
-    let (owner, freer) = (h.new_cache(), h.new_cache());
+    let owner = h.new_cache();
     // SAFETY: private heap driven from this thread; the double free is the point.
     unsafe {
         let ps: Vec<_> = (0..40).map(|_| h.malloc(owner, 96)).collect();
@@ -1930,7 +1960,6 @@ fn a_refill_takes_a_stolen_double_free_and_is_caught() {
         crate::os::assert_fatal("double free", || {
             let _ = crate::run::Run::steal(r);
         });
-        let _ = freer;
     }
 }
 
@@ -1938,43 +1967,7 @@ fn a_refill_takes_a_stolen_double_free_and_is_caught() {
 /// frees takes them from another arena's runs (its lock free), before it carves.
 #[test]
 fn a_refill_takes_remote_frees_from_another_arena_before_carving() {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 2;
-    let h = frozen(&t);
-    let (owner, thief) = (h.new_cache(), h.new_cache());
-    let freer = h.new_cache();
-    // SAFETY: private heap driven from this thread; each block is freed once.
-    unsafe {
-        assert!(
-            !ptr::eq((*owner).arena, (*thief).arena),
-            "the owner and the thief share an arena"
-        );
-        let ps: Vec<_> = (0..200).map(|_| h.malloc(owner, 96)).collect();
-        for &p in &ps {
-            h.free(freer, p);
-        }
-        h.flush_cache(freer);
-        let s0 = h.stats();
-        let qs: Vec<_> = (0..150).map(|_| h.malloc(thief, 96)).collect();
-        let s1 = h.stats();
-        assert_eq!(s1.runs, s0.runs, "a run was carved: {s1}");
-        let old: std::collections::HashSet<_> = ps.iter().collect();
-        assert!(
-            qs.iter().all(|q| old.contains(q)),
-            "the thief's blocks are not the freed ones"
-        );
-        check_heap(&h).unwrap();
-        for &q in &qs {
-            h.free(thief, q);
-        }
-        for c in [owner, freer, thief] {
-            h.drop_cache(c);
-        }
-        h.trim(0);
-        let s2 = h.stats();
-        assert_eq!((s2.runs, s2.in_use), (0, 0), "{s2}");
-    }
+    a_thief_takes_remote_frees_before_carving(2);
 }
 
 /// An orphan of another arena (its lock free) is adopted before a run is carved: a thread that
@@ -2023,19 +2016,10 @@ fn a_refill_adopts_an_orphan_of_another_arena_before_carving() {
 #[test]
 fn a_refill_fills_a_stolen_set_only_up_to_the_stack_bound() {
     use crate::size_class::request_class;
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
-    let (owner, freer, thief) = (h.new_cache(), h.new_cache(), h.new_cache());
+    let (h, [owner, thief, freer], _) = remote_frees_of_one_owner(1, 400);
     let cls = request_class(96).0;
     // SAFETY: private heap driven from this thread; each block is freed once.
     unsafe {
-        let ps: Vec<_> = (0..400).map(|_| h.malloc(owner, 96)).collect();
-        for &p in &ps {
-            h.free(freer, p);
-        }
-        h.flush_cache(freer);
         let mut qs = vec![h.malloc(thief, 96)];
         let n = (*thief).count(cls);
         assert!(n > 3, "the steal filled the stack with {n} blocks only");

@@ -36,6 +36,18 @@ fn new_run() -> Ptr<Run> {
     Ptr(unsafe { Run::init(m.add(16), len - 16, 64, 3) })
 }
 
+/// Spawns a thread that writes block `a` of run `r` (the program's last write, seen by loom)
+/// and then frees it remotely (one push).
+fn spawn_freer(r: Ptr<Run>, a: Ptr<u8>) -> thread::JoinHandle<()> {
+    // SAFETY: the owner handed `a`, a block of live run `r`, to this thread, which frees it
+    // once.
+    thread::spawn(move || unsafe {
+        a.0.write(7);
+        crate::sync::shadow::write(a.0.addr());
+        Run::push_remote(r.0, &bits(r.0, a.0), 1);
+    })
+}
+
 /// One thread frees a block of the run while the owner collects: the block comes back once,
 /// whichever side of the exchange the push lands on.
 pub(crate) fn push_races_collect() {
@@ -43,12 +55,7 @@ pub(crate) fn push_races_collect() {
         let r = new_run();
         // SAFETY: the owner (this thread) hands the block to the freer and keeps the run.
         let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
-        let freer = thread::spawn(move || unsafe {
-            // The program's last write to its block (seen by loom), then the free.
-            a.0.write(7);
-            crate::sync::shadow::write(a.0.addr());
-            Run::push_remote(r.0, &bits(r.0, a.0), 1);
-        });
+        let freer = spawn_freer(Ptr(r.0), Ptr(a.0));
         // SAFETY: owner only. As a refill does, the owner collects and hands the block out at
         // once, before it joins the freer and whether or not the chain's count has come: the
         // exchange alone must order the link it reads (the count's own ordering must not be
@@ -85,11 +92,9 @@ pub(crate) fn steal_races_collect() {
         let r = new_run();
         // SAFETY: the owner hands one block to the freer and keeps the other.
         let (a, b) = unsafe { (Ptr((*r.0).pop()), Ptr((*r.0).pop())) };
-        let freer = thread::spawn(move || unsafe {
-            a.0.write(7);
-            crate::sync::shadow::write(a.0.addr());
-            Run::push_remote(r.0, &bits(r.0, a.0), 1);
-        });
+        let freer = spawn_freer(Ptr(r.0), Ptr(a.0));
+        // SAFETY: the run stays live (the owner keeps `b` out); the thief reads the block only
+        // when the exchange gave it to it.
         let thief = thread::spawn(move || unsafe {
             let (set, n) = Run::steal(r.0);
             if n > 0 {
