@@ -1,10 +1,12 @@
 //! The thread caches' classes served from runs (`run`; `Tunables::runs`, `ARENA_MALLOC_RUNS=1`).
 //!
 //! A cache owns, per class, a circular list of runs; the first is the one it allocates from.
-//! A refill pops blocks from it (collecting its remote frees when it has none left), then
-//! turns the list to the next run with free blocks (at most [`RUN_SCAN`] looked at per refill,
-//! so that a thread with many full runs pays a bounded price and every run is looked at in
-//! turn), then adopts an orphan of its arena, then carves a new run. Blocks freed through the
+//! A refill pops blocks from it (collecting its remote frees when it has none left), then,
+//! when it was told that another of its runs may have free blocks (a remote free onto one, a
+//! local free onto one that is not the first), turns the list to the next run with free blocks
+//! (at most [`HINT_SCAN`] looked at per refill, so that a thread with many full runs pays a
+//! bounded price and every run is looked at in turn), then adopts an orphan of its arena, then
+//! takes other caches' remote frees, then carves a new run. Blocks freed through the
 //! cache go back to their run when a stack is flushed: onto the run's own list when this cache
 //! owns it, else onto its atomic remote list, one compare-exchange per chain of that run's
 //! blocks. No lock and no bin on either path. Runs whose blocks are all back go to their
@@ -30,8 +32,6 @@ use crate::sync::process::AtomicUsize as PAtomicUsize;
 use crate::sync::Ordering;
 use crate::tcache::ThreadCache;
 
-/// Most runs a refill looks at before it adopts or carves one.
-pub const RUN_SCAN: usize = 8;
 /// Most runs of other caches a refill looks at for remote frees to take before it carves.
 const STEAL_SCAN: usize = 8;
 /// Most other arenas a refill looks at for remote frees to take before it carves.
@@ -48,7 +48,8 @@ pub const COLLECT_SWEEP: usize = 64;
 /// Sweeps in a row an empty run must be found idle at before the next gives it back.
 pub const IDLE_SWEEPS: usize = 1;
 
-/// Most runs a refill looks at for remote frees when it was told of some.
+/// Most runs a refill looks at, when it was told some may have free blocks
+/// (`ThreadCache::run_hint`, `ThreadCache::run_local`), before it adopts or carves one.
 pub const HINT_SCAN: usize = 16;
 
 /// How many blocks ahead a release asks for a block's header.
@@ -75,6 +76,33 @@ unsafe fn tell_owner(owner: usize, cls: usize) {
         let t = unsafe { &*(owner as *const ThreadCache) };
         // Release: the owner that sees the bit (Acquire) sees the chain pushed before it.
         t.run_hint[cls / 64].fetch_or(1 << (cls % 64), Ordering::Release);
+    }
+}
+
+/// Cache `owner` (the calling thread's) freed a block onto its run `r`: when `r` is not the
+/// first of its class, its refills must look at the runs again before they go to the arena
+/// (`ThreadCache::run_local`).
+///
+/// # Safety
+/// `owner` is the calling thread's cache and owns `r` (U3).
+unsafe fn note_local_free(owner: usize, r: *mut Run) {
+    // SAFETY: caller: the calling thread's own cache and run.
+    unsafe {
+        let t = &*(owner as *const ThreadCache);
+        let cls = (*r).class();
+        if t.runs[cls] != r {
+            set_bit(&t.run_local, cls);
+        }
+    }
+}
+
+/// Sets bit `cls` of an owner-only word pair (no read-modify-write).
+#[inline]
+fn set_bit(w: &[PAtomicUsize; 2], cls: usize) {
+    let (a, bit) = (&w[cls / 64], 1usize << (cls % 64));
+    let v = a.load(Ordering::Relaxed);
+    if v & bit == 0 {
+        a.store(v | bit, Ordering::Relaxed);
     }
 }
 
@@ -300,12 +328,22 @@ impl Heap {
         unsafe {
             let head = t.runs[cls];
             let (w, bit) = (cls / 64, 1usize << (cls % 64));
-            if !head.is_null() && t.run_hint[w].load(Ordering::Relaxed) & bit != 0 {
-                // Other threads freed onto runs of this class: look at them in turn, at most
-                // HINT_SCAN per refill (the hint is cleared first, so a free after a run was
-                // looked at sets it again; a scan cut short sets it again itself, and the next
-                // refill goes on from where it stopped). The first run with free blocks leads.
-                t.run_hint[w].fetch_and(!bit, Ordering::Acquire);
+            let told = t.run_hint[w].load(Ordering::Relaxed) & bit != 0;
+            let local = t.run_local[w].load(Ordering::Relaxed);
+            if !head.is_null() && (told || local & bit != 0) {
+                // Other threads freed onto runs of this class, or this one did onto a run that
+                // is not the first, or the last look stopped short: look at them in turn, at
+                // most HINT_SCAN per refill. Both bits are cleared first (a remote free after a
+                // run was looked at sets the hint again); a look that stops before it saw every
+                // run sets the local bit again, and the next refill goes on from there. The
+                // first run with free blocks leads. Without either bit every run but the first
+                // had no free block when it was last looked at, and none came since: the list
+                // is not walked (a thread whose runs are all full, as each of `churn`'s threads
+                // soon is, went through eight of them at each refill, collecting each).
+                if told {
+                    t.run_hint[w].fetch_and(!bit, Ordering::Acquire);
+                }
+                t.run_local[w].store(local & !bit, Ordering::Relaxed);
                 let mut r = (*head).next;
                 let mut k = 0;
                 while r != head {
@@ -314,32 +352,19 @@ impl Heap {
                     }
                     if (*r).has_free() {
                         t.runs[cls] = r;
+                        if (*r).next != head {
+                            // Runs after it were not looked at.
+                            set_bit(&t.run_local, cls);
+                        }
                         return r;
                     }
                     k += 1;
                     if k == HINT_SCAN {
                         t.runs[cls] = r;
-                        t.run_hint[w].fetch_or(bit, Ordering::Relaxed);
+                        set_bit(&t.run_local, cls);
                         break;
                     }
                     r = (*r).next;
-                }
-            }
-            let head = t.runs[cls];
-            if !head.is_null() {
-                // Turn the list: the full first run becomes the last.
-                let mut r = (*head).next;
-                let mut k = 0;
-                while r != head && k < RUN_SCAN {
-                    t.runs[cls] = r;
-                    if !(*r).has_free() {
-                        collect(t, r);
-                    }
-                    if (*r).has_free() {
-                        return r;
-                    }
-                    r = (*r).next;
-                    k += 1;
                 }
             }
             // SAFETY: the arena pointer is valid for the heap's life.
@@ -403,6 +428,8 @@ impl Heap {
             // its header. Sound while the loop runs: a run with a block in `ps` has that block
             // out, so it is not given back before the block's turn, and its layout is fixed.
             let (mut last, mut lo, mut len) = (ptr::null_mut::<Run>(), 0usize, 0usize);
+            // The last own run told of a local free (`note_local_free`), once per run in a row.
+            let mut noted = ptr::null_mut::<Run>();
             for i in 0..ps.len() {
                 // The headers of a flushed stack are often out of the CPU cache (blocks freed
                 // a while ago, or on another core): ask for one a few blocks ahead, so that the
@@ -440,6 +467,10 @@ impl Heap {
                 if (*r).owner() == owner && owner != 0 {
                     (*r).push_local(slot);
                     local += (*r).block_size();
+                    if r != noted {
+                        noted = r;
+                        note_local_free(owner, r);
+                    }
                     continue;
                 }
                 remote += (*r).block_size();

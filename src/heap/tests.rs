@@ -2009,6 +2009,63 @@ fn a_refill_adopts_an_orphan_of_another_arena_before_carving() {
     }
 }
 
+/// A block the owner frees onto one of its runs that is not the first of its class is found
+/// by the refill that runs short, before it adopts or carves: a refill walks the runs only
+/// when told one may have free blocks (`ThreadCache::run_local`, `run_hint`), so the local free
+/// must tell it.
+#[test]
+fn a_refill_finds_a_local_free_in_a_run_that_is_not_first() {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 1;
+    let h = frozen(&t);
+    let owner = h.new_cache();
+    // SAFETY: called on run blocks the test holds.
+    let run_of = |p: *mut u8| unsafe { crate::run::Run::of(Chunk::from_payload(p)).0 };
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        // Blocks over three runs: the first run is full, and no longer the first of the list.
+        let mut ps = vec![h.malloc(owner, 96)];
+        let first = run_of(ps[0]);
+        let mut runs_seen = 1;
+        let mut last = first;
+        while runs_seen < 3 {
+            let p = h.malloc(owner, 96);
+            if run_of(p) != last {
+                last = run_of(p);
+                runs_seen += 1;
+            }
+            ps.push(p);
+        }
+        let p = ps.swap_remove(1);
+        assert_eq!(run_of(p), first);
+        h.free(owner, p);
+        h.flush_cache(owner); // p reaches its run; the stack's blocks go back to theirs
+        let s0 = h.stats();
+        // The first run left with free blocks serves until it is empty; the refill that finds
+        // it empty takes p (and may carve a run for the rest of its batch).
+        let mut qs = Vec::new();
+        while !qs.contains(&p) {
+            assert!(
+                qs.len() < ps.len(),
+                "the freed block did not come back: {}",
+                h.stats()
+            );
+            qs.push(h.malloc(owner, 96));
+        }
+        let s = h.stats();
+        assert!(s.runs <= s0.runs + 1, "{s}");
+        check_heap(&h).unwrap();
+        for &q in ps.iter().chain(&qs) {
+            h.free(owner, q);
+        }
+        h.drop_cache(owner);
+        h.trim(0);
+        let s = h.stats();
+        assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+    }
+}
+
 /// A refill called with blocks already on its stack (the pipelined `free`'s ring is drained
 /// onto the stacks just before it) fills a stolen set only up to the stack's bound: past it,
 /// the slots are another stack's or the cache's (a run of `dispatch16` aborted so, "a freed

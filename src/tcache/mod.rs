@@ -142,6 +142,12 @@ pub struct ThreadCache {
     /// cache's runs of the class whose remote list was empty (set by that thread, cleared by
     /// the owner when it looks at all its runs of the class: `heap/runs.rs`).
     pub run_hint: [PAtomicUsize; 2],
+    /// Per class, as `run_hint`: this thread freed blocks onto one of its runs of the class
+    /// other than the first (which had none free when it stopped being first), or a refill's
+    /// look at the runs stopped before it saw them all. Owner only (plain loads and stores):
+    /// with neither bit set, a refill short of blocks goes to the arena without walking runs
+    /// it knows to be full (`Heap::next_run`).
+    pub run_local: [PAtomicUsize; 2],
     /// The class a collection's sweep of the runs starts with (`Heap::sweep_some_runs`): the
     /// one where the last sweep stopped. Owner only.
     pub sweep_class: usize,
@@ -272,6 +278,7 @@ impl ThreadCache {
                 run_free: PAtomicUsize::new(0),
                 run_remote: PAtomicUsize::new(0),
                 run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
+                run_local: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
                 sweep_class: 0,
                 steal_cursor: 0,
                 next_live: ptr::null_mut(),
@@ -315,6 +322,7 @@ impl ThreadCache {
             run_free: PAtomicUsize::new(0),
             run_remote: PAtomicUsize::new(0),
             run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
+            run_local: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
             sweep_class: 0,
             steal_cursor: 0,
             next_live: ptr::null_mut(),
