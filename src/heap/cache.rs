@@ -143,8 +143,7 @@ impl Heap {
     }
 
     /// Empties every stack of cache `tc` back to the arenas (and runs), and gives back the
-    /// cache's runs whose blocks are all back (`malloc_trim`, a user heap's lane, the start of
-    /// a cache's teardown).
+    /// cache's runs whose blocks are all back (`malloc_trim`, a user heap's lane).
     ///
     /// # Safety
     /// Owning thread, or the cache's owner no longer exists; this heap owns the cache.
@@ -159,7 +158,7 @@ impl Heap {
     }
 
     /// A cache's teardown (its thread exits, or its heap's lane goes): its stacks are emptied
-    /// ([`Heap::flush_cache`]) and its runs go back to their arenas, or wait there as orphans
+    /// (as by [`Heap::flush_cache`]) and its runs go back to their arenas, or wait there as orphans
     /// while blocks of theirs are out.
     ///
     /// # Safety
@@ -167,9 +166,14 @@ impl Heap {
     pub unsafe fn retire_cache(&self, tc: *mut ThreadCache) {
         // SAFETY: forwarded.
         unsafe {
-            self.flush_cache(tc);
             if self.runs_on() {
+                // Not `flush_cache`: its sweep of the runs would look at each run once more
+                // just before `drop_runs` does the same (collects it, gives it back when its
+                // blocks are all back), and a thread's exit pays for it (`churn`).
+                (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize));
                 self.drop_runs(&mut *tc);
+            } else {
+                self.flush_cache(tc);
             }
         }
     }
