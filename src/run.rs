@@ -274,6 +274,11 @@ impl Run {
         self.free_set().iter().any(|&w| w != 0)
     }
 
+    /// Whether fewer than a quarter of its blocks are with the owner (free or never used).
+    pub fn mostly_out(&self) -> bool {
+        self.in_use * 4 > self.capacity * 3
+    }
+
     /// Whether the owner can hand out a block without collecting remote frees.
     pub fn has_free(&self) -> bool {
         self.free_set().iter().any(|&w| w != 0) || self.fresh() < self.capacity

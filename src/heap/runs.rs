@@ -294,17 +294,13 @@ impl Heap {
         let me = t as *mut ThreadCache as usize;
         // SAFETY: lock held; an adopted orphan is ours from here on (U3).
         unsafe {
-            loop {
-                let o = g.adopt_orphan(self.shared(), cls, me);
-                if o.is_null() {
-                    break;
-                }
+            let o = g.adopt_orphan(self.shared(), cls, me);
+            if !o.is_null() {
                 run::list_push_front(&mut t.runs[cls], o);
                 bump(&t.run_free, (*o).free_bytes());
+                // Remote frees pushed between the arena's collection and the adoption.
                 collect(t, o);
-                if (*o).has_free() {
-                    return Some(o);
-                }
+                return Some(o);
             }
             let s = g.steal_remote(cls, me, STEAL_SCAN);
             if s.2 > 0 {

@@ -2066,6 +2066,105 @@ fn a_refill_finds_a_local_free_in_a_run_that_is_not_first() {
     }
 }
 
+/// Blocks of one run-class cache `owner` allocated until it holds every block of the run of
+/// its first block; returns them (that run's first).
+unsafe fn hold_a_whole_run(h: &PrivateHeap, owner: *mut ThreadCache) -> Vec<*mut u8> {
+    // SAFETY: caller: a cache of `h` used by this thread; run blocks the test holds.
+    unsafe {
+        let run_of = |p: *mut u8| crate::run::Run::of(Chunk::from_payload(p)).0;
+        let mut ps = vec![h.malloc(owner, 96)];
+        let r = run_of(ps[0]);
+        while ps.iter().filter(|&&p| run_of(p) == r).count() < (*r).capacity() {
+            ps.push(h.malloc(owner, 96));
+        }
+        ps.sort_by_key(|&p| run_of(p) != r);
+        ps
+    }
+}
+
+/// A dropped cache's run with most of its blocks out waits at the end of its orphan list, one
+/// with most of them free at its front: the next adoption gets many blocks, not one.
+#[test]
+fn an_orphan_mostly_out_waits_behind_one_mostly_free() {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 1;
+    let h = frozen(&t);
+    let (owner, heir) = (h.new_cache(), h.new_cache());
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        let run_of = |p: *mut u8| crate::run::Run::of(Chunk::from_payload(p)).0;
+        let mut ps = hold_a_whole_run(&h, owner);
+        let full = run_of(ps[0]);
+        while run_of(ps[ps.len() - 1]) == full {
+            ps.push(h.malloc(owner, 96));
+        }
+        // One block of the full run back, and all but one of the others'.
+        let mut kept: Vec<*mut u8> = Vec::new();
+        let mut others_kept = std::collections::HashSet::new();
+        for (i, p) in ps.drain(..).enumerate() {
+            let r = run_of(p);
+            if (r == full && i != 0) || (r != full && others_kept.insert(r)) {
+                kept.push(p);
+            } else {
+                h.free(owner, p);
+            }
+        }
+        assert!(!others_kept.is_empty());
+        h.drop_cache(owner); // the drop takes the newest run first: `full` is dropped last
+        let q = h.malloc(heir, 96);
+        assert_ne!(
+            run_of(q),
+            full,
+            "the heir adopted the run with one free block"
+        );
+        kept.push(q);
+        check_heap(&h).unwrap();
+        for &p in &kept {
+            h.free(heir, p);
+        }
+        h.drop_cache(heir);
+        h.trim(0);
+        let s = h.stats();
+        assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+    }
+}
+
+/// An orphan with no free block is not adopted (its heir would only carry it): it stays an
+/// orphan, and the refill carves.
+#[test]
+fn an_orphan_with_no_free_block_is_not_adopted() {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = 1;
+    let h = frozen(&t);
+    let (owner, heir) = (h.new_cache(), h.new_cache());
+    // SAFETY: private heap driven from this thread; each block is freed once.
+    unsafe {
+        let run_of = |p: *mut u8| crate::run::Run::of(Chunk::from_payload(p)).0;
+        let mut ps = hold_a_whole_run(&h, owner);
+        let full = run_of(ps[0]);
+        let rest = ps.split_off((*full).capacity());
+        for p in rest {
+            h.free(owner, p);
+        }
+        h.drop_cache(owner);
+        let s0 = h.stats();
+        assert_eq!(s0.runs, 1, "{s0}");
+        ps.push(h.malloc(heir, 96));
+        assert_eq!((*full).owner(), 0, "the full orphan was adopted");
+        assert_eq!(h.stats().runs, 2);
+        check_heap(&h).unwrap();
+        for &p in &ps {
+            h.free(heir, p);
+        }
+        h.drop_cache(heir);
+        h.trim(0);
+        let s = h.stats();
+        assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+    }
+}
+
 /// A refill called with blocks already on its stack (the pipelined `free`'s ring is drained
 /// onto the stacks just before it) fills a stolen set only up to the stack's bound: past it,
 /// the slots are another stack's or the cache's (a run of `dispatch16` aborted so, "a freed
