@@ -10,18 +10,19 @@
 //! run chunk (in use, from its arena)
 //! 0    +------------------------------+
 //!      | chunk header (arena's view)  |
-//! 16   +------------------------------+  <- the run (`Run`, 192 bytes)
+//! 16   +------------------------------+  <- the run (`Run`, 240 bytes)
 //!      | block size, capacity, span,  |  read by every free, written once
 //!      | class, reciprocal            |
+//!      | owner: the cache, 0: orphan  |  written at an exit and an adoption
+//!      | anext, aprev: arena's list   |  written when a neighbour is carved or given back
+//!      | (48 bytes apart)             |  no cache line holds two of the three groups
 //!      | remote: atomic bitmap        |  other threads set bits; the owner swaps them out
-//!      | owner: the cache, 0: orphan  |
-//!      | (64 bytes apart)             |  no cache line holds both halves; the
-//!      |  anext, aprev: arena's list  |  arena's list of its runs sits there
+//!      | (48 bytes apart)             |
 //!      | free: bitmap (owner)         |
 //!      | fresh, in_use (owner)        |
 //!      | idle sweeps (owner)          |
 //!      | next, prev: the owner's list |
-//! 208  +------------------------------+  <- block 0
+//! 256  +------------------------------+  <- block 0
 //!      | back-offset to the run       |  the `prev_size` word: run blocks are never "prev free"
 //!      | head: size | PREV_INUSE |    |
 //!      |       IN_RUN, tag            |
@@ -88,23 +89,26 @@ pub struct Run {
     /// `ceil(2^32 / (block / 16))`: a block's index from its offset by a multiply
     /// ([`Run::slot_of`]), exact for offsets below [`MAX_RUN_SPAN`].
     recip: usize,
-    /// Blocks freed by other threads, by index: the owner has not collected them.
-    remote: [AtomicUsize; BIT_WORDS],
     /// The owning cache's address, or 0 for an orphan (U3).
     owner: AtomicUsize,
-    /// Keeps the owner's fields below off the cache lines of the fields above, which other
-    /// threads read (and, for `remote`, write) on every remote free: the run's address is only
-    /// 16-aligned, so the 64 bytes above end at most 126 bytes in, and what follows starts on
-    /// another line. Without it the owner's writes to `free` and `in_use` took those lines
-    /// from the freeing core at each refill, and the freeing core's next read of `block` took
-    /// them back.
-    _apart: [core::mem::MaybeUninit<u8>; 48],
     /// The arena's list of its runs of this class (its lock's holder only): where a refill
     /// about to carve a run looks for other caches' remote frees to take ([`Run::steal`]).
-    /// Written when the run is carved and given back only, so they may sit in the gap.
+    /// Written when a run beside it on the list is carved or given back.
     pub anext: *mut Run,
     /// See `anext`.
     pub aprev: *mut Run,
+    /// Keeps `remote` off the cache lines of the fields above, which every free reads: the
+    /// run's address is only 16-aligned, so 48 bytes between them put them on two lines
+    /// whatever it is. With `remote` in the same line as `block`, a thread freeing into a
+    /// run read `block` from a line another freeing thread had just taken for its atomic OR,
+    /// then took the line for its own (two transfers per freed set instead of one): half of
+    /// `c-xmalloc`'s samples in `release_slice` were on that read.
+    _apart_read: [core::mem::MaybeUninit<u8>; 48],
+    /// Blocks freed by other threads, by index: the owner has not collected them.
+    remote: [AtomicUsize; BIT_WORDS],
+    /// Keeps the owner's fields below off `remote`'s cache line: without it the owner's
+    /// writes to `free` and `in_use` took that line from the freeing core at each refill.
+    _apart: [core::mem::MaybeUninit<u8>; 48],
     /// The owner's free blocks, by index (U1). Atomics only so that a thread taking the
     /// remote frees ([`Run::steal`]) may check them: the owner's plain loads and stores.
     free: [PAtomicUsize; BIT_WORDS],
@@ -121,10 +125,13 @@ pub struct Run {
     pub prev: *mut Run,
 }
 
-// The fields a remote free reads and writes are the run's first 64 bytes; the owner's own start
-// 128 bytes in, so that no cache line holds both whatever the run's 16-byte alignment.
-const _: () = assert!(core::mem::offset_of!(Run, owner) + 8 <= 64);
-const _: () = assert!(core::mem::offset_of!(Run, free) >= 128);
+// Three groups that no cache line shares whatever the run's 16-byte alignment (48 bytes between
+// each): what every free reads (the first 64 bytes), `remote` (what a remote free writes), the
+// owner's own fields.
+const _: () = assert!(core::mem::offset_of!(Run, aprev) + 8 <= 64);
+const _: () = assert!(core::mem::offset_of!(Run, remote) >= 64 + 48);
+const _: () =
+    assert!(core::mem::offset_of!(Run, free) >= core::mem::offset_of!(Run, remote) + 16 + 48);
 
 /// Most bytes a run spans (its chunk's payload): a back-offset beyond it is corrupt.
 pub const MAX_RUN_SPAN: usize = 1 << 20;
@@ -188,6 +195,7 @@ impl Run {
                 idle_sweeps: 0,
                 remote: core::array::from_fn(|_| AtomicUsize::new(0)),
                 owner: AtomicUsize::new(0),
+                _apart_read: [core::mem::MaybeUninit::uninit(); 48],
                 _apart: [core::mem::MaybeUninit::uninit(); 48],
                 anext: ptr::null_mut(),
                 aprev: ptr::null_mut(),
