@@ -188,7 +188,7 @@ impl Run {
                 capacity,
                 span: len + HEADER,
                 class,
-                recip: ((1usize << 32) + block / ALIGN - 1) / (block / ALIGN),
+                recip: (1usize << 32).div_ceil(block / ALIGN),
                 free: [const { PAtomicUsize::new(0) }; BIT_WORDS],
                 fresh: PAtomicUsize::new(0),
                 in_use: 0,
