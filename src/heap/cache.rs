@@ -148,13 +148,22 @@ impl Heap {
     /// # Safety
     /// Owning thread, or the cache's owner no longer exists; this heap owns the cache.
     pub unsafe fn flush_cache(&self, tc: *mut ThreadCache) {
-        // SAFETY: caller: the cache is ours; the released chunks are this heap's, out of it.
+        // SAFETY: forwarded; the cache is ours.
         unsafe {
-            (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize));
+            self.flush_stacks(tc);
             if self.runs_on() {
                 self.sweep_runs(&mut *tc);
             }
         }
+    }
+
+    /// Empties every stack of cache `tc` back to the arenas (and runs).
+    ///
+    /// # Safety
+    /// As for [`Heap::flush_cache`].
+    unsafe fn flush_stacks(&self, tc: *mut ThreadCache) {
+        // SAFETY: caller: the cache is ours; the released chunks are this heap's, out of it.
+        unsafe { (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize)) };
     }
 
     /// A cache's teardown (its thread exits, or its heap's lane goes): its stacks are emptied
@@ -170,7 +179,7 @@ impl Heap {
                 // Not `flush_cache`: its sweep of the runs would look at each run once more
                 // just before `drop_runs` does the same (collects it, gives it back when its
                 // blocks are all back), and a thread's exit pays for it (`churn`).
-                (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize));
+                self.flush_stacks(tc);
                 self.drop_runs(&mut *tc);
             } else {
                 self.flush_cache(tc);

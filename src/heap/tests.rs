@@ -36,6 +36,48 @@ fn tunables() -> Tunables {
     t
 }
 
+/// A frozen private heap with runs on and at most `arena_max` arenas.
+fn frozen_with_runs(arena_max: usize) -> PrivateHeap {
+    let mut t = tunables();
+    t.runs = true;
+    t.arena_max = arena_max;
+    frozen(&t)
+}
+
+/// The run of run block `p`.
+///
+/// # Safety
+/// `p` is a run block the caller holds.
+unsafe fn run_of(p: *mut u8) -> *mut crate::run::Run {
+    // SAFETY: caller.
+    unsafe { crate::run::Run::of(Chunk::from_payload(p)).0 }
+}
+
+/// The end of a runs test: cache `by` frees `blocks`, `caches` are dropped, the heap is
+/// trimmed, and no run and no block is left.
+///
+/// # Safety
+/// `blocks` are live blocks of `h`, each freed once here; the caches are `h`'s.
+unsafe fn free_all_and_drop(
+    h: &PrivateHeap,
+    by: *mut ThreadCache,
+    blocks: &[*mut u8],
+    caches: &[*mut ThreadCache],
+) {
+    // SAFETY: caller.
+    unsafe {
+        for &p in blocks {
+            h.free(by, p);
+        }
+        for &c in caches {
+            h.drop_cache(c);
+        }
+    }
+    h.trim(0);
+    let s = h.stats();
+    assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+}
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -1696,20 +1738,14 @@ fn a_collection_looks_at_a_bounded_number_of_runs_in_turn() {
     use super::runs::{COLLECT_SWEEP, IDLE_SWEEPS};
     use crate::run::{self, Run};
     use crate::size_class::request_class;
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
+    let h = frozen_with_runs(1);
     let tc = h.new_cache();
     let n = 48;
     let cls = request_class(n).0;
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
         let ps: Vec<_> = (0..16_000).map(|_| h.malloc(tc, n)).collect();
-        let mut runs: Vec<*mut Run> = ps
-            .iter()
-            .map(|&p| Run::of(Chunk::from_payload(p)).0)
-            .collect();
+        let mut runs: Vec<*mut Run> = ps.iter().map(|&p| run_of(p)).collect();
         runs.dedup();
         let total = run::list_len((*tc).runs[cls]);
         assert!(
@@ -1720,7 +1756,7 @@ fn a_collection_looks_at_a_bounded_number_of_runs_in_turn() {
         let mut keep = Vec::new();
         let mut kept_runs = std::collections::HashSet::new();
         for &p in &ps {
-            let r = Run::of(Chunk::from_payload(p)).0;
+            let r = run_of(p);
             let i = runs
                 .iter()
                 .position(|&x| x == r)
@@ -1781,20 +1817,17 @@ fn a_collection_looks_at_a_bounded_number_of_runs_in_turn() {
 #[test]
 fn a_run_used_between_two_collections_is_not_given_back() {
     use super::runs::IDLE_SWEEPS;
-    use crate::run::{self, Run};
+    use crate::run;
     use crate::size_class::request_class;
     assert_eq!(IDLE_SWEEPS, 1, "the test counts on one idle sweep");
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
+    let h = frozen_with_runs(1);
     let tc = h.new_cache();
     let n = 200;
     let cls = request_class(n).0;
     // SAFETY: private heap driven from this thread; every pointer is live when passed.
     unsafe {
         let p = h.malloc(tc, n);
-        let cap = (*Run::of(Chunk::from_payload(p)).0).capacity();
+        let cap = (*run_of(p)).capacity();
         h.free(tc, p);
         let round = move |h: &PrivateHeap| {
             let ps: Vec<_> = (0..3 * cap).map(|_| h.malloc(tc, n)).collect();
@@ -1834,10 +1867,7 @@ fn a_run_used_between_two_collections_is_not_given_back() {
 /// block in use).
 #[test]
 fn the_last_block_freed_into_an_orphan_gives_the_run_back() {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
+    let h = frozen_with_runs(1);
     let owner = h.new_cache();
     let other = h.new_cache();
     // SAFETY: private heap driven from this thread; each block is freed once.
@@ -1866,10 +1896,7 @@ fn remote_frees_of_one_owner(
     arena_max: usize,
     n: usize,
 ) -> (PrivateHeap, [*mut ThreadCache; 3], Vec<*mut u8>) {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = arena_max;
-    let h = frozen(&t);
+    let h = frozen_with_runs(arena_max);
     let (owner, thief) = (h.new_cache(), h.new_cache());
     let freer = h.new_cache();
     // SAFETY: private heap driven from this thread; each block is freed once.
@@ -1942,10 +1969,7 @@ fn a_refill_takes_other_caches_remote_frees_before_carving() {
 /// out twice.
 #[test]
 fn a_refill_takes_a_stolen_double_free_and_is_caught() {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
+    let h = frozen_with_runs(1);
     let owner = h.new_cache();
     // SAFETY: private heap driven from this thread; the double free is the point.
     unsafe {
@@ -1975,10 +1999,7 @@ fn a_refill_takes_remote_frees_from_another_arena_before_carving() {
 /// arena fills instead of carving its own.
 #[test]
 fn a_refill_adopts_an_orphan_of_another_arena_before_carving() {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 2;
-    let h = frozen(&t);
+    let h = frozen_with_runs(2);
     let (owner, heir) = (h.new_cache(), h.new_cache());
     // SAFETY: private heap driven from this thread; each block is freed once.
     unsafe {
@@ -1996,16 +2017,9 @@ fn a_refill_adopts_an_orphan_of_another_arena_before_carving() {
         let q = h.malloc(heir, 96);
         let s1 = h.stats();
         assert_eq!(s1.runs, s0.runs, "a run was carved: {s1}");
-        let (r0, _) = crate::run::Run::of(Chunk::from_payload(ps[0]));
-        let (r1, _) = crate::run::Run::of(Chunk::from_payload(q));
-        assert_eq!(r0, r1, "the block is not from the orphan");
+        assert_eq!(run_of(ps[0]), run_of(q), "the block is not from the orphan");
         check_heap(&h).unwrap();
-        h.free(heir, q);
-        h.free(heir, ps[0]);
-        h.drop_cache(heir);
-        h.trim(0);
-        let s2 = h.stats();
-        assert_eq!((s2.runs, s2.in_use), (0, 0), "{s2}");
+        free_all_and_drop(&h, heir, &[q, ps[0]], &[heir]);
     }
 }
 
@@ -2015,13 +2029,8 @@ fn a_refill_adopts_an_orphan_of_another_arena_before_carving() {
 /// must tell it.
 #[test]
 fn a_refill_finds_a_local_free_in_a_run_that_is_not_first() {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
+    let h = frozen_with_runs(1);
     let owner = h.new_cache();
-    // SAFETY: called on run blocks the test holds.
-    let run_of = |p: *mut u8| unsafe { crate::run::Run::of(Chunk::from_payload(p)).0 };
     // SAFETY: private heap driven from this thread; each block is freed once.
     unsafe {
         // Blocks over three runs: the first run is full, and no longer the first of the list.
@@ -2056,13 +2065,8 @@ fn a_refill_finds_a_local_free_in_a_run_that_is_not_first() {
         let s = h.stats();
         assert!(s.runs <= s0.runs + 1, "{s}");
         check_heap(&h).unwrap();
-        for &q in ps.iter().chain(&qs) {
-            h.free(owner, q);
-        }
-        h.drop_cache(owner);
-        h.trim(0);
-        let s = h.stats();
-        assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+        ps.extend(qs);
+        free_all_and_drop(&h, owner, &ps, &[owner]);
     }
 }
 
@@ -2071,7 +2075,6 @@ fn a_refill_finds_a_local_free_in_a_run_that_is_not_first() {
 unsafe fn hold_a_whole_run(h: &PrivateHeap, owner: *mut ThreadCache) -> Vec<*mut u8> {
     // SAFETY: caller: a cache of `h` used by this thread; run blocks the test holds.
     unsafe {
-        let run_of = |p: *mut u8| crate::run::Run::of(Chunk::from_payload(p)).0;
         let mut ps = vec![h.malloc(owner, 96)];
         let r = run_of(ps[0]);
         while ps.iter().filter(|&&p| run_of(p) == r).count() < (*r).capacity() {
@@ -2086,14 +2089,10 @@ unsafe fn hold_a_whole_run(h: &PrivateHeap, owner: *mut ThreadCache) -> Vec<*mut
 /// with most of them free at its front: the next adoption gets many blocks, not one.
 #[test]
 fn an_orphan_mostly_out_waits_behind_one_mostly_free() {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
+    let h = frozen_with_runs(1);
     let (owner, heir) = (h.new_cache(), h.new_cache());
     // SAFETY: private heap driven from this thread; each block is freed once.
     unsafe {
-        let run_of = |p: *mut u8| crate::run::Run::of(Chunk::from_payload(p)).0;
         let mut ps = hold_a_whole_run(&h, owner);
         let full = run_of(ps[0]);
         while run_of(ps[ps.len() - 1]) == full {
@@ -2120,13 +2119,7 @@ fn an_orphan_mostly_out_waits_behind_one_mostly_free() {
         );
         kept.push(q);
         check_heap(&h).unwrap();
-        for &p in &kept {
-            h.free(heir, p);
-        }
-        h.drop_cache(heir);
-        h.trim(0);
-        let s = h.stats();
-        assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+        free_all_and_drop(&h, heir, &kept, &[heir]);
     }
 }
 
@@ -2134,14 +2127,10 @@ fn an_orphan_mostly_out_waits_behind_one_mostly_free() {
 /// orphan, and the refill carves.
 #[test]
 fn an_orphan_with_no_free_block_is_not_adopted() {
-    let mut t = tunables();
-    t.runs = true;
-    t.arena_max = 1;
-    let h = frozen(&t);
+    let h = frozen_with_runs(1);
     let (owner, heir) = (h.new_cache(), h.new_cache());
     // SAFETY: private heap driven from this thread; each block is freed once.
     unsafe {
-        let run_of = |p: *mut u8| crate::run::Run::of(Chunk::from_payload(p)).0;
         let mut ps = hold_a_whole_run(&h, owner);
         let full = run_of(ps[0]);
         let rest = ps.split_off((*full).capacity());
@@ -2155,13 +2144,7 @@ fn an_orphan_with_no_free_block_is_not_adopted() {
         assert_eq!((*full).owner(), 0, "the full orphan was adopted");
         assert_eq!(h.stats().runs, 2);
         check_heap(&h).unwrap();
-        for &p in &ps {
-            h.free(heir, p);
-        }
-        h.drop_cache(heir);
-        h.trim(0);
-        let s = h.stats();
-        assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+        free_all_and_drop(&h, heir, &ps, &[heir]);
     }
 }
 
