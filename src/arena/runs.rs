@@ -116,9 +116,11 @@ impl ArenaState {
     /// Lock held.
     pub unsafe fn adopt_orphan(&mut self, sh: &Shared, cls: usize, owner: usize) -> *mut Run {
         let mut found = core::ptr::null_mut();
-        for _ in 0..ADOPT_LOOKS {
+        let first = self.orphans[cls];
+        for k in 0..ADOPT_LOOKS {
             let o = self.orphans[cls];
-            if o.is_null() {
+            // Fewer orphans than looks: each is looked at once.
+            if o.is_null() || (k > 0 && o == first) {
                 break;
             }
             // SAFETY: orphans are live runs of this arena, owned by the lock's holder; `o` is
@@ -126,12 +128,9 @@ impl ArenaState {
             unsafe {
                 self.collect_orphan(sh, o);
                 if (*o).has_free() {
-                    run::list_unlink(&mut self.orphans[cls], o);
+                    self.unlist_orphan(sh, o);
                     (*o).set_owner(owner);
-                    sh.orphan_free
-                        .fetch_sub((*o).free_bytes(), Ordering::Relaxed);
                     found = o;
-                    self.orphan_count -= 1;
                     break;
                 }
                 self.orphans[cls] = (*o).next;
@@ -139,6 +138,20 @@ impl ArenaState {
         }
         self.publish_orphans();
         found
+    }
+
+    /// Takes orphan `r` off its list, with its free bytes out of the orphans' figure.
+    ///
+    /// # Safety
+    /// Lock held; `r` is an orphan of this arena (on its list).
+    unsafe fn unlist_orphan(&mut self, sh: &Shared, r: *mut Run) {
+        // SAFETY: caller.
+        unsafe {
+            run::list_unlink(&mut self.orphans[(*r).class()], r);
+            sh.orphan_free
+                .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
+        }
+        self.orphan_count -= 1;
     }
 
     /// Collects orphan `r`'s remote frees and gives it back when its blocks are all back.
@@ -178,10 +191,7 @@ impl ArenaState {
             if !(*r).is_unused() {
                 return false;
             }
-            run::list_unlink(&mut self.orphans[(*r).class()], r);
-            self.orphan_count -= 1;
-            sh.orphan_free
-                .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
+            self.unlist_orphan(sh, r);
             self.free_run(sh, r);
         }
         true
