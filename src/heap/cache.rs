@@ -83,13 +83,12 @@ impl Heap {
     /// # Safety
     /// Owning thread; this heap owns the cache.
     pub unsafe fn overflow(&self, t: &mut ThreadCache, cls: usize) -> usize {
-        let me = t as *mut ThreadCache as usize;
         // SAFETY: forwarded; the released chunks are this heap's, out of the cache.
         unsafe {
             t.overflow(
                 cls,
                 || self.shared().now_ms(),
-                |ps, size| self.release_slice(ps, size, false, me),
+                |t, ps, size| self.release_slice(ps, size, false, Some(t)),
             )
         }
     }
@@ -113,9 +112,8 @@ impl Heap {
     /// # Safety
     /// Owning thread; this heap owns the cache.
     pub unsafe fn collect(&self, t: &mut ThreadCache) {
-        let me = t as *mut ThreadCache as usize;
         // SAFETY: forwarded; the released chunks are this heap's, out of the cache.
-        unsafe { t.collect(|ps, size| self.release_slice(ps, size, false, me)) };
+        unsafe { t.collect(|t, ps, size| self.release_slice(ps, size, false, Some(t))) };
         if self.runs_on() {
             // SAFETY: forwarded.
             unsafe { self.sweep_some_runs(t) };
@@ -136,8 +134,8 @@ impl Heap {
     ) {
         // SAFETY: caller: the cache is ours; the released chunks are this heap's, out of it.
         unsafe {
-            (*tc).flush(cls, keep, |ps, size| {
-                self.release_slice(ps, size, may_defer, tc as usize)
+            (*tc).flush(cls, keep, |t, ps, size| {
+                self.release_slice(ps, size, may_defer, Some(t))
             })
         };
     }
@@ -163,7 +161,7 @@ impl Heap {
     /// As for [`Heap::flush_cache`].
     unsafe fn flush_stacks(&self, tc: *mut ThreadCache) {
         // SAFETY: caller: the cache is ours; the released chunks are this heap's, out of it.
-        unsafe { (*tc).flush_all(|ps, size| self.release_slice(ps, size, false, tc as usize)) };
+        unsafe { (*tc).flush_all(|t, ps, size| self.release_slice(ps, size, false, Some(t))) };
     }
 
     /// A cache's teardown (its thread exits, or its heap's lane goes): its stacks are emptied

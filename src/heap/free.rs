@@ -142,7 +142,7 @@ impl Heap {
             }
         }
         // SAFETY: caller: checked in-use chunk of ours.
-        unsafe { self.free_to_arena(c, tc as usize) }
+        unsafe { self.free_to_arena(c, tc) }
     }
 
     #[cold]
@@ -181,7 +181,7 @@ impl Heap {
                 self.flush_class(t, cls, keep, true);
             }
             if !t.push(cls, p) {
-                self.free_to_arena(Chunk::from_payload(p), t as *mut ThreadCache as usize);
+                self.free_to_arena(Chunk::from_payload(p), t);
             }
         }
     }
@@ -209,19 +209,16 @@ impl Heap {
     }
 
     /// Frees a checked, in-use chunk past the thread caches: to its arena, or to its run
-    /// (`owner`, the calling thread's cache or 0/`DEAD`, says whether it owns the run).
+    /// (`tc`, the calling thread's cache or null/`DEAD`, says whether it owns the run).
     #[cold]
     #[inline(never)]
-    unsafe fn free_to_arena(&self, c: Chunk, owner: usize) {
-        // SAFETY: caller: checked in-use chunk of ours.
+    unsafe fn free_to_arena(&self, c: Chunk, tc: *mut ThreadCache) {
+        // SAFETY: caller: checked in-use chunk of ours; `tc` is ours when it is a cache (the
+        // caller holds no other reference to it across this call).
         unsafe {
             if c.head() & IN_RUN != 0 {
-                let owner = if has_cache(owner as *mut ThreadCache) {
-                    owner
-                } else {
-                    0
-                };
-                return self.free_run_block(c, owner);
+                let from = if has_cache(tc) { Some(&*tc) } else { None };
+                return self.free_run_block(c, from);
             }
             // Mutation (loom check): the chunk goes to the main arena, whichever it came from.
             let a = if sync::mutation::on("free_to_main_arena") {

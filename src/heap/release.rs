@@ -7,6 +7,7 @@ use super::Heap;
 use crate::arena::{self, remote_cap, Arena};
 use crate::chunk::Chunk;
 use crate::link;
+use crate::tcache::ThreadCache;
 
 impl Heap {
     /// Gives chunks back to their arenas: one lock hold per arena, or — with `may_defer`, when
@@ -16,7 +17,7 @@ impl Heap {
     /// are), or 0.
     ///
     /// With runs on, run blocks go back to their runs first (`Heap::release_run_blocks`:
-    /// `owner`, the releasing thread's cache or 0, says which runs are its own).
+    /// `from`, the releasing thread's cache if any, says which runs are its own).
     ///
     /// # Safety
     /// Every pointer is the payload of a checked, in-use chunk of this heap that the caller owns
@@ -26,13 +27,13 @@ impl Heap {
         ps: &mut [*mut u8],
         size: usize,
         may_defer: bool,
-        owner: usize,
+        from: Option<&ThreadCache>,
     ) {
         let sh = &self.shared;
         let mut n = ps.len();
         if self.runs_on() {
             // SAFETY: forwarded.
-            n = unsafe { self.release_run_blocks(ps, owner, size != 0) };
+            n = unsafe { self.release_run_blocks(ps, from, size != 0) };
         }
         while n > 0 {
             // SAFETY: caller: members are checked, in-use chunks of ours.

@@ -79,16 +79,15 @@ unsafe fn tell_owner(owner: usize, cls: usize) {
     }
 }
 
-/// Cache `owner` (the calling thread's) freed a block onto its run `r`: when `r` is not the
+/// Cache `t` (the calling thread's) freed a block onto its run `r`: when `r` is not the
 /// first of its class, its refills must look at the runs again before they go to the arena
 /// (`ThreadCache::run_local`).
 ///
 /// # Safety
-/// `owner` is the calling thread's cache and owns `r` (U3).
-unsafe fn note_local_free(owner: usize, r: *mut Run) {
-    // SAFETY: caller: the calling thread's own cache and run.
+/// `t` is the calling thread's cache and owns `r` (U3).
+unsafe fn note_local_free(t: &ThreadCache, r: *mut Run) {
+    // SAFETY: caller: the calling thread's own run.
     unsafe {
-        let t = &*(owner as *const ThreadCache);
         let cls = (*r).class();
         if t.runs[cls] != r {
             set_bit(&t.run_local, cls);
@@ -397,19 +396,20 @@ impl Heap {
     }
 
     /// Takes the run blocks out of `ps` back to their runs and returns how many pointers are
-    /// left (moved to the front of `ps`) for the arenas. A block of a run cache `owner` owns
+    /// left (moved to the front of `ps`) for the arenas. A block of a run cache `from` owns
     /// goes on the run's own list; the others go onto their runs' remote lists, in chains.
     ///
     /// # Safety
-    /// As for [`Heap::release_slice`]; `owner` is the calling thread's cache (its address), or
-    /// 0 when it has none; with `marked`, every block carries the freed mark already (a
-    /// stack's blocks: `release_slice`'s `size` is not 0).
+    /// As for [`Heap::release_slice`]; `from` is the calling thread's cache, or `None` when it
+    /// has none; with `marked`, every block carries the freed mark already (a stack's blocks:
+    /// `release_slice`'s `size` is not 0).
     pub(super) unsafe fn release_run_blocks(
         &self,
         ps: &mut [*mut u8],
-        owner: usize,
+        from: Option<&ThreadCache>,
         marked: bool,
     ) -> usize {
+        let owner = from.map_or(0, |t| ptr::from_ref(t).addr());
         // Per run being freed to remotely: the run, its blocks' bits and their number.
         let mut sets: [(*mut Run, Bits, usize); SETS] =
             [(ptr::null_mut(), [0; BIT_WORDS], 0); SETS];
@@ -460,12 +460,12 @@ impl Heap {
                 if !marked {
                     link::put_cached(p);
                 }
-                if (*r).owner() == owner && owner != 0 {
+                if let Some(t) = from.filter(|_| (*r).owner() == owner) {
                     (*r).push_local(slot);
                     local += (*r).block_size();
                     if r != noted {
                         noted = r;
-                        note_local_free(owner, r);
+                        note_local_free(t, r);
                     }
                     continue;
                 }
@@ -494,7 +494,7 @@ impl Heap {
                     self.push_set(r, &bits, n);
                 }
             }
-            self.count_run_frees(owner, local, remote);
+            self.count_run_frees(from, local, remote);
         }
         rest
     }
@@ -537,38 +537,40 @@ impl Heap {
     }
 
     /// Frees one run block outside the thread caches: to its run's owner's set when cache
-    /// `owner` (an address, 0 for none) owns the run, else to the run's remote set.
+    /// `from` (the calling thread's, if any) owns the run, else to the run's remote set.
     ///
     /// # Safety
-    /// `c` is a checked, in-use run block of this heap, given up by the caller.
-    pub(super) unsafe fn free_run_block(&self, c: Chunk, owner: usize) {
+    /// `c` is a checked, in-use run block of this heap, given up by the caller; `from` is the
+    /// calling thread's cache of this heap.
+    pub(super) unsafe fn free_run_block(&self, c: Chunk, from: Option<&ThreadCache>) {
         // SAFETY: caller: a checked run block; `Run::of` checks its back-offset.
         unsafe {
             let (r, slot) = Run::of(c);
             link::put_cached(c.payload());
             let b = (*r).block_size();
+            let owner = from.map_or(0, |t| ptr::from_ref(t).addr());
             if owner != 0 && (*r).owner() == owner {
                 (*r).push_local(slot);
-                self.count_run_frees(owner, b, 0);
+                self.count_run_frees(from, b, 0);
             } else {
                 let mut bits = [0; BIT_WORDS];
                 run::add_block(&mut bits, slot);
                 self.push_set(r, &bits, 1);
-                self.count_run_frees(owner, 0, b);
+                self.count_run_frees(from, 0, b);
             }
         }
     }
 
-    /// Counts run frees in the figures `stats` reads: `local` bytes back in cache `owner`'s
+    /// Counts run frees in the figures `stats` reads: `local` bytes back in cache `from`'s
     /// own runs, `remote` bytes pushed onto runs' remote lists (by that cache, or by no cache
-    /// when `owner` is 0).
+    /// when `from` is `None`). `from` is the calling thread's cache, borrowed from its owner's
+    /// reference (a flush hands it down, `ThreadCache::flush`), never made again from the
+    /// cache's address while that reference is live.
     ///
     /// # Safety
-    /// `owner` is 0 or the calling thread's cache of this heap.
-    unsafe fn count_run_frees(&self, owner: usize, local: usize, remote: usize) {
-        if owner != 0 {
-            // SAFETY: caller: our cache.
-            let t = unsafe { &*(owner as *const ThreadCache) };
+    /// `from` is the calling thread's cache of this heap (its figures have one writer).
+    unsafe fn count_run_frees(&self, from: Option<&ThreadCache>, local: usize, remote: usize) {
+        if let Some(t) = from {
             bump(&t.run_free, local);
             bump(&t.run_remote, remote);
         } else if remote > 0 {

@@ -368,7 +368,7 @@ fn remote_list_is_drained_by_the_next_lock_holder() {
         let bytes: usize = ps.iter().map(|&p| Chunk::from_payload(p).size()).sum();
         // hold the lock so the release must go through the remote list
         let g = arena.lock();
-        heap.release_slice(&mut ps, 0, true, 0);
+        heap.release_slice(&mut ps, 0, true, None);
         for &p in &ps {
             assert!(
                 link::has_key(p),
@@ -1768,7 +1768,7 @@ fn a_collection_looks_at_a_bounded_number_of_runs_in_turn() {
             }
         }
         // Blocks still in the stack go back to their runs first (not part of the bound).
-        (*tc).flush_all(|ps, size| h.release_slice(ps, size, false, tc as usize));
+        (*tc).flush_all(|t, ps, size| h.release_slice(ps, size, false, Some(t)));
         let before = run::list_len((*tc).runs[cls]);
         assert_eq!(before, total);
         h.collect(&mut *tc);
@@ -1834,8 +1834,7 @@ fn a_run_used_between_two_collections_is_not_given_back() {
             for p in ps {
                 h.free(tc, p);
             }
-            let t = tc;
-            (*t).flush_all(|ps, size| h.release_slice(ps, size, false, t as usize));
+            (*tc).flush_all(|t, ps, size| h.release_slice(ps, size, false, Some(t)));
         };
         round(&h);
         let runs = run::list_len((*tc).runs[cls]);
@@ -1977,7 +1976,7 @@ fn a_refill_takes_a_stolen_double_free_and_is_caught() {
         let c = Chunk::from_payload(ps[0]);
         let (r, slot) = crate::run::Run::of(c);
         // The owner's free puts the block in its run's free set at once.
-        h.free_run_block(c, owner as usize);
+        h.free_run_block(c, Some(&*owner));
         let mut bits = [0; crate::run::BIT_WORDS];
         crate::run::add_block(&mut bits, slot);
         crate::run::Run::push_remote(r, &bits, 1);

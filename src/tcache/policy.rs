@@ -74,7 +74,7 @@ impl ThreadCache {
         &mut self,
         cls: usize,
         now: impl FnOnce() -> u64,
-        release: impl FnMut(&mut [*mut u8], usize),
+        release: impl FnMut(&ThreadCache, &mut [*mut u8], usize),
     ) -> usize {
         let max = self.bins[cls + 1].max;
         if core::mem::replace(&mut self.refilled[cls], false) {
@@ -159,7 +159,7 @@ impl ThreadCache {
     /// Owning thread; `release` takes the chunks it is given.
     // The class index runs over several per-class arrays at once.
     #[allow(clippy::needless_range_loop)]
-    pub unsafe fn collect(&mut self, mut release: impl FnMut(&mut [*mut u8], usize)) {
+    pub unsafe fn collect(&mut self, mut release: impl FnMut(&ThreadCache, &mut [*mut u8], usize)) {
         for c in 0..NCLASSES {
             if !self.caches(c) || core::mem::replace(&mut self.used[c], false) {
                 continue;
@@ -198,8 +198,12 @@ impl ThreadCache {
     }
 
     /// Sends all but the newest `keep` chunks of class `cls` back to their arenas: `release`
-    /// gets the payloads that leave the stack (which no longer holds them) and their chunk
-    /// size.
+    /// gets the cache itself, the payloads that leave the stack (which no longer holds them)
+    /// and their chunk size. The cache comes as a reborrow of `self` for the call: whatever
+    /// the release reads or counts in it (its runs, its run figures) goes through that
+    /// reference, not through a second one made from the cache's address while `self` is
+    /// borrowed mutably. The slice lies in the stacks' area after the struct, which the
+    /// reference does not cover.
     ///
     /// # Safety
     /// Owning thread; `release` takes the chunks it is given.
@@ -209,7 +213,7 @@ impl ThreadCache {
         &mut self,
         cls: usize,
         keep: usize,
-        release: impl FnOnce(&mut [*mut u8], usize),
+        release: impl FnOnce(&ThreadCache, &mut [*mut u8], usize),
     ) {
         let n = self.count(cls);
         if n <= keep {
@@ -239,7 +243,7 @@ impl ThreadCache {
             self.bins[cls + 1]
                 .top
                 .store(base.add(keep), Ordering::Relaxed);
-            release(&mut all[keep..], CLASS_CHUNK_SIZE[cls]);
+            release(self, &mut all[keep..], CLASS_CHUNK_SIZE[cls]);
         }
     }
 
@@ -248,7 +252,10 @@ impl ThreadCache {
     ///
     /// # Safety
     /// Owning thread, or the cache's owner no longer exists; `release` takes the chunks.
-    pub unsafe fn flush_all(&mut self, mut release: impl FnMut(&mut [*mut u8], usize)) {
+    pub unsafe fn flush_all(
+        &mut self,
+        mut release: impl FnMut(&ThreadCache, &mut [*mut u8], usize),
+    ) {
         for c in 0..NCLASSES {
             // Classes that are not cached hold nothing (and cost loom a scheduling point each).
             if !self.caches(c) {

@@ -23,7 +23,7 @@ pub(crate) fn remote_free_races_owner() {
         let freer = {
             let h = h.clone();
             thread::spawn(move || unsafe {
-                h.release_slice(&mut [p.0, q.0], 0, true, 0);
+                h.release_slice(&mut [p.0, q.0], 0, true, None);
             })
         };
         // The owner: an allocation (locks the arena, drains), then its free.
@@ -54,7 +54,7 @@ pub(crate) fn two_pushers() {
             .map(|c| {
                 let h = h.clone();
                 thread::spawn(move || unsafe {
-                    h.release_slice(&mut [c.0], 0, true, 0);
+                    h.release_slice(&mut [c.0], 0, true, None);
                 })
             })
             .collect();
@@ -87,7 +87,7 @@ pub(crate) fn two_freers_vs_cache_owner() {
             .map(|c| {
                 let h = h.clone();
                 thread::spawn(move || unsafe {
-                    h.release_slice(&mut [c.0], 0, true, 0);
+                    h.release_slice(&mut [c.0], 0, true, None);
                 })
             })
             .collect();

@@ -44,7 +44,7 @@ pub(crate) fn stats_while_counters_change() {
                 let p = h.malloc(owner.0, 24); // refill: count changes
                 h.free(owner.0, p); // push: count changes
                 h.flush_class(owner.0, crate::size_class::request_class(24).0, 0, true);
-                h.release_slice(&mut [b.0], 0, true, 0); // remote free or locked free
+                h.release_slice(&mut [b.0], 0, true, None); // remote free or locked free
             })
         };
         // Two reads while the worker runs: the second one's lock drains whatever the worker
@@ -79,7 +79,7 @@ pub(crate) fn remote_pending_never_wraps() {
         let freer = {
             let h = h.clone();
             thread::spawn(move || unsafe {
-                h.release_slice(&mut [b.0], 0, true, 0);
+                h.release_slice(&mut [b.0], 0, true, None);
             })
         };
         for _ in 0..2 {
