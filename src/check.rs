@@ -318,9 +318,11 @@ unsafe fn check_runs(tc: &ThreadCache) -> CheckResult {
     Ok(())
 }
 
-/// Checks the orphan runs of an arena (lock held): each names no owner and its counts agree.
+/// Checks the orphan runs of an arena (lock held): each names no owner and its counts agree,
+/// and the arena's figure of their free bytes is their sum.
 fn check_orphans(st: &ArenaState) -> CheckResult {
     let mut r = Ok(());
+    let mut free = 0usize;
     st.for_each_orphan(|o| {
         // SAFETY: orphans are live runs owned by the lock's holder.
         unsafe {
@@ -330,8 +332,12 @@ fn check_orphans(st: &ArenaState) -> CheckResult {
             if r.is_ok() {
                 r = (*o).check();
             }
+            free = free.wrapping_add((*o).free_bytes());
         }
     });
+    if r.is_ok() && free != st.orphan_free {
+        r = Err("R2: the arena's orphan free bytes are not the sum of its orphans'");
+    }
     r
 }
 

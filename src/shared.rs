@@ -111,11 +111,9 @@ pub struct Shared {
     /// Bytes mapped for huge blocks.
     pub huge_bytes: PAtomicUsize,
     /// Run remote-free bytes not counted by a live cache (`ThreadCache::run_remote`): pushed
-    /// without a cache, collected by an arena from its orphans, or left by dropped caches
-    /// (wrapping).
+    /// without a cache, or left by dropped caches (wrapping; what the arenas collected from
+    /// their orphans is counted by each, `ArenaState::orphan_collected`).
     pub run_remote_other: PAtomicUsize,
-    /// Bytes free in orphan runs, as their arenas see them (`arena/runs.rs`).
-    pub orphan_free: PAtomicUsize,
     main: PAtomicUsize,
 }
 
@@ -142,7 +140,6 @@ impl Shared {
             huge_count: PAtomicUsize::new(0),
             huge_bytes: PAtomicUsize::new(0),
             run_remote_other: PAtomicUsize::new(0),
-            orphan_free: PAtomicUsize::new(0),
             main: PAtomicUsize::new(0),
         }
     }

@@ -184,6 +184,14 @@ pub struct ArenaState {
     orphans: [*mut crate::run::Run; crate::size_class::NCLASSES],
     /// Runs on `orphans`.
     orphan_count: usize,
+    /// Bytes free in this arena's orphans, as the lock's holder sees them (`stats` adds them
+    /// to `run_free`). A figure of the arena's, not of the heap's: the orphan paths run under
+    /// this lock, and a heap-wide atomic there was a cache line every thread's exit and
+    /// adoption took in turn.
+    pub orphan_free: usize,
+    /// Remote-free bytes this arena collected from its orphans (wrapping): they left
+    /// `Shared::run_remote_other`, which `stats` reads less the sum of these.
+    pub orphan_collected: usize,
     /// The class the next orphan sweep starts with.
     orphan_cursor: usize,
     /// Runs carved from this arena and not given back (owned or orphans).
@@ -289,6 +297,8 @@ impl Arena {
             regions: ptr::null_mut(),
             orphans: [ptr::null_mut(); crate::size_class::NCLASSES],
             orphan_count: 0,
+            orphan_free: 0,
+            orphan_collected: 0,
             orphan_cursor: 0,
             runs: 0,
             registry: [ptr::null_mut(); crate::size_class::NCLASSES],

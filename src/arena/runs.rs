@@ -82,7 +82,7 @@ impl ArenaState {
     /// # Safety
     /// Lock held; `r` is a run of this arena, owned by the caller (whose cache is being
     /// dropped) and on no list.
-    pub unsafe fn add_orphan(&mut self, sh: &Shared, r: *mut Run) {
+    pub unsafe fn add_orphan(&mut self, r: *mut Run) {
         // SAFETY: caller: ours to give up; the lock's holder owns orphans from here on.
         unsafe {
             (*r).set_owner(0);
@@ -91,8 +91,7 @@ impl ArenaState {
             if (*r).mostly_out() {
                 *list = (*r).next;
             }
-            sh.orphan_free
-                .fetch_add((*r).free_bytes(), Ordering::Relaxed);
+            self.orphan_free = self.orphan_free.wrapping_add((*r).free_bytes());
         }
         self.orphan_count += 1;
         self.publish_orphans();
@@ -114,7 +113,7 @@ impl ArenaState {
     ///
     /// # Safety
     /// Lock held.
-    pub unsafe fn adopt_orphan(&mut self, sh: &Shared, cls: usize, owner: usize) -> *mut Run {
+    pub unsafe fn adopt_orphan(&mut self, cls: usize, owner: usize) -> *mut Run {
         let mut found = core::ptr::null_mut();
         let first = self.orphans[cls];
         for k in 0..ADOPT_LOOKS {
@@ -126,9 +125,9 @@ impl ArenaState {
             // SAFETY: orphans are live runs of this arena, owned by the lock's holder; `o` is
             // on the list.
             unsafe {
-                self.collect_orphan(sh, o);
+                self.collect_orphan(o);
                 if (*o).has_free() {
-                    self.unlist_orphan(sh, o);
+                    self.unlist_orphan(o);
                     (*o).set_owner(owner);
                     found = o;
                     break;
@@ -144,12 +143,11 @@ impl ArenaState {
     ///
     /// # Safety
     /// Lock held; `r` is an orphan of this arena (on its list).
-    unsafe fn unlist_orphan(&mut self, sh: &Shared, r: *mut Run) {
+    unsafe fn unlist_orphan(&mut self, r: *mut Run) {
         // SAFETY: caller.
         unsafe {
             run::list_unlink(&mut self.orphans[(*r).class()], r);
-            sh.orphan_free
-                .fetch_sub((*r).free_bytes(), Ordering::Relaxed);
+            self.orphan_free = self.orphan_free.wrapping_sub((*r).free_bytes());
         }
         self.orphan_count -= 1;
     }
@@ -162,7 +160,7 @@ impl ArenaState {
     pub unsafe fn settle_orphan(&mut self, sh: &Shared, r: *mut Run) -> bool {
         // SAFETY: forwarded.
         let back = unsafe {
-            self.collect_orphan(sh, r);
+            self.collect_orphan(r);
             self.release_orphan_if_unused(sh, r)
         };
         self.publish_orphans();
@@ -173,11 +171,11 @@ impl ArenaState {
     ///
     /// # Safety
     /// Lock held; `r` is an orphan of this arena.
-    unsafe fn collect_orphan(&mut self, sh: &Shared, r: *mut Run) {
+    unsafe fn collect_orphan(&mut self, r: *mut Run) {
         // SAFETY: caller: orphans are live runs of this arena, owned by the lock's holder.
         let back = unsafe { (*r).collect() * (*r).block_size() };
-        sh.run_remote_other.fetch_sub(back, Ordering::Relaxed);
-        sh.orphan_free.fetch_add(back, Ordering::Relaxed);
+        self.orphan_collected = self.orphan_collected.wrapping_add(back);
+        self.orphan_free = self.orphan_free.wrapping_add(back);
     }
 
     /// Gives orphan `r` back as one chunk when its blocks are all back (as the owner saw
@@ -191,7 +189,7 @@ impl ArenaState {
             if !(*r).is_unused() {
                 return false;
             }
-            self.unlist_orphan(sh, r);
+            self.unlist_orphan(r);
             self.free_run(sh, r);
         }
         true
@@ -222,7 +220,7 @@ impl ArenaState {
                 // SAFETY: orphans are live runs of this arena, owned by the lock's holder.
                 unsafe {
                     if !no_collect {
-                        self.collect_orphan(sh, r);
+                        self.collect_orphan(r);
                     }
                     if self.release_orphan_if_unused(sh, r) {
                         n += 1;

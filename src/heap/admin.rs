@@ -37,6 +37,8 @@ impl Heap {
             arenas: self.arena_count(),
             ..Stats::default()
         };
+        // Remote frees the arenas collected from their orphans (out of `run_remote_other`).
+        let mut collected = 0usize;
         for i in 0..s.arenas {
             let a = self.arena(i);
             let g = a.lock();
@@ -52,11 +54,17 @@ impl Heap {
             s.overhead += g.overhead;
             s.runs += g.runs;
             s.run_bytes += g.run_bytes;
+            s.run_free += g.orphan_free;
+            collected = collected.wrapping_add(g.orphan_collected);
             s.in_use += g.committed - g.overhead - g.bins.free_bytes - g.quick_bytes - top;
             drop(g);
             s.remote_pending += a.remote_bytes.load(Ordering::Relaxed);
         }
-        let mut run_remote = self.shared.run_remote_other.load(Ordering::Relaxed);
+        let mut run_remote = self
+            .shared
+            .run_remote_other
+            .load(Ordering::Relaxed)
+            .wrapping_sub(collected);
         self.for_each_cache(|tc| {
             // SAFETY: live cache, registry lock held by for_each_cache.
             s.tcache_bytes += unsafe { (*tc).held_bytes() };
@@ -69,7 +77,6 @@ impl Heap {
             }
             s.threads += 1;
         });
-        s.run_free += self.shared.orphan_free.load(Ordering::Relaxed);
         // Its parts are read at different times: a transient sum below 0 reads as 0.
         s.run_remote = run_remote.min(isize::MAX as usize);
         s.in_use = s

@@ -293,7 +293,7 @@ impl Heap {
         let me = t as *mut ThreadCache as usize;
         // SAFETY: lock held; an adopted orphan is ours from here on (U3).
         unsafe {
-            let o = g.adopt_orphan(self.shared(), cls, me);
+            let o = g.adopt_orphan(cls, me);
             if !o.is_null() {
                 run::list_push_front(&mut t.runs[cls], o);
                 bump(&t.run_free, (*o).free_bytes());
@@ -724,7 +724,7 @@ impl Heap {
                     if (*r).is_unused() {
                         g.free_run(self.shared(), r);
                     } else {
-                        g.add_orphan(self.shared(), r);
+                        g.add_orphan(r);
                     }
                 }
             }
