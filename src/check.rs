@@ -283,7 +283,7 @@ pub unsafe fn check_tcache(tc: &ThreadCache) -> CheckResult {
 /// # Safety
 /// The cache is not in use by another thread.
 unsafe fn check_runs(tc: &ThreadCache) -> CheckResult {
-    let me = tc as *const ThreadCache as usize;
+    let me = tc.run_owner_id();
     for (cls, &head) in tc.runs.iter().enumerate() {
         if head.is_null() {
             continue;

@@ -290,7 +290,7 @@ impl Heap {
         g: &mut ArenaGuard<'_>,
         stolen: &mut Stolen,
     ) -> Option<*mut Run> {
-        let me = t as *mut ThreadCache as usize;
+        let me = t.run_owner_id();
         // SAFETY: lock held; an adopted orphan is ours from here on (U3).
         unsafe {
             let o = g.adopt_orphan(cls, me);
@@ -318,7 +318,7 @@ impl Heap {
     /// # Safety
     /// Owning thread; this heap owns the cache.
     unsafe fn next_run(&self, t: &mut ThreadCache, cls: usize, stolen: &mut Stolen) -> *mut Run {
-        let me = t as *mut ThreadCache as usize;
+        let me = t.run_owner_id();
         // SAFETY: the cache's runs are ours (U3); the list is circular.
         unsafe {
             let head = t.runs[cls];
@@ -409,7 +409,7 @@ impl Heap {
         from: Option<&ThreadCache>,
         marked: bool,
     ) -> usize {
-        let owner = from.map_or(0, |t| ptr::from_ref(t).addr());
+        let owner = from.map_or(0, ThreadCache::run_owner_id);
         // Per run being freed to remotely: the run, its blocks' bits and their number.
         let mut sets: [(*mut Run, Bits, usize); SETS] =
             [(ptr::null_mut(), [0; BIT_WORDS], 0); SETS];
@@ -548,8 +548,7 @@ impl Heap {
             let (r, slot) = Run::of(c);
             link::put_cached(c.payload());
             let b = (*r).block_size();
-            let owner = from.map_or(0, |t| ptr::from_ref(t).addr());
-            if owner != 0 && (*r).owner() == owner {
+            if from.is_some_and(|t| (*r).owner() == t.run_owner_id()) {
                 (*r).push_local(slot);
                 self.count_run_frees(from, b, 0);
             } else {

@@ -534,6 +534,13 @@ impl ThreadCache {
         self.bins[cls + 1].max > 0
     }
 
+    /// What a run this cache owns holds in its `owner` word (`run::Run::owner`): the
+    /// cache's address, never 0.
+    #[inline]
+    pub fn run_owner_id(&self) -> usize {
+        ptr::from_ref(self).addr()
+    }
+
     /// Cached chunks in class `cls` (any thread: a snapshot).
     pub fn count(&self, cls: usize) -> usize {
         let t = self.bins[cls + 1].top.load(Ordering::Relaxed);
