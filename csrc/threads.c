@@ -50,7 +50,7 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    size_t steps = scaled(argc, argv, 3000000.0);
+    size_t steps = scaled(argc, argv, 12000000.0);
     int nt = threads_arg(argc, argv, 4);
     pthread_t th[256];
     struct job jobs[256];
