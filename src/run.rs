@@ -10,7 +10,9 @@
 //! run chunk (in use, from its arena)
 //! 0    +------------------------------+
 //!      | chunk header (arena's view)  |
-//! 16   +------------------------------+  <- the run (`Run`, 240 bytes)
+//! 16   +------------------------------+
+//!      | color: 0-63 cache lines      |  never touched (`color_for`)
+//! 16+c +------------------------------+  <- the run (`Run`, 248 bytes)
 //!      | block size, capacity, span,  |  read by every free, written once
 //!      | class, reciprocal            |
 //!      | owner: the cache, 0: orphan  |  written at an exit and an adoption
@@ -22,13 +24,17 @@
 //!      | fresh, in_use (owner)        |
 //!      | idle sweeps (owner)          |
 //!      | next, prev: the owner's list |
-//! 256  +------------------------------+  <- block 0
+//! 272+c+------------------------------+  <- block 0
 //!      | back-offset to the run       |  the `prev_size` word: run blocks are never "prev free"
 //!      | head: size | PREV_INUSE |    |
 //!      |       IN_RUN, tag            |
 //!      | payload ...                  |  while free: the freed mark in word 1
 //!      +------------------------------+  <- block 1, ...
 //! ```
+//!
+//! Spans are whole pages, so each run is *colored*: its header, and the blocks after it, start
+//! `c` bytes into the span, a multiple of 64 that differs from run to run ([`color_for`]),
+//! so that block `i` of the runs of a class is not on the same L1 sets in every run.
 //!
 //! A block finds its run in O(1): its header's first word is the distance back to the run
 //! (checked against the run's own layout, so an overwritten word is caught, never followed
@@ -116,6 +122,9 @@ pub struct Run {
     fresh: PAtomicUsize,
     /// Blocks handed out and not freed to the owner (U2).
     in_use: usize,
+    /// Bytes from the run chunk's payload to this header (a multiple of 64: the run's
+    /// *color*, [`color_for`]); read when the run goes back to its arena.
+    color: usize,
     /// Collection sweeps in a row that found the run with no block out and no block taken
     /// from it since the previous one (owner only; `Heap::sweep_some_runs`).
     pub idle_sweeps: usize,
@@ -157,6 +166,43 @@ pub fn span_for(block: usize, page: usize) -> usize {
         .min(most)
 }
 
+/// Bytes of addresses that map to distinct L1 sets (sets × line: 64 × 64 B on x86-64 cores,
+/// whatever their ways).
+const L1_SET_SPAN: usize = 4096;
+
+/// Colors a run gives up a block for, where its span's slack holds fewer.
+const MIN_COLORS: usize = 8;
+
+/// The color (bytes from the run chunk's payload to its header, a multiple of 64) of the `n`th
+/// run an arena carves, for blocks of chunk size `block` in a span of `len` bytes: `n` picks
+/// one of as many cache lines as one block spans (at least 8, at most [`L1_SET_SPAN`]'s 64),
+/// as far as the span's slack and one block more allow (a run gives up at most one block for
+/// its color).
+///
+/// Spans are whole pages, so without colors block `i` of every run of a class would sit at the
+/// same offset in a page, on the same L1 sets: in `c-simple` (batches of 256 blocks written
+/// and freed) the 8-way sets ran out, with 30-200x the L1 misses of the boundary-tagged path.
+pub fn color_for(n: usize, block: usize, len: usize) -> usize {
+    let fit = (len.saturating_sub(RUN_HEADER) / block).min(MAX_BLOCKS);
+    // Blocks of a line or less already tile every set of a page whatever the run's offset.
+    if fit < 2 || block <= 64 {
+        return 0;
+    }
+    let lines = (block.min(L1_SET_SPAN) / 64).max(MIN_COLORS);
+    // The slack past the blocks that fit uncolored; where it holds fewer than MIN_COLORS
+    // lines, one of the blocks too, for MIN_COLORS at most.
+    let slack = len - RUN_HEADER - fit * block;
+    let colors = if slack / 64 + 1 >= MIN_COLORS {
+        (slack / 64 + 1).min(lines)
+    } else {
+        ((slack + block) / 64 + 1).min(MIN_COLORS)
+    };
+    // Fibonacci hashing: consecutive runs land far apart in 0..colors, so a few runs of a class
+    // already spread over the sets (`n % colors` put 16 runs of 4 KiB blocks on 20 of 64 sets).
+    let spread = ((n as u32).wrapping_mul(0x9E37_79B9) as u64 * colors as u64) >> 32;
+    spread as usize * 64
+}
+
 /// Adds block `i` to set `b`.
 #[inline]
 pub fn add_block(b: &mut Bits, i: usize) {
@@ -176,11 +222,30 @@ impl Run {
     /// # Safety
     /// `[at, at + len)` is writable memory the caller owns for the run's life; `block` is a
     /// multiple of 16 of at least 32; `len` holds the header and at least one block.
+    #[cfg(test)]
     pub unsafe fn init(at: *mut u8, len: usize, block: usize, class: usize) -> *mut Run {
+        // SAFETY: forwarded; color 0 keeps the header at `at`.
+        unsafe { Run::init_colored(at, len, block, class, 0) }
+    }
+
+    /// [`Run::init`] with the header `color` bytes into the span (a multiple of 64 from
+    /// [`color_for`]); the blocks follow it, as many as still fit.
+    ///
+    /// # Safety
+    /// As for [`Run::init`], and `len` holds `color`, the header and at least one block.
+    pub unsafe fn init_colored(
+        at: *mut u8,
+        len: usize,
+        block: usize,
+        class: usize,
+        color: usize,
+    ) -> *mut Run {
         debug_assert!(at as usize % ALIGN == 0 && block % ALIGN == 0 && block >= 32);
-        let capacity = ((len - RUN_HEADER) / block).min(MAX_BLOCKS);
+        debug_assert!(color % 64 == 0 && color + RUN_HEADER + block <= len);
+        let capacity = ((len - color - RUN_HEADER) / block).min(MAX_BLOCKS);
         debug_assert!(capacity > 0 && len <= MAX_RUN_SPAN && block <= 1 << 16);
-        let r: *mut Run = at.cast();
+        // SAFETY: caller: `color` bytes in, inside the span; 16-aligned as `at` is.
+        let r: *mut Run = unsafe { at.add(color) }.cast();
         // SAFETY: caller: writable, aligned, ours.
         unsafe {
             r.write(Run {
@@ -192,6 +257,7 @@ impl Run {
                 free: [const { PAtomicUsize::new(0) }; BIT_WORDS],
                 fresh: PAtomicUsize::new(0),
                 in_use: 0,
+                color,
                 idle_sweeps: 0,
                 remote: core::array::from_fn(|_| AtomicUsize::new(0)),
                 owner: AtomicUsize::new(0),
@@ -258,6 +324,11 @@ impl Run {
     /// The blocks' chunk size.
     pub fn block_size(&self) -> usize {
         self.block
+    }
+
+    /// Bytes from the run chunk's payload to the run (its header).
+    pub fn color(&self) -> usize {
+        self.color
     }
 
     /// The class index given to [`Run::init`].
@@ -861,6 +932,62 @@ mod tests {
         // SAFETY: our buffer; only the header is written.
         let r = unsafe { &*Run::init(at, (64 << 10) - HEADER, 32, 0) };
         assert_eq!(r.capacity(), MAX_BLOCKS, "capped at the bitmap's size");
+    }
+
+    #[test]
+    fn colored_runs_fit_their_spans_and_spread_block_zero_over_the_l1_sets() {
+        let at = buffer(MAX_CARVED_SPAN + 4096);
+        for &block in crate::size_class::CLASS_CHUNK_SIZE.iter() {
+            let len = span_for(block, 4096) - HEADER;
+            let fit = ((len - RUN_HEADER) / block).min(MAX_BLOCKS);
+            let slack = len - RUN_HEADER - fit * block;
+            let mut sets = std::collections::HashSet::new();
+            let mut colors = std::collections::HashSet::new();
+            for n in 0..16 {
+                let c = color_for(n, block, len);
+                assert_eq!(c % 64, 0, "block {block}: color {c} off a cache line");
+                colors.insert(c);
+                // SAFETY: our buffer; only the header is written.
+                let r = unsafe { &*Run::init_colored(at, len, block, 0, c) };
+                let cap = r.capacity();
+                assert!(
+                    cap >= 1 && cap + 1 >= fit,
+                    "block {block}: {cap} of {fit} blocks"
+                );
+                if c <= slack {
+                    assert_eq!(
+                        cap, fit,
+                        "block {block}: color {c} within the slack cost a block"
+                    );
+                }
+                let (first, bytes) = r.payloads();
+                assert_eq!(first, at as usize + c + RUN_HEADER + HEADER);
+                assert!(
+                    first - HEADER + bytes <= at as usize + len,
+                    "block {block}: past the span"
+                );
+                // The run is found from its blocks, and gives its color back.
+                // SAFETY: a block position of the run; its header is written here.
+                unsafe {
+                    let b = Chunk::from_payload(r.payload(cap - 1));
+                    b.set_prev_size(b.addr() - r as *const Run as usize);
+                    b.set_head(block, PREV_INUSE | IN_RUN);
+                    let (found, i) = Run::of(b);
+                    assert!(ptr::eq(found, r) && i == cap - 1 && (*found).color() == c);
+                }
+                sets.insert((first - HEADER) / 64 % 64);
+            }
+            // 16 runs of a class carved one after another (spans on the same page offsets):
+            // block 0 on as many L1 sets as there are colors, up to 8.
+            if block > 64 {
+                assert!(
+                    sets.len() >= colors.len().min(8) && colors.len() >= 2,
+                    "block {block}: 16 runs' block 0 on {} sets ({} colors)",
+                    sets.len(),
+                    colors.len()
+                );
+            }
+        }
     }
 
     #[test]

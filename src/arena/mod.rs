@@ -196,6 +196,8 @@ pub struct ArenaState {
     orphan_cursor: usize,
     /// Runs carved from this arena and not given back (owned or orphans).
     pub runs: usize,
+    /// Runs ever carved from this arena (wrapping): picks each new run's color.
+    pub runs_carved: usize,
     /// Those runs, by class (`anext`/`aprev`).
     pub registry: [*mut crate::run::Run; crate::size_class::NCLASSES],
     /// Bytes of those runs' chunks.
@@ -301,6 +303,7 @@ impl Arena {
             orphan_collected: 0,
             orphan_cursor: 0,
             runs: 0,
+            runs_carved: 0,
             registry: [ptr::null_mut(); crate::size_class::NCLASSES],
             run_bytes: 0,
             quick: [ptr::null_mut(); NSMALL_CLASSES],

@@ -42,7 +42,9 @@ impl ArenaState {
             crate::asan::unpoison(c.payload(), c.size() - HEADER);
             c.set_head(c.size(), c.flags() | RUN_CHUNK);
             let len = (c.size() - HEADER).min(run::MAX_RUN_SPAN);
-            let r = Run::init(c.payload(), len, block, cls);
+            let color = run::color_for(self.runs_carved, block, len);
+            self.runs_carved = self.runs_carved.wrapping_add(1);
+            let r = Run::init_colored(c.payload(), len, block, cls, color);
             (*r).set_owner(owner);
             self.runs += 1;
             run::reg_push(&mut self.registry[cls], r);
@@ -62,7 +64,7 @@ impl ArenaState {
             if !(*r).is_unused() || (*r).has_remote() {
                 fatal("free(): a run went back to its arena with blocks still out");
             }
-            let c = Chunk::from_payload(r.cast());
+            let c = Chunk::from_payload(r.cast::<u8>().sub((*r).color()));
             if !c.tag_ok() || c.flags() & RUN_CHUNK == 0 {
                 fatal("free(): corrupted header of a run's chunk");
             }
