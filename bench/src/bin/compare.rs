@@ -70,7 +70,7 @@ const PRELOADS: [(&str, &str); 3] = [
     ),
 ];
 /// C workloads: (source stem under csrc/, what it stresses).
-const C_WORKLOADS: [(&str, &str); 8] = [
+const C_WORKLOADS: [(&str, &str); 9] = [
     ("larson", "8 pthreads replace random slots of a shared pool (16 B-128 KiB), remote frees"),
     ("mixed", "single thread over the whole C API: malloc/free/realloc/calloc/strdup/posix_memalign/aligned_alloc/memalign, checked"),
     ("prodcons", "4 producers malloc batches, 4 consumers free them, through a mutex/condvar queue"),
@@ -78,6 +78,7 @@ const C_WORKLOADS: [(&str, &str); 8] = [
     ("simple", "single thread, fixed sizes 16 B-4 KiB: batches of 256 malloc'd then freed in three orders (glibc malloc-simple shape)"),
     ("tiny", "single thread, 8-96 B temporaries with nested lifetimes and cell lists (cfrac/espresso shape)"),
     ("threads", "4 pthreads each replacing random slots of their own working set, 8 B-8 KiB (glibc malloc-thread shape)"),
+    ("respawn", "2 lanes of short-lived workers replacing random slots of a table (8 B-1 KiB) that the idle main thread built and each worker hands to the next (mimalloc-bench larson shape)"),
     ("large", "20 slots of 5-25 MiB blocks replaced at random and cleared whole (malloc-large shape)"),
 ];
 
