@@ -34,8 +34,6 @@ use crate::tcache::ThreadCache;
 
 /// Most runs of other caches a refill looks at for remote frees to take before it carves.
 const STEAL_SCAN: usize = 8;
-/// Most other arenas a refill looks at for remote frees to take before it carves.
-const STEAL_ARENAS: usize = 4;
 /// Most orphans of each arena a dropped cache's sweep looks at (every exit pays for it).
 const DROP_SWEEP: usize = 8;
 
@@ -367,25 +365,12 @@ impl Heap {
             if let Some(r) = self.take_from_arena(t, cls, &mut g, stolen) {
                 return r;
             }
-            // Then the other arenas whose locks are free (a few, in turn: a producer whose
-            // consumers free into runs of other arenas, a pool filled by a thread now blocked,
-            // in the main arena, the runs of a thread whose objects outlived it): a busy lock
-            // is passed over, never waited for.
-            let n = self.arena_count();
-            let held: *const Arena = g.arena();
-            let start = t.steal_cursor;
-            t.steal_cursor = t.steal_cursor.wrapping_add(1);
-            for k in 0..n.min(STEAL_ARENAS) {
-                let a = self.arena((start + k) % n);
-                if ptr::eq(a, held) {
-                    continue;
-                }
-                if let Some(mut g2) = a.try_lock() {
-                    if let Some(r) = self.take_from_arena(t, cls, &mut g2, stolen) {
-                        return r;
-                    }
-                }
-            }
+            // Not the other arenas: blocks taken from the remote frees of a run in another
+            // arena (an idle thread's, in `c-respawn` the main thread's, which built the tables
+            // the workers replace) stay that run's, so each came back as a remote free and went
+            // out again as a stolen one, over and over, never the taker's own: `c-respawn` ran
+            // 1.5x as long as with runs off (mimalloc-bench's larson 1.3x). See
+            // docs/decisions.md (2026-12-07, session 4).
             let r = g.carve_run(self.shared(), CLASS_CHUNK_SIZE[cls], cls, me);
             if !r.is_null() {
                 run::list_push_front(&mut t.runs[cls], r);

@@ -153,7 +153,7 @@ pub struct ThreadCache {
     pub sweep_class: usize,
     /// The arena a refill short of blocks looks at first for other caches' remote frees
     /// (`Heap::next_run`), in turn. Owner only.
-    pub steal_cursor: usize,
+
     /// Registry links (registry lock).
     pub(crate) next_live: *mut ThreadCache,
     pub(crate) prev_live: *mut ThreadCache,
@@ -280,7 +280,6 @@ impl ThreadCache {
                 run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
                 run_local: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
                 sweep_class: 0,
-                steal_cursor: 0,
                 next_live: ptr::null_mut(),
                 prev_live: ptr::null_mut(),
                 capacity,
@@ -324,7 +323,6 @@ impl ThreadCache {
             run_hint: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
             run_local: [PAtomicUsize::new(0), PAtomicUsize::new(0)],
             sweep_class: 0,
-            steal_cursor: 0,
             next_live: ptr::null_mut(),
             prev_live: ptr::null_mut(),
             capacity: 0,
