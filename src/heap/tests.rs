@@ -54,10 +54,11 @@ unsafe fn run_of(p: *mut u8) -> *mut crate::run::Run {
 }
 
 /// The end of a runs test: cache `by` frees `blocks`, `caches` are dropped, the heap is
-/// trimmed, and no run and no block is left.
+/// trimmed, no run and no block is left, and the heap checks out.
 ///
 /// # Safety
-/// `blocks` are live blocks of `h`, each freed once here; the caches are `h`'s.
+/// `blocks` are live blocks of `h`, each freed once here; the caches are `h`'s; no other
+/// thread uses `h`'s caches.
 unsafe fn free_all_and_drop(
     h: &PrivateHeap,
     by: *mut ThreadCache,
@@ -75,7 +76,9 @@ unsafe fn free_all_and_drop(
     }
     h.trim(0);
     let s = h.stats();
-    assert_eq!((s.runs, s.in_use), (0, 0), "{s}");
+    assert_eq!((s.runs, s.run_bytes, s.in_use), (0, 0, 0), "{s}");
+    // SAFETY: caller: no other thread uses the heap's caches.
+    unsafe { check_heap(h) }.unwrap();
 }
 
 struct Rng(u64);
@@ -1919,19 +1922,18 @@ fn remote_frees_of_one_owner(
     (h, [owner, thief, freer], ps)
 }
 
+/// A refill with no run of its own left to use takes the remote frees another cache's run got
+/// back and its owner has not collected, before it carves a run: the blocks a thread freed for
+/// another (here: all of them) serve the next thread short of blocks, and no run is added.
+///
 /// The thief of [`remote_frees_of_one_owner`] (200 blocks) takes 150 blocks: they are the
 /// owner's blocks the freer gave back, no run is carved, the figures add up, and everything
 /// goes back at the end.
-fn a_thief_takes_remote_frees_before_carving(arena_max: usize) {
-    let (h, [owner, thief, freer], ps) = remote_frees_of_one_owner(arena_max, 200);
+#[test]
+fn a_refill_takes_other_caches_remote_frees_before_carving() {
+    let (h, [owner, thief, freer], ps) = remote_frees_of_one_owner(1, 200);
     // SAFETY: private heap driven from this thread; each block is freed once.
     unsafe {
-        if arena_max > 1 {
-            assert!(
-                !ptr::eq((*owner).arena, (*thief).arena),
-                "the owner and the thief share an arena"
-            );
-        }
         let s0 = h.stats();
         assert!(s0.run_remote >= 150 * 96, "{s0}");
         let qs: Vec<_> = (0..150).map(|_| h.malloc(thief, 96)).collect();
@@ -1951,25 +1953,8 @@ fn a_thief_takes_remote_frees_before_carving(arena_max: usize) {
             "the thief's blocks are not the freed ones"
         );
         check_heap(&h).unwrap();
-        for &q in &qs {
-            h.free(thief, q);
-        }
-        for c in [owner, freer, thief] {
-            h.drop_cache(c);
-        }
-        h.trim(0);
-        let s2 = h.stats();
-        assert_eq!((s2.runs, s2.run_bytes, s2.in_use), (0, 0, 0), "{s2}");
-        check_heap(&h).unwrap();
+        free_all_and_drop(&h, thief, &qs, &[owner, freer, thief]);
     }
-}
-
-/// A refill with no run of its own left to use takes the remote frees another cache's run got
-/// back and its owner has not collected, before it carves a run: the blocks a thread freed for
-/// another (here: all of them) serve the next thread short of blocks, and no run is added.
-#[test]
-fn a_refill_takes_other_caches_remote_frees_before_carving() {
-    a_thief_takes_remote_frees_before_carving(1);
 }
 
 /// A block freed twice, once by its run's owner and once by another thread, is caught when a
@@ -2033,16 +2018,7 @@ fn a_refill_does_not_take_remote_frees_from_another_arena() {
         for &p in &again {
             h.free(owner, p);
         }
-        for &q in &qs {
-            h.free(thief, q);
-        }
-        for c in [owner, freer, thief] {
-            h.drop_cache(c);
-        }
-        h.trim(0);
-        let s2 = h.stats();
-        assert_eq!((s2.runs, s2.run_bytes, s2.in_use), (0, 0, 0), "{s2}");
-        check_heap(&h).unwrap();
+        free_all_and_drop(&h, thief, &qs, &[owner, freer, thief]);
     }
 }
 

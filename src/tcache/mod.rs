@@ -151,9 +151,6 @@ pub struct ThreadCache {
     /// The class a collection's sweep of the runs starts with (`Heap::sweep_some_runs`): the
     /// one where the last sweep stopped. Owner only.
     pub sweep_class: usize,
-    /// The arena a refill short of blocks looks at first for other caches' remote frees
-    /// (`Heap::next_run`), in turn. Owner only.
-
     /// Registry links (registry lock).
     pub(crate) next_live: *mut ThreadCache,
     pub(crate) prev_live: *mut ThreadCache,
