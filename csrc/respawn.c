@@ -64,18 +64,18 @@ int main(int argc, char **argv) {
         }
     }
     double t0 = now_s();
-    pthread_t th[64] = {0};
+    pthread_t th[64];
+    int running[64];
     for (;;) {
         int started = 0;
         for (int t = 0; t < nl; t++) {
-            if (lanes[t].ops == 0) continue;
-            if (pthread_create(&th[t], NULL, worker, &lanes[t])) die("pthread_create failed");
-            started |= 1;
+            running[t] = lanes[t].ops > 0;
+            if (running[t] && pthread_create(&th[t], NULL, worker, &lanes[t])) die("pthread_create failed");
+            started += running[t];
         }
         if (!started) break;
         for (int t = 0; t < nl; t++)
-            if (th[t]) pthread_join(th[t], NULL);
-        memset(th, 0, sizeof th);
+            if (running[t]) pthread_join(th[t], NULL);
     }
     uint64_t sum = 0;
     for (int t = 0; t < nl; t++) {
