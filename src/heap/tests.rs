@@ -1208,6 +1208,47 @@ fn cache_bounds_grow_for_batches_and_shrink_when_idle() {
     }
 }
 
+/// A stack its thread only frees into (a consumer's: no refill since it last overflowed) is
+/// flushed whole when it overflows, also when its bound is at or below `FREER_STACK` already
+/// (the bound with runs): keeping half there made twice the flushes of half the size.
+#[test]
+fn a_free_only_stack_is_flushed_whole_at_a_small_bound() {
+    const N: usize = 100;
+    let mut t = tunables();
+    t.tcache_count = crate::tcache::FREER_STACK as usize;
+    // Every free is done at its call, so the stack's count is read right after it.
+    t.free_pipeline = false;
+    let h = frozen(&t);
+    let (maker, freer) = (h.new_cache(), h.new_cache());
+    let cls = chunk_class(request_to_chunk(96).unwrap()).unwrap().0;
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        let max = (*freer).max(cls);
+        assert!(
+            max > 1 && max <= crate::tcache::FREER_STACK as usize,
+            "bound {max}"
+        );
+        let ps: Vec<*mut u8> = (0..N).map(|_| h.malloc(maker, 96)).collect();
+        let mut flushes = 0;
+        for (i, &p) in ps.iter().enumerate() {
+            assert!(!p.is_null());
+            let before = (*freer).count(cls);
+            h.free(freer, p);
+            let after = (*freer).count(cls);
+            if after <= before {
+                flushes += 1;
+                assert_eq!(
+                    (before, after),
+                    (max, 1),
+                    "free {i}: an overflow left {after} of {before} chunks cached"
+                );
+            }
+        }
+        assert_eq!(flushes, (N - 1) / max, "{N} frees through a stack of {max}");
+        free_all_and_drop(&h, freer, &[], &[maker, freer]);
+    }
+}
+
 /// A cache's reserved slots (for its largest bounds) stay a modest piece of address space.
 #[test]
 fn cache_footprint_is_bounded() {

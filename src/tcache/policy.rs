@@ -63,7 +63,10 @@ impl ThreadCache {
     /// refilled since is one the thread frees and does not allocate — a consumer of blocks
     /// made by other threads, the free phase of a batch: its chunks would only wait in the
     /// stack, out of reach of the arena (and of the thread that will want them), so the stack is
-    /// bounded to [`FREER_STACK`] chunks and flushed whole. Its next refill restores the bound.
+    /// bounded to [`FREER_STACK`] chunks and flushed whole, also when its bound is that or
+    /// less already (keeping half there made twice the flushes of half the size: with runs,
+    /// whose stacks start at 16, `c-prodcons` took 1.13x the time and `c-xmalloc` 1.08x). Its
+    /// next refill restores the bound.
     ///
     /// `now` reads the heap's clock; `release` gives chunks back to their arenas (a slice of
     /// payloads, and their chunk size).
@@ -97,10 +100,9 @@ impl ThreadCache {
             }
             return max as usize / 2;
         }
-        if max <= FREER_STACK {
-            return max as usize / 2;
+        if max > FREER_STACK {
+            self.bins[cls + 1].full = low16(self.bases[cls].wrapping_add(FREER_STACK as usize));
         }
-        self.bins[cls + 1].full = low16(self.bases[cls].wrapping_add(FREER_STACK as usize));
         0
     }
 
