@@ -34,8 +34,6 @@ use crate::tcache::ThreadCache;
 
 /// Most runs of other caches a refill looks at for remote frees to take before it carves.
 const STEAL_SCAN: usize = 8;
-/// Most orphans of each arena a dropped cache's sweep looks at (every exit pays for it).
-const DROP_SWEEP: usize = 8;
 
 /// Most runs a collection's sweep looks at, in turn over the classes and over each class's
 /// runs: a thread that a batch left with thousands of runs pays a bounded price per collection
@@ -723,16 +721,11 @@ impl Heap {
         // `run_free` is 0 now, but in a forked child's copy of a cache whose thread stopped
         // mid-refill (blocks popped, not yet counted), which is reset with it.
         t.run_free.store(0, Ordering::Relaxed);
-        // The flush before may have sent the last blocks of other caches' orphans back: a
-        // bounded sweep of each arena that has orphans (the next drop goes on from there).
-        // Orphans whose last blocks come back later are given back by the arenas' decay (a
-        // bounded sweep per pass), `malloc_trim`, or adopted by the next refill of their class.
-        for i in 0..self.arena_count() {
-            let a = self.arena(i);
-            if a.orphans.load(Ordering::Relaxed) > 0 {
-                // SAFETY: lock held by the guard.
-                unsafe { a.lock().sweep_orphans(self.shared(), DROP_SWEEP) };
-            }
-        }
+        // No sweep of the arenas' orphans here: a remote free that brings back an orphan's
+        // last block gives it back at once when its arena's lock is free (`push_set`), and the
+        // others wait for the arenas' decay (a bounded sweep per pass), `malloc_trim`, or an
+        // adoption. A sweep of 8 orphans per arena at every exit (cold run headers: 2.4 % of
+        // `churn`'s cycles) gave back nothing those do not: `churn` 0.98x the time without it,
+        // peak RSS 0.98x.
     }
 }
