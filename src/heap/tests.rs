@@ -1249,6 +1249,39 @@ fn a_free_only_stack_is_flushed_whole_at_a_small_bound() {
     }
 }
 
+/// The pipelined `free` is armed by an overflow of a class the thread also allocates (its
+/// stack refilled since it last overflowed), not by the frees of a consumer, which has just
+/// read the blocks it frees (the ring only delayed them).
+#[test]
+fn only_a_class_the_thread_allocates_arms_the_pipelined_free() {
+    const N: usize = 200;
+    let h = frozen(&tunables());
+    let (maker, consumer) = (h.new_cache(), h.new_cache());
+    // SAFETY: private heap driven from this thread; every pointer is live when passed.
+    unsafe {
+        // A consumer: frees blocks another cache made, never allocates their class.
+        let ps: Vec<*mut u8> = (0..N).map(|_| h.malloc(maker, 96)).collect();
+        for &p in &ps {
+            h.free(consumer, p);
+        }
+        assert!(
+            !(*consumer).ring_on(),
+            "{N} frees of blocks the thread did not allocate armed the pipeline"
+        );
+        // The maker frees its own blocks in a batch: its stack overflows after refills.
+        let qs: Vec<*mut u8> = (0..N).map(|_| h.malloc(maker, 96)).collect();
+        for &q in &qs {
+            h.free(maker, q);
+        }
+        assert!(
+            (*maker).ring_on(),
+            "{N} frees of the thread's own blocks did not arm the pipeline"
+        );
+        h.drain_ring(maker);
+        free_all_and_drop(&h, maker, &[], &[maker, consumer]);
+    }
+}
+
 /// A cache's reserved slots (for its largest bounds) stay a modest piece of address space.
 #[test]
 fn cache_footprint_is_bounded() {

@@ -106,6 +106,12 @@ impl ThreadCache {
         0
     }
 
+    /// Whether class `cls` was refilled since its stack last overflowed: the thread allocates
+    /// the class as well as frees it (see [`ThreadCache::overflow`]).
+    pub fn refilled_since_overflow(&self, cls: usize) -> bool {
+        self.refilled[cls]
+    }
+
     /// Doubles stack `cls`'s bound when its capacity and the cache's budget allow; whether it
     /// grew.
     fn grow(&mut self, cls: usize) -> bool {

@@ -72,7 +72,8 @@ impl ThreadCache {
     /// freed twice while its first free is pending is caught at once, any other misuse at most [`RING`] frees later
     /// (or when the ring is drained: thread exit, `flush_thread_cache`, `trim`, the pipeline
     /// turning off). The pipeline turns itself off [`RING_BUDGET`] frees after the last
-    /// overflow flush; the caller then drains it ([`RingOut::Last`]).
+    /// overflow flush that armed it (of a class the thread also allocates, `Heap::free_flush`);
+    /// the caller then drains it ([`RingOut::Last`]).
     ///
     /// It calls nothing, so that the `free` it sits in stays a leaf.
     ///
