@@ -164,15 +164,17 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn free_flush(&self, t: &mut ThreadCache, cls: usize, p: *mut u8) {
-        // SAFETY: our cache; keep the newer half. The thread's frees overflow a class it also
-        // allocates (refilled since the stack last overflowed): a steady mix of frees of blocks
-        // made a while ago, likely out of the CPU cache, and the pipelined `free`
-        // (`ThreadCache::ring_swap`) pays from here on (`larson`, `c-larson`) — for blocks in
-        // the heap's reservations, the only ones it pipelines (a thread whose blocks lie on the
-        // program break would pay for the test and gain nothing). Not for a class the thread
-        // only frees: a consumer frees blocks it has just read, whose lines are in its cache
-        // already, and the ring only delayed them (with runs, `c-prodcons` took 1.39x the time
-        // with the ring, `c-xmalloc` 1.10x, `service` 1.03x; without runs, no change).
+        // SAFETY: our cache. `overflow` says how much of the stack stays: all of it when the
+        // bound grows, the newer half, or none for a class the thread only frees. The pipelined
+        // `free` (`ThreadCache::ring_swap`) is armed when the thread's frees overflow a class it
+        // also allocates (refilled since the stack last overflowed): a steady mix of frees of
+        // blocks made a while ago, likely out of the CPU cache (`larson`, `c-larson`) — for
+        // blocks in the heap's reservations, the only ones it pipelines (a thread whose blocks
+        // lie on the program break would pay for the test and gain nothing). Not for a class
+        // the thread only frees: a consumer frees blocks it has just read, whose lines are in
+        // its cache already, and the ring only delayed them (with runs, `c-prodcons` took 1.39x
+        // the time with the ring, `c-xmalloc` 1.10x, `service` 1.03x; without runs, no change).
+        // The test comes before `overflow`, which clears what it reads.
         unsafe {
             if self.free_pipeline.load(Ordering::Relaxed)
                 && t.refilled_since_overflow(cls)
