@@ -113,9 +113,6 @@ pub struct Arena {
     pub attached: AtomicUsize,
     /// Index in the heap's arena table.
     pub index: usize,
-    /// Runs on the orphan list (`ArenaState::orphan_count`, copied under the lock): lets a
-    /// dropped cache find the arenas worth sweeping without taking every lock.
-    pub orphans: AtomicUsize,
     shared: *const Shared,
 }
 
@@ -323,7 +320,6 @@ impl Arena {
                 remote_bytes: AtomicUsize::new(0),
                 attached: AtomicUsize::new(0),
                 index,
-                orphans: AtomicUsize::new(0),
                 shared,
             });
             let a = &*at;

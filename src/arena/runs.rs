@@ -9,7 +9,6 @@ use crate::os::{self, fatal};
 use crate::run::{self, Run};
 use crate::shared::Shared;
 use crate::size_class::NCLASSES;
-use crate::sync::Ordering;
 
 /// Most orphans an adoption looks at for one with a free block.
 const ADOPT_LOOKS: usize = 4;
@@ -96,15 +95,6 @@ impl ArenaState {
             self.orphan_free = self.orphan_free.wrapping_add((*r).free_bytes());
         }
         self.orphan_count += 1;
-        self.publish_orphans();
-    }
-
-    /// Copies the orphan count where it is read without the lock (`Arena::orphans`).
-    fn publish_orphans(&self) {
-        // SAFETY: the arena outlives its state.
-        unsafe { &*self.arena }
-            .orphans
-            .store(self.orphan_count, Ordering::Relaxed);
     }
 
     /// Takes an orphan of class `cls` with free blocks for cache `owner` (its address), or
@@ -137,7 +127,6 @@ impl ArenaState {
                 self.orphans[cls] = (*o).next;
             }
         }
-        self.publish_orphans();
         found
     }
 
@@ -161,12 +150,10 @@ impl ArenaState {
     /// Lock held; `r` is an orphan of this arena (on its list).
     pub unsafe fn settle_orphan(&mut self, sh: &Shared, r: *mut Run) -> bool {
         // SAFETY: forwarded.
-        let back = unsafe {
+        unsafe {
             self.collect_orphan(r);
             self.release_orphan_if_unused(sh, r)
-        };
-        self.publish_orphans();
-        back
+        }
     }
 
     /// Collects orphan `r`'s remote frees: their bytes move from pending to free.
@@ -236,7 +223,6 @@ impl ArenaState {
                 steps += 1;
             }
         }
-        self.publish_orphans();
         n
     }
 
