@@ -652,6 +652,31 @@ impl Run {
         }
     }
 
+    /// Asks for the cache lines of the run header that [`Run::of`] will read for block chunk
+    /// `c`, when `c` is a run block (a hint: nothing is checked or followed but the address).
+    /// A release reads the header of each block it frees and then its run's: for a block
+    /// freed on another core both are often out of the CPU cache, and asking for the run a
+    /// few blocks ahead lets that miss overlap the work on the blocks before it.
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of ours (its header is readable and only its owner writes it).
+    #[inline(always)]
+    pub unsafe fn prefetch_of(c: Chunk) {
+        // SAFETY: caller: a readable header; the back-offset is read only from a run block,
+        // whose `prev_size` word is the run's, written once when the block was formatted.
+        unsafe {
+            if c.head() & IN_RUN != 0 {
+                let off = c.prev_size();
+                if (RUN_HEADER..=MAX_RUN_SPAN).contains(&off) {
+                    let r = c.addr() - off;
+                    // `block` to `owner`: the 48 bytes a release reads, on one or two lines.
+                    crate::os::prefetch(c.ptr().with_addr(r));
+                    crate::os::prefetch(c.ptr().with_addr(r + 47));
+                }
+            }
+        }
+    }
+
     /// [`Run::of`] without the abort (for the invariant checker): `None` when the back-offset
     /// does not lead to a run whose layout has a block there.
     ///

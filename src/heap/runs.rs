@@ -51,6 +51,10 @@ pub const HINT_SCAN: usize = 16;
 /// How many blocks ahead a release asks for a block's header.
 const PREFETCH_AHEAD: usize = 6;
 
+/// How many blocks ahead a release asks for the header of a block's run (read from the block's
+/// header, asked for [`PREFETCH_AHEAD`] blocks ahead).
+const PREFETCH_RUN_AHEAD: usize = 3;
+
 /// Runs a release frees to remotely at once (their sets of blocks built side by side).
 const SETS: usize = 8;
 
@@ -417,6 +421,12 @@ impl Heap {
                 if let Some(&ahead) = ps.get(i + PREFETCH_AHEAD) {
                     if (ahead as usize).wrapping_sub(lo) >= len {
                         prefetch(ahead.wrapping_sub(HEADER));
+                    }
+                }
+                // Then, nearer, for its run's header (from the block header asked for above).
+                if let Some(&ahead) = ps.get(i + PREFETCH_RUN_AHEAD) {
+                    if (ahead as usize).wrapping_sub(lo) >= len {
+                        Run::prefetch_of(Chunk::from_payload(ahead));
                     }
                 }
                 let p = ps[i];
