@@ -121,6 +121,9 @@ pub struct Results {
     pub end_rss: Table,
     /// Checksum mismatches (row, column, text); the table marks them with `!`.
     pub mismatches: Vec<String>,
+    /// Per row and column, each repetition's time divided by column 0's in the same repetition
+    /// (the time table's bracketed ratio is their median): how much one row's ratio moves.
+    pub time_ratios: Vec<Vec<Vec<f64>>>,
 }
 
 /// Runs every row's cells `reps` times, interleaved: within a row, repetition `k` runs
@@ -141,6 +144,7 @@ pub fn run_matrix(
     let mut done = 0usize;
     let mut time_rows = Vec::with_capacity(rows.len());
     let mut time_paired = Vec::with_capacity(rows.len());
+    let mut time_ratios = Vec::with_capacity(rows.len());
     let mut rss_rows = Vec::with_capacity(rows.len());
     let mut end_rss_rows = Vec::with_capacity(rows.len());
     let mut mismatches = Vec::new();
@@ -222,7 +226,9 @@ pub fn run_matrix(
             rss_cells.push(m);
             end_rss_cells.push(e);
         }
-        time_paired.push(paired_ratios(&outcomes, 0));
+        let ratios = paired_ratios(&outcomes, 0);
+        time_paired.push(ratios.iter().map(|qs| median(qs)).collect());
+        time_ratios.push(ratios);
         time_rows.push(Row {
             name: row.name.clone(),
             cells: time_cells,
@@ -265,12 +271,13 @@ pub fn run_matrix(
         rss,
         end_rss,
         mismatches,
+        time_ratios,
     }
 }
 
-/// For each column, the median over repetitions of its time divided by column `base`'s time
-/// in the same repetition (repetitions where either run failed are left out).
-fn paired_ratios(outcomes: &[Vec<Outcome>], base: usize) -> Vec<Option<f64>> {
+/// For each column, its time divided by column `base`'s time in the same repetition, one per
+/// repetition (repetitions where either run failed are left out).
+fn paired_ratios(outcomes: &[Vec<Outcome>], base: usize) -> Vec<Vec<f64>> {
     let time = |o: &Outcome| match o {
         Outcome::Ok { time_s, .. } if *time_s > 0.0 => Some(*time_s),
         _ => None,
@@ -278,12 +285,10 @@ fn paired_ratios(outcomes: &[Vec<Outcome>], base: usize) -> Vec<Option<f64>> {
     outcomes
         .iter()
         .map(|runs| {
-            let qs: Vec<f64> = runs
-                .iter()
+            runs.iter()
                 .zip(outcomes.get(base).map_or(&[][..], Vec::as_slice))
                 .filter_map(|(o, b)| Some(time(o)? / time(b)?))
-                .collect();
-            median(&qs)
+                .collect()
         })
         .collect()
 }

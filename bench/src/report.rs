@@ -163,6 +163,34 @@ impl Table {
     }
 }
 
+/// A table of how one column's ratio to the baseline moves from repetition to repetition:
+/// per row, the median of `ratios[row]` (the ratio the time table shows), its lowest and
+/// highest, and how many repetitions were more than `limit` (e.g. 1.05: 5 % slower). Rows
+/// without ratios are left out.
+pub fn spread_markdown(column: &str, rows: &[String], ratios: &[Vec<f64>], limit: f64) -> String {
+    let mut grid = vec![vec![
+        "row".to_string(),
+        format!("{column}: median"),
+        "lowest - highest".to_string(),
+        format!("repetitions over {limit:.2}"),
+    ]];
+    for (name, qs) in rows.iter().zip(ratios) {
+        let Some(m) = crate::stats::median(qs) else {
+            continue;
+        };
+        let lo = qs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = qs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let over = qs.iter().filter(|&&q| q > limit).count();
+        grid.push(vec![
+            name.clone(),
+            format!("{m:.2}×"),
+            format!("{lo:.2} - {hi:.2}"),
+            format!("{over} of {}", qs.len()),
+        ]);
+    }
+    render_grid(&grid)
+}
+
 /// Renders rows of cells (the first row is the header) as a padded Markdown table; the
 /// first column is left-aligned, the others right-aligned.
 pub fn render_grid(grid: &[Vec<String>]) -> String {
@@ -457,6 +485,28 @@ mod tests {
             "no paired value: ratio of the medians"
         );
         assert!(t.markdown().contains("2.000 (1.50×)"));
+    }
+
+    #[test]
+    fn the_spread_gives_median_range_and_count_over_the_limit() {
+        let md = spread_markdown(
+            "runs",
+            &["a".into(), "b".into(), "c".into()],
+            &[vec![1.2, 0.9, 1.0], vec![], vec![0.5]],
+            1.05,
+        );
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            lines.len(),
+            4,
+            "a header, its rule and two rows (b has no ratios): {md}"
+        );
+        assert!(lines[2].contains("1.00×") && lines[2].contains("0.90 - 1.20"));
+        assert!(lines[2].contains("1 of 3"), "{md}");
+        assert!(
+            lines[3].contains("0.50 - 0.50") && lines[3].contains("0 of 1"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use arena_bench::driver::{self, option_value, Paths, Plan, RowPlan};
-use arena_bench::report::{chart_svg, Panel};
+use arena_bench::report::{self, chart_svg, Panel};
 use arena_bench::sysinfo::{self, SysInfo};
 use arena_bench::workloads::WORKLOADS;
 
@@ -505,6 +505,30 @@ fn render_report(
                 is the geometric mean of those ratios. \
                 `!` marks a wrong checksum, `FAIL` a crash, error or timeout, `—` not applicable.\n\n");
     r.push_str(&results.time.markdown());
+    if let Some(k) = results
+        .time
+        .allocators
+        .iter()
+        .position(|a| a == "arena+runs")
+    {
+        let names: Vec<String> = results.time.rows.iter().map(|w| w.name.clone()).collect();
+        let ratios: Vec<Vec<f64>> = results
+            .time_ratios
+            .iter()
+            .map(|row| row.get(k).cloned().unwrap_or_default())
+            .collect();
+        r.push_str(
+            "\n### Runs on ÷ off, repetition by repetition\n\nEach repetition's `arena+runs` time divided \
+             by `arena`'s in the same repetition: the bracketed ratio above is the median; a row whose \
+             repetitions spread far on both sides of 1 cannot tell a few percent from noise.\n\n",
+        );
+        r.push_str(&report::spread_markdown(
+            "arena+runs",
+            &names,
+            &ratios,
+            1.05,
+        ));
+    }
     r.push_str("\n## Peak RSS\n\nCells: median peak resident set size (`ru_maxrss` from `wait4`) in MiB; in brackets \
                 peer ÷ arena-malloc (above 1 = arena-malloc uses less).\n\n");
     r.push_str(&results.rss.markdown());
