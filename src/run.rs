@@ -666,15 +666,28 @@ impl Run {
         // whose `prev_size` word is the run's, written once when the block was formatted.
         unsafe {
             if c.head() & IN_RUN != 0 {
-                let off = c.prev_size();
-                if (RUN_HEADER..=MAX_RUN_SPAN).contains(&off) {
-                    let r = c.addr() - off;
+                if let Some(r) = Run::back_offset_target(c) {
                     // `block` to `owner`: the 48 bytes a release reads, on one or two lines.
-                    crate::os::prefetch(c.ptr().with_addr(r));
-                    crate::os::prefetch(c.ptr().with_addr(r + 47));
+                    crate::os::prefetch(r.cast());
+                    crate::os::prefetch(r.cast::<u8>().wrapping_add(47));
                 }
             }
         }
+    }
+
+    /// Where the back-offset in run block chunk `c`'s header points, when it is one a run's
+    /// layout can give (within [`RUN_HEADER`]..=[`MAX_RUN_SPAN`], a multiple of 16); not
+    /// dereferenced, so not yet known to be a run.
+    ///
+    /// # Safety
+    /// `c`'s header is readable.
+    unsafe fn back_offset_target(c: Chunk) -> Option<*mut Run> {
+        // SAFETY: caller.
+        let off = unsafe { c.prev_size() };
+        if !(RUN_HEADER..=MAX_RUN_SPAN).contains(&off) || off % ALIGN != 0 {
+            return None;
+        }
+        Some(c.ptr().with_addr(c.addr() - off).cast())
     }
 
     /// [`Run::of`] without the abort (for the invariant checker): `None` when the back-offset
@@ -684,11 +697,7 @@ impl Run {
     /// As for [`Run::of`].
     pub unsafe fn lookup(c: Chunk) -> Option<(*mut Run, usize)> {
         // SAFETY: caller: a tagged chunk's header is readable.
-        let off = unsafe { c.prev_size() };
-        if !(RUN_HEADER..=MAX_RUN_SPAN).contains(&off) || off % ALIGN != 0 {
-            return None;
-        }
-        let r: *mut Run = c.ptr().with_addr(c.addr() - off).cast();
+        let r = unsafe { Run::back_offset_target(c) }?;
         // SAFETY: the offset stays inside the run chunk when the header is intact; the checks
         // reject any offset the run's own layout does not give.
         unsafe {
