@@ -707,15 +707,19 @@ fn falseshare(p: &Params) -> u64 {
             .map(|h| h.join().expect("falseshare B"))
             .fold(0u64, u64::wrapping_add)
     });
-    // C: many threads allocate, one thread writes them all and frees them.
-    let batches = (rounds / 8).max(1);
+    // C: many threads allocate, one thread writes them all and frees them. The writer is
+    // the bottleneck: each batch carries 64 objects and 6 400 writes, so the phase's time
+    // is the writer's stores (slowed if producers' fresh objects share its lines) and not
+    // the channel's hand-offs (batches of 32 with 800 writes spent 95 % of their time
+    // blocking and waking, and varied ±30 % from run to run with the scheduler).
+    let batches = (rounds / 32).max(1);
     let c = thread::scope(|s| {
-        let (tx, rx) = mpsc::sync_channel::<Vec<Obj>>(2);
+        let (tx, rx) = mpsc::sync_channel::<Vec<Obj>>(threads);
         let writer = s.spawn(move || {
             let mut sum = 0u64;
             for mut batch in rx {
                 for obj in &mut batch {
-                    hammer(obj, writes / 4);
+                    hammer(obj, writes);
                     sum = sum.wrapping_add(obj[0]);
                 }
             }
@@ -727,7 +731,7 @@ fn falseshare(p: &Params) -> u64 {
                 s.spawn(move || {
                     for r in 0..batches {
                         let batch: Vec<Obj> =
-                            (0..32).map(|i| Box::new([(t + r + i) as u64, 0])).collect();
+                            (0..64).map(|i| Box::new([(t + r + i) as u64, 0])).collect();
                         tx.send(batch).expect("falseshare writer gone");
                     }
                 })
