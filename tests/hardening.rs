@@ -28,7 +28,7 @@ fn case(name: &str, expect: &str, body: unsafe fn()) {
         // SAFETY: the misuse is the point; the child dies (or reports non-detection).
         unsafe { body() };
         // A free that runs pipelined is checked at most `RING` frees later (src/tcache,
-        // `ThreadCache::ring_push`): that many frees of fresh blocks, and the misuse must have
+        // `ThreadCache::ring_swap`): that many frees of fresh blocks, and the misuse must have
         // been caught by then.
         for _ in 0..arena_malloc::tcache::RING {
             // SAFETY: a fresh block, freed once.

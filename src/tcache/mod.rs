@@ -25,8 +25,8 @@
 //! older half back to the arenas, one lock hold per arena, or — when the arena's lock is busy —
 //! onto the arena's lock-free remote list, which the arena's next lock holder drains.
 //!
-//! When a stack overflows, the thread's `free` runs pipelined for a while ([`ThreadCache::ring_swap`]): each call puts its pointer in an 8-slot
-//! ring, prefetches its header, and completes the free made 8 calls earlier.
+//! When a stack overflows, the thread's `free` runs pipelined for a while ([`ThreadCache::ring_swap`]): each call puts its pointer in a 4-slot
+//! ring, prefetches its header, and completes the free made 4 calls earlier.
 //!
 //! This file holds the cache's data, its setup and the stacks' push and pop; `policy.rs` the
 //! bounds, refills, collections and flushes; `ring.rs` the pipelined `free`. The words a held
