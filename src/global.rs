@@ -316,8 +316,8 @@ unsafe fn malloc_slow(n: usize) -> *mut u8 {
 pub unsafe fn free(p: *mut u8) {
     let tc = slot_raw();
     // While the thread's frees overflow its cache, they run pipelined: this call frees the
-    // pointer given `RING` (4) calls earlier, whose header its call started loading. Pointers outside
-    // the heap's reservations (huge blocks: their unmapping should not wait) are not.
+    // pointer given `RING` (4) calls earlier, whose header its call started loading. Pointers
+    // outside the heap's reservations (huge blocks: their unmapping should not wait) are not.
     // SAFETY: our own cache or a placeholder (never pipelined).
     let p = unsafe {
         if (*tc).ring_on() {
